@@ -1,0 +1,72 @@
+"""actiontrace: record what an application did and why.
+
+Decorate concept methods with ``@action`` and the glue between concepts with
+``@synchronization``; every call becomes an ``ActionRecord`` in a flow, and every action
+a synchronization calls gets a ``ProvenanceEdge`` from the action that triggered it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from actiontrace._analysis import TraceAnalyzer
+from actiontrace._context import continue_flow, flow, wrap_context
+from actiontrace._decorators import action, concept, synchronization
+from actiontrace._exceptions import (
+    ActionNotFound,
+    ConfigurationError,
+    ReactionLimitError,
+    SchemaOutdated,
+    StorageError,
+    TraceNotFound,
+)
+from actiontrace._model import (
+    ActionFilter,
+    ActionRecord,
+    ActionTrace,
+    PerformanceMetrics,
+    ProvenanceEdge,
+)
+from actiontrace._tracer import ActionTracer, configure, get_tracer
+from actiontrace._version import __version__
+from actiontrace.storage import InMemoryTraceStorage, TraceStorage
+
+if TYPE_CHECKING:
+    from actiontrace.storage._sql import SqlAlchemyTraceStorage
+
+
+def __getattr__(name: str) -> Any:
+    # SQLAlchemy is imported only when SQL storage is asked for.
+    if name == "SqlAlchemyTraceStorage":
+        from actiontrace.storage._sql import SqlAlchemyTraceStorage
+
+        return SqlAlchemyTraceStorage
+    raise AttributeError(f"module 'actiontrace' has no attribute {name!r}")
+
+__all__ = [
+    "ActionFilter",
+    "ActionNotFound",
+    "ActionRecord",
+    "ActionTrace",
+    "ActionTracer",
+    "ConfigurationError",
+    "InMemoryTraceStorage",
+    "PerformanceMetrics",
+    "ProvenanceEdge",
+    "ReactionLimitError",
+    "SchemaOutdated",
+    "SqlAlchemyTraceStorage",
+    "StorageError",
+    "TraceAnalyzer",
+    "TraceNotFound",
+    "TraceStorage",
+    "__version__",
+    "action",
+    "concept",
+    "configure",
+    "continue_flow",
+    "flow",
+    "get_tracer",
+    "synchronization",
+    "wrap_context",
+]

@@ -1,0 +1,272 @@
+"""Context frames: which flow, which enclosing action, which trigger (API.md §2-§3).
+
+One ``ContextVar`` holds the innermost *frame*. asyncio tasks copy the context when they
+are created, so they inherit the frame; threads start with an empty context, so flows
+in different threads never mix (``wrap_context`` carries one into a pool).
+
+A frame is a plain list, not an object: it is built on every decorated call, and a
+``__slots__`` class costs ~250 ns to construct against ~55 ns for a list
+(docs/performance.md). Its layout::
+
+    [part, action_id, last_completed, owner, sync_name, trigger, reaction_depth]
+
+* action frames (one per running ``@action``, and the root of ``flow()``): ``action_id``
+  is the running action, ``owner`` is None (the frame is its own owner), and
+  ``last_completed`` is the id of the most recent action that completed inside it.
+* synchronization frames (a running ``@synchronization`` or a declared reaction):
+  ``owner`` is the enclosing action frame, which they are transparent to: an action that
+  completes inside records itself as completed in the owner. ``sync_name`` and
+  ``trigger`` label the provenance edge of every action called directly inside.
+* base frames (``continue_flow`` and the flow an ``@action`` starts for itself): like an
+  action frame with ``action_id`` None, so their direct actions have no parent.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from actiontrace import _ids
+from actiontrace._capture import NULL, capture_error, capture_value, settings
+from actiontrace._ids import as_uuid, new_id, now_us
+from actiontrace._record import RUNNING, FlowPart, split_root
+
+__all__ = [
+    "Recorder",
+    "continue_flow",
+    "current_frame",
+    "current_recorder",
+    "flow",
+    "install",
+    "wrap_context",
+]
+
+PART, ACTION_ID, LAST, OWNER, SYNC, TRIGGER, DEPTH = range(7)
+
+current_frame: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "actiontrace_frame", default=None
+)
+
+T = TypeVar("T")
+
+
+class Sink(Protocol):
+    """Where ended flow parts go: the buffer in front of the background writer."""
+
+    def put(self, part: FlowPart) -> None: ...
+
+
+def default_module() -> str:
+    """The running program's name: ``python -m pkg`` -> ``pkg``, ``app.py`` -> ``app``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        name: str = spec.name
+        return name.removesuffix(".__main__")
+    if sys.argv and sys.argv[0] not in ("", "-c", "-m"):
+        return os.path.splitext(os.path.basename(sys.argv[0]))[0] or "python"
+    return "python"
+
+
+class Recorder:
+    """The part of the tracer the recording path talks to: opening and closing flows.
+
+    ``ActionTracer`` extends it with the writer, storage and queries, which sit below
+    the buffer and are never touched by a decorated call.
+    """
+
+    def __init__(self, sink: Sink, module: str | None, max_reaction_depth: int) -> None:
+        self._sink = sink
+        self.module = module or default_module()
+        self.max_reaction_depth = max_reaction_depth
+        self._active: dict[int, FlowPart] = {}
+
+    def _open(self, token: int, root_id: int | None, ts: int) -> FlowPart:
+        part = FlowPart(token, root_id, ts, self.module)
+        part.sink = self
+        self._active[id(part)] = part
+        return part
+
+    def _close(self, part: FlowPart) -> None:
+        self._active.pop(id(part), None)
+        self._sink.put(part)
+
+    def active_parts(self, token: int) -> list[FlowPart]:
+        """Snapshots of the parts of flow ``token`` still running in this process."""
+        return [p.snapshot() for p in list(self._active.values()) if p.token == token]
+
+
+class _Runtime:
+    recorder: Recorder | None = None
+    factory: Callable[[], Recorder] | None = None
+
+
+def install(recorder: Recorder | None) -> None:
+    """Make ``recorder`` the global one (``configure`` does this)."""
+    _Runtime.recorder = recorder
+
+
+def set_factory(factory: Callable[[], Recorder]) -> None:
+    """Register how to build the default recorder on first use."""
+    _Runtime.factory = factory
+
+
+def current_recorder() -> Recorder:
+    """The global recorder, built with the defaults on first use."""
+    rec = _Runtime.recorder
+    if rec is None:
+        assert _Runtime.factory is not None, "actiontrace._tracer was not imported"
+        rec = _Runtime.recorder = _Runtime.factory()
+    return rec
+
+
+def _reset(token: contextvars.Token[Any], fallback: list[Any] | None) -> None:
+    try:
+        current_frame.reset(token)
+    except ValueError:  # exited in another context (e.g. a generator finalized elsewhere)
+        current_frame.set(fallback)
+
+
+class flow:
+    """Start a new flow for the duration of a ``with`` (or ``async with``) block.
+
+    The block's value is the flow token (a ``uuid.UUID``). The flow's root action is
+    recorded as ``root`` split at its last ``::`` (concept, action), with ``inputs``;
+    it ends with status ``error`` when the block raises. When the block exits the flow
+    is handed to storage. An enclosing flow, if any, resumes afterwards.
+
+    A ``flow`` object is one block: build a new one for each ``with``.
+    """
+
+    __slots__ = ("_root", "_inputs", "_part", "_rec", "_reset", "_prev", "_t0")
+
+    def __init__(self, root: str, inputs: dict[str, Any] | None = None) -> None:
+        if not isinstance(root, str) or not root:
+            raise TypeError("flow() needs the root action's name, e.g. 'app::Web::handle'")
+        self._root = root
+        self._inputs = inputs
+
+    def __enter__(self) -> uuid.UUID:
+        recorder = current_recorder()
+        self._t0 = t0 = _ids.perf_ns()
+        ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
+        token, root_id = new_id(ts), new_id(ts)
+        part = recorder._open(token, root_id, ts)
+        inputs = capture_value(self._inputs if self._inputs is not None else {}, settings.redactor)
+        self._rec = [split_root(self._root), root_id, None, ts, None, RUNNING, inputs, None]
+        part.records.append(self._rec)
+        self._part = part
+        self._prev = current_frame.get()
+        self._reset = current_frame.set([part, root_id, None, None, None, None, 0])
+        return as_uuid(token)
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+        _reset(self._reset, self._prev)
+        rec = self._rec
+        rec[4] = (_ids.perf_ns() - self._t0) // 1000
+        if exc is not None:
+            rec[7] = capture_error(exc, settings.redactor)
+            rec[5] = "error"
+        else:
+            rec[7] = NULL
+            rec[5] = "ok"
+        self._part.sink._close(self._part)
+
+    async def __aenter__(self) -> uuid.UUID:
+        return self.__enter__()
+
+    async def __aexit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+        self.__exit__(et, exc, tb)
+
+
+def _as_int(value: uuid.UUID | str | int, what: str) -> int:
+    if isinstance(value, uuid.UUID):
+        return value.int
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 128:
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value).int
+        except ValueError:
+            pass
+    raise ValueError(f"{what} must be a UUID, got {value!r}")
+
+
+class continue_flow:
+    """Join an existing flow (e.g. one started in another process) for a block.
+
+    Actions called directly in the block have no parent and, when ``trigger`` is given,
+    a provenance edge from it labelled ``synchronization``. What the block records is
+    stored as another part of the same flow; the flow's root stays the one recorded by
+    the process that started it.
+    """
+
+    __slots__ = ("_token", "_trigger", "_sync", "_part", "_reset", "_prev")
+
+    def __init__(
+        self,
+        flow_token: uuid.UUID | str,
+        trigger: uuid.UUID | str | None = None,
+        synchronization: str | None = None,
+    ) -> None:
+        self._token = _as_int(flow_token, "flow_token")
+        self._trigger = None if trigger is None else _as_int(trigger, "trigger")
+        self._sync = synchronization or "continue_flow"
+
+    def __enter__(self) -> uuid.UUID:
+        recorder = current_recorder()
+        part = recorder._open(self._token, None, now_us())
+        self._part = part
+        base: list[Any] = [part, None, None, None, None, None, 0]
+        if self._trigger is not None:
+            base = [part, None, None, base, self._sync, self._trigger, 0]
+        self._prev = current_frame.get()
+        self._reset = current_frame.set(base)
+        return as_uuid(self._token)
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+        _reset(self._reset, self._prev)
+        self._part.sink._close(self._part)
+
+    async def __aenter__(self) -> uuid.UUID:
+        return self.__enter__()
+
+    async def __aexit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+        self.__exit__(et, exc, tb)
+
+
+def wrap_context(fn: Callable[..., T]) -> Callable[..., T]:
+    """Return ``fn`` bound to the current flow, to run in another thread (a pool).
+
+    Actions it calls join the flow as if called where ``wrap_context`` was called; the
+    flow must still be running when they complete, or they are not stored with it.
+    """
+    frame = current_frame.get()
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            reset = current_frame.set(frame)
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                current_frame.reset(reset)
+
+        return run_async  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> T:
+        reset = current_frame.set(frame)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            current_frame.reset(reset)
+
+    return run

@@ -1,0 +1,52 @@
+"""Every error actiontrace raises to a caller, in one place.
+
+    Exception
+    ├── LookupError
+    │   ├── TraceNotFound        get_trace: no flow with that token
+    │   └── ActionNotFound       get_causal_chain / update_action_output: no such action
+    ├── RuntimeError
+    │   ├── ReactionLimitError   a cascade of declared reactions went deeper than
+    │   │                        configure(max_reaction_depth=...)
+    │   └── StorageError         a storage could not do what was asked
+    │       └── SchemaOutdated   the database is behind (or ahead of) this actiontrace
+    └── ValueError
+        └── ConfigurationError   configure() / a storage was given something unusable
+
+Errors *inside* the recording path (encoding a hostile value, a full buffer, a database
+that is down) never reach the application: they are counted and logged instead.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActionNotFound",
+    "ConfigurationError",
+    "ReactionLimitError",
+    "SchemaOutdated",
+    "StorageError",
+    "TraceNotFound",
+]
+
+
+class TraceNotFound(LookupError):
+    """No trace is stored or running for the flow token."""
+
+
+class ActionNotFound(LookupError):
+    """No action with that id is stored or running."""
+
+
+class ReactionLimitError(RuntimeError):
+    """A cascade of declared reactions exceeded ``max_reaction_depth``."""
+
+
+class StorageError(RuntimeError):
+    """A storage backend could not perform an operation."""
+
+
+class SchemaOutdated(StorageError):
+    """The database schema is not at the revision this version of actiontrace needs."""
+
+
+class ConfigurationError(ValueError):
+    """A configuration value (URL, option, storage) is unusable."""

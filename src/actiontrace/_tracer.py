@@ -1,0 +1,352 @@
+"""``ActionTracer``: flows, the writer and storage, and the queries (API.md §3-§4)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+from actiontrace import _capture, _context, _ids
+from actiontrace._capture import NULL, capture_value, settings
+from actiontrace._context import Recorder, current_frame, current_recorder
+from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNotFound
+from actiontrace._ids import as_uuid, new_id, now_us
+from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
+from actiontrace._record import FlowPart, Named, split_root, to_trace
+from actiontrace._writer import Buffer, WriterStats
+from actiontrace.storage._base import TraceStorage
+from actiontrace.storage._memory import InMemoryTraceStorage
+
+__all__ = ["ActionTracer", "configure", "get_tracer"]
+
+# Options configure() passes to the tracer, with their defaults.
+TRACER_OPTIONS = {
+    "max_reaction_depth": 100,
+    "max_queue": 1_000_000,
+    "batch_size": 5_000,
+    "flush_interval": 0.2,
+    "full_wait": 0.05,
+    "recent_traces": 1_000,
+    "query_flush_timeout": 5.0,
+}
+# Options that change process-wide capture settings.
+CAPTURE_OPTIONS = ("redact", "max_value_bytes")
+
+
+def _uuid(value: uuid.UUID | str, what: str = "id") -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise ValueError(f"{what} must be a UUID, got {value!r}") from None
+
+
+class ActionTracer(Recorder):
+    """Records flows into a storage through a bounded buffer and a background writer.
+
+    Args:
+        storage: where traces go (default: a new ``InMemoryTraceStorage``).
+        module: the trace's ``module`` (default: the running program's name).
+        max_reaction_depth: how deep declared reactions may cascade.
+        max_queue: actions that may wait for the writer before flows are dropped.
+        batch_size: actions per write (one transaction).
+        flush_interval: seconds the writer sleeps between batches when idle.
+        full_wait: seconds a flow waits for room when the buffer is full.
+        recent_traces: how many recently written flows to keep in memory (the LRU).
+        query_flush_timeout: how long a query waits for the writer before it reads.
+    """
+
+    def __init__(
+        self,
+        storage: TraceStorage | None = None,
+        *,
+        module: str | None = None,
+        **options: Any,
+    ) -> None:
+        unknown = set(options) - set(TRACER_OPTIONS)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown tracer option(s): {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(TRACER_OPTIONS))}"
+            )
+        opts = {**TRACER_OPTIONS, **options}
+        self.storage: TraceStorage = storage if storage is not None else InMemoryTraceStorage()
+        write = getattr(self.storage, "write_parts", None)
+        if write is None:  # a duck-typed storage with only save_trace
+            save = self.storage.save_trace
+
+            def write(parts: Any) -> None:
+                for part in parts:
+                    save(to_trace(part))
+
+        describe = getattr(self.storage, "describe_error", None)
+        self._buffer = Buffer(
+            write,
+            is_transient=getattr(self.storage, "is_transient", lambda exc: True),
+            max_queue=opts["max_queue"],
+            batch_size=opts["batch_size"],
+            flush_interval=opts["flush_interval"],
+            full_wait=opts["full_wait"],
+            recent=opts["recent_traces"],
+            **({"describe_error": describe} if describe else {}),
+        )
+        self.query_flush_timeout: float = opts["query_flush_timeout"]
+        self._started: list[tuple[Any, Any, list[Any], FlowPart]] = []
+        self._started_lock = threading.Lock()
+        super().__init__(self._buffer, module, opts["max_reaction_depth"])
+
+    def __repr__(self) -> str:
+        return f"<ActionTracer module={self.module!r} storage={type(self.storage).__name__}>"
+
+    # -- the seed's imperative API -----------------------------------------------------
+
+    def start_flow(self, root_action: str) -> uuid.UUID:
+        """Start a flow in the current context and return its token; see ``end_flow``.
+
+        Prefer ``with flow(...)``, which cannot forget to end the flow.
+        """
+        ts = now_us()
+        token, root_id = new_id(ts), new_id(ts)
+        part = self._open(token, root_id, ts)
+        rec = [split_root(root_action), root_id, None, ts, None, "running", b"{}", None]
+        part.records.append(rec)
+        reset = current_frame.set([part, root_id, None, None, None, None, 0])
+        with self._started_lock:
+            self._started.append((reset, current_frame.get(), rec, part))
+        return as_uuid(token)
+
+    def end_flow(self) -> None:
+        """End the flow the last ``start_flow`` in this context started, and store it."""
+        frame = current_frame.get()
+        with self._started_lock:
+            for i in range(len(self._started) - 1, -1, -1):
+                reset, started_frame, rec, part = self._started[i]
+                if started_frame is frame:
+                    del self._started[i]
+                    break
+            else:
+                raise RuntimeError("end_flow(): no flow started by start_flow() is current")
+        try:
+            current_frame.reset(reset)
+        except ValueError:
+            current_frame.set(None)
+        rec[4] = max(now_us() - rec[3], 0)
+        rec[5], rec[7] = "ok", NULL
+        self._close(part)
+
+    def current_flow_token(self) -> uuid.UUID | None:
+        """The token of the flow active in this context, or None."""
+        frame = current_frame.get()
+        return None if frame is None else as_uuid(frame[0].token)
+
+    def record_action(
+        self, concept_uri: str, action: str, inputs: Any = None, outputs: Any = None
+    ) -> uuid.UUID:
+        """Record a completed action by hand in the current flow (or a flow of its own)."""
+        frame = current_frame.get()
+        ts = now_us()
+        aid = new_id(ts)
+        redactor = settings.redactor
+        rec = [
+            Named(concept_uri, action), aid, None, ts, 0, "ok",
+            capture_value({} if inputs is None else inputs, redactor),
+            capture_value(outputs, redactor),
+        ]
+        if frame is None:
+            part = self._open(new_id(ts), aid, ts)
+            part.records.append(rec)
+            self._close(part)
+            return as_uuid(aid)
+        owner = frame[3] or frame
+        rec[2] = owner[1]
+        frame[0].records.append(rec)
+        if frame[4] is not None:
+            frame[0].edges.append((frame[5], aid, frame[4], ts))
+        owner[2] = aid
+        return as_uuid(aid)
+
+    def record_provenance(
+        self, from_action: uuid.UUID | str, to_action: uuid.UUID | str, synchronization: str
+    ) -> None:
+        """Record that ``synchronization`` caused ``to_action`` from ``from_action``."""
+        frame = current_frame.get()
+        if frame is None:
+            raise RuntimeError("record_provenance() needs an active flow")
+        f, t = _uuid(from_action, "from_action"), _uuid(to_action, "to_action")
+        frame[0].edges.append((f.int, t.int, str(synchronization), now_us()))
+
+    def update_action_output(self, action_id: uuid.UUID | str, outputs: Any) -> None:
+        """Replace the outputs of an action still held by this process."""
+        aid = _uuid(action_id, "action_id").int
+        frame = current_frame.get()
+        parts = ([frame[0]] if frame is not None else []) + list(self._active.values())
+        for part in parts:
+            for rec in reversed(part.records):
+                if rec[1] == aid:
+                    rec[7] = capture_value(outputs, settings.redactor)
+                    return
+        raise ActionNotFound(f"action {action_id} is not in a running flow of this process")
+
+    # -- durability ----------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything recorded before the call is durable in storage.
+
+        Returns False on timeout or if something could not be written; never raises.
+        """
+        return self._buffer.flush(timeout)
+
+    def shutdown(self, timeout: float | None = 10.0) -> bool:
+        """Flush, stop the writer and close the storage. Returns whether all was written."""
+        ok = self._buffer.stop(timeout)
+        try:
+            self.storage.close()
+        except Exception:  # noqa: BLE001 - shutting down must not raise
+            pass
+        return ok
+
+    def stats(self) -> WriterStats:
+        """Counters: recorded, written, dropped, retries, queued, last_error..."""
+        return self._buffer.stats()
+
+    # -- queries (they flush first) ------------------------------------------------------
+
+    def _sync(self) -> None:
+        self._buffer.flush(self.query_flush_timeout)
+
+    def get_trace(self, flow_token: uuid.UUID | str) -> ActionTrace:
+        """The flow's trace: stored parts merged with what is still running here."""
+        token = _uuid(flow_token, "flow_token")
+        self._sync()
+        live = self.active_parts(token.int)
+        try:
+            stored: ActionTrace | None = self.storage.get_trace(token)
+        except TraceNotFound:
+            stored = None
+        except Exception:  # the storage is down: fall back to what this process holds
+            stored = None
+            live = self._buffer.recent.get(token.int, []) + live
+        if not live:
+            if stored is None:
+                raise TraceNotFound(f"no trace for flow {token}")
+            return stored
+        return _merge(stored, [to_trace(p) for p in live])
+
+    def find_actions(self, filter: ActionFilter | None = None, **fields: Any) -> list[ActionRecord]:
+        """Stored actions matching the filter (or the same fields as keywords)."""
+        if filter is None:
+            filter = ActionFilter(**fields)
+        self._sync()
+        return self.storage.find_actions(filter)
+
+    def find_producing_sync(self, action_id: uuid.UUID | str) -> str | None:
+        """The synchronization that produced the action, or None."""
+        self._sync()
+        return self.storage.find_producing_sync(_uuid(action_id, "action_id"))
+
+    def get_causal_chain(self, action_id: uuid.UUID | str) -> list[ActionRecord]:
+        """Root first, the action last; raises ``ActionNotFound``."""
+        self._sync()
+        return self.storage.get_causal_chain(_uuid(action_id, "action_id"))
+
+    def find_by_sync(self, sync_name: str) -> list[ActionRecord]:
+        """The actions a synchronization produced, oldest first."""
+        self._sync()
+        return self.storage.find_by_sync(sync_name)
+
+
+def _merge(stored: ActionTrace | None, parts: list[ActionTrace]) -> ActionTrace:
+    base = stored or parts[0]
+    actions = dict(base.actions)
+    edges = list(base.provenance_edges)
+    seen = {(e.from_action, e.to_action, e.synchronization) for e in edges}
+    root = base.root_action_id if stored is not None else None
+    created = base.created_at
+    for p in parts:
+        actions.update(p.actions)
+        for e in p.provenance_edges:
+            if (e.from_action, e.to_action, e.synchronization) not in seen:
+                seen.add((e.from_action, e.to_action, e.synchronization))
+                edges.append(e)
+        created = min(created, p.created_at)
+        if root is None and p.root_action_id in p.actions and p.actions[p.root_action_id].parent_id is None:
+            root = p.root_action_id
+    ordered = dict(sorted(actions.items(), key=lambda kv: (kv[1].timestamp, kv[0].int)))
+    return ActionTrace(
+        flow_token=base.flow_token,
+        root_action_id=root or base.root_action_id,
+        actions=ordered,
+        provenance_edges=edges,
+        created_at=created,
+        module=base.module,
+    )
+
+
+# -- the global tracer -----------------------------------------------------------------------
+
+_config_lock = threading.Lock()
+
+
+def get_tracer() -> ActionTracer:
+    """The global tracer (in memory until ``configure`` says otherwise)."""
+    rec = current_recorder()
+    assert isinstance(rec, ActionTracer)
+    return rec
+
+
+def _storage_for(url: str) -> TraceStorage:
+    from actiontrace.storage._sql import SqlAlchemyTraceStorage
+
+    return SqlAlchemyTraceStorage(url)
+
+
+def configure(
+    url: str | None = None,
+    storage: TraceStorage | None = None,
+    module: str | None = None,
+    **options: Any,
+) -> ActionTracer:
+    """Replace the global tracer (flushing the old one) and return the new one.
+
+    Args:
+        url: a SQLAlchemy URL (``sqlite:///actiontrace.db``,
+            ``postgresql+psycopg://...``) for a ``SqlAlchemyTraceStorage``.
+        storage: a storage object instead of ``url``.
+        module: the ``module`` recorded on traces.
+        **options: tracer options (see ``ActionTracer``) and capture options:
+            ``redact`` (more secret names, for every action), ``max_value_bytes``
+            (largest stored value before truncation).
+
+    Raises:
+        ConfigurationError: a malformed URL, an unknown dialect or option, or a SQLite
+            file that cannot be created. An unreachable database server is not an
+            error: writes wait in the buffer and are retried.
+    """
+    if url is not None and storage is not None:
+        raise ConfigurationError("configure() takes url or storage, not both")
+    capture = {k: options.pop(k) for k in CAPTURE_OPTIONS if k in options}
+    with _config_lock:
+        new_storage = _storage_for(url) if url is not None else storage
+        tracer = ActionTracer(new_storage, module=module, **options)
+        if "max_value_bytes" in capture:
+            limit = capture["max_value_bytes"]
+            if not isinstance(limit, int) or limit < 64:
+                raise ConfigurationError("max_value_bytes must be an int >= 64")
+            settings.max_value_bytes = limit
+        if "redact" in capture:
+            extra = capture["redact"]
+            extra = (extra,) if isinstance(extra, str) else tuple(extra)
+            settings.redactor = _capture.Redactor((*_capture.DEFAULT_REDACT, *extra))
+            from actiontrace._decorators import refresh_all_redaction
+
+            refresh_all_redaction()
+        old = _context._Runtime.recorder
+        _context.install(tracer)
+    if isinstance(old, ActionTracer):
+        old.shutdown()
+    return tracer
+
+
+_context.set_factory(ActionTracer)
+

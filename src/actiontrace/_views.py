@@ -1,0 +1,167 @@
+"""Render a trace: an ASCII tree, Graphviz DOT, Mermaid and JSON (API.md §6)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import msgspec
+
+from actiontrace._model import ActionRecord, ActionTrace
+
+__all__ = ["causes", "short_name", "to_ascii", "to_dot", "to_json", "to_mermaid"]
+
+DETAIL_WIDTH = 120
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+
+
+def short_name(rec: ActionRecord) -> str:
+    """``[Concept::action]`` with the last segment of the concept URI."""
+    concept = rec.concept_uri.rpartition("::")[2] or rec.concept_uri
+    return f"{concept}::{rec.action}"
+
+
+def _compact(value: Any, width: int = DETAIL_WIDTH) -> str:
+    text = msgspec.json.encode(value).decode()
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def causes(trace: ActionTrace) -> dict[uuid.UUID, tuple[uuid.UUID | None, str | None]]:
+    """Each action's cause inside the trace: ``(from_action, synchronization)``.
+
+    The cause is the provenance edge into the action (the earliest, if several), else its
+    parent; ``(None, None)`` for actions whose cause is outside the trace.
+    """
+    incoming: dict[uuid.UUID, tuple[int, uuid.UUID, str]] = {}
+    for e in trace.provenance_edges:
+        if e.from_action in trace.actions:
+            best = incoming.get(e.to_action)
+            if best is None or e.created_at < best[0]:
+                incoming[e.to_action] = (e.created_at, e.from_action, e.synchronization)
+    out: dict[uuid.UUID, tuple[uuid.UUID | None, str | None]] = {}
+    for aid, rec in trace.actions.items():
+        if aid in incoming:
+            out[aid] = (incoming[aid][1], incoming[aid][2])
+        elif rec.parent_id in trace.actions:
+            out[aid] = (rec.parent_id, None)
+        else:
+            out[aid] = (None, None)
+    return out
+
+
+def to_ascii(trace: ActionTrace) -> str:
+    """The causal tree: children under the action that caused them, edges labelled."""
+    cause = causes(trace)
+    children: dict[uuid.UUID | None, list[uuid.UUID]] = {}
+    for aid in sorted(trace.actions, key=lambda a: (trace.actions[a].timestamp, a.int)):
+        children.setdefault(cause[aid][0], []).append(aid)
+    roots = children.get(None, [])
+    if trace.root_action_id in roots:  # the flow's root first
+        roots.remove(trace.root_action_id)
+        roots.insert(0, trace.root_action_id)
+    lines: list[str] = []
+
+    def details(rec: ActionRecord, prefix: str) -> None:
+        lines.append(f"{prefix}└─ Input: {_compact(rec.inputs)}")
+        if rec.status == "error":
+            lines.append(f"{prefix}└─ Error: {_compact(rec.outputs)}")
+        elif rec.status == "running":
+            lines.append(f"{prefix}└─ (running)")
+        elif rec.outputs is not None:
+            lines.append(f"{prefix}└─ Output: {_compact(rec.outputs)}")
+
+    def status(rec: ActionRecord) -> str:
+        mark = " ✗" if rec.status == "error" else ""
+        return f"{mark} ({rec.duration_us} µs)" if rec.duration_us is not None else mark
+
+    def walk(aid: uuid.UUID, prefix: str, seen: set[uuid.UUID]) -> None:
+        kids = children.get(aid, [])
+        for i, kid in enumerate(kids):
+            if kid in seen:
+                continue
+            seen.add(kid)
+            last = i == len(kids) - 1
+            rec = trace.actions[kid]
+            sync = cause[kid][1]
+            arrow = f"──({sync})──> " if sync else "──> "
+            lines.append(f"{prefix}{'└' if last else '├'}{arrow}[{short_name(rec)}]{status(rec)}")
+            inner = prefix + ("    " if last else "│   ")
+            details(rec, inner + " " * (len(arrow) - 1))
+            walk(kid, inner, seen)
+
+    seen: set[uuid.UUID] = set()
+    for n, root in enumerate(roots):
+        rec = trace.actions[root]
+        seen.add(root)
+        head = f"[{short_name(rec)}]{status(rec)}"
+        lines.append(head + (f" flow_token={trace.flow_token}" if n == 0 else ""))
+        details(rec, "│   " if children.get(root) else "    ")
+        walk(root, "", seen)
+    if not trace.actions:
+        lines.append(f"(empty flow {trace.flow_token})")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_str(text: str) -> str:
+    text = _CONTROL.sub("\ufffd", text)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def to_dot(trace: ActionTrace) -> str:
+    """A Graphviz digraph: one node per action (id = its UUID), one edge per provenance edge.
+
+    Every label is escaped, so the output is valid DOT whatever the values contain.
+    """
+    out = ["digraph ActionTrace {", "    rankdir=LR;", '    node [shape=box, fontname="monospace"];']
+    for aid, rec in trace.actions.items():
+        label = "\n".join([
+            f"{rec.concept_uri}::{rec.action}",
+            f"Inputs: {_compact(rec.inputs, 80)}",
+            f"{'Error' if rec.status == 'error' else 'Outputs'}: {_compact(rec.outputs, 80)}",
+        ])
+        style = ', color="red"' if rec.status == "error" else ""
+        out.append(f"    {_dot_str(str(aid))} [label={_dot_str(label)}{style}];")
+    for e in trace.provenance_edges:
+        out.append(
+            f"    {_dot_str(str(e.from_action))} -> {_dot_str(str(e.to_action))} "
+            f"[label={_dot_str(e.synchronization)}];"
+        )
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+_MERMAID_ESCAPES = {'"': "#quot;", "<": "#lt;", ">": "#gt;", "#": "#35;", "`": "#96;",
+                    "&": "#amp;", "|": "#124;", "\n": "<br/>"}
+_MERMAID_RE = re.compile("|".join(re.escape(k) for k in _MERMAID_ESCAPES))
+
+
+def _mermaid_str(text: str) -> str:
+    text = _CONTROL.sub("\ufffd", text)
+    return '"' + _MERMAID_RE.sub(lambda m: _MERMAID_ESCAPES[m.group()], text) + '"'
+
+
+def to_mermaid(trace: ActionTrace) -> str:
+    """A Mermaid flowchart: provenance edges labelled, nested calls dotted."""
+    out = ["flowchart TD"]
+
+    def node(aid: uuid.UUID) -> str:
+        return f"a{aid.hex}"
+
+    for aid, rec in trace.actions.items():
+        label = f"{short_name(rec)}\n{_compact(rec.inputs, 60)}"
+        out.append(f"    {node(aid)}[{_mermaid_str(label)}]")
+        if rec.status == "error":
+            out.append(f"    style {node(aid)} stroke:#c00")
+    for e in trace.provenance_edges:
+        out.append(f"    {node(e.from_action)} -->|{_mermaid_str(e.synchronization)}| {node(e.to_action)}")
+    with_edge = {e.to_action for e in trace.provenance_edges}
+    for aid, rec in trace.actions.items():
+        if aid not in with_edge and rec.parent_id in trace.actions:
+            out.append(f"    {node(rec.parent_id)} -.-> {node(aid)}")
+    return "\n".join(out) + "\n"
+
+
+def to_json(trace: ActionTrace) -> str:
+    """The trace as JSON (UUIDs as strings, the actions keyed by id)."""
+    return msgspec.json.encode(trace).decode()

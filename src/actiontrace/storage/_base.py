@@ -1,0 +1,83 @@
+"""The storage interface every backend implements (API.md §4-§5).
+
+Storages are written in *parts* (``actiontrace._record.FlowPart``): what one process
+recorded of one flow. Parts of the same flow merge; writing the same action twice
+(same id) stores it once. The public ``save_trace`` takes an ``ActionTrace`` and
+converts it; the tracer's writer calls ``write_parts`` with whole batches.
+
+A custom storage may subclass ``TraceStorage`` and override either ``save_trace`` or
+``write_parts`` (one is defined in terms of the other), plus the queries.
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from collections.abc import Sequence
+
+from actiontrace._model import ActionFilter, ActionRecord, ActionTrace, PerformanceMetrics
+from actiontrace._record import FlowPart, from_trace, to_trace
+
+__all__ = ["TraceStorage"]
+
+
+class TraceStorage(abc.ABC):
+    """Where traces are kept, and the queries over them."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.save_trace is TraceStorage.save_trace and cls.write_parts is TraceStorage.write_parts:
+            if not getattr(cls, "__abstractmethods__", None):
+                raise TypeError(f"{cls.__name__} must override save_trace or write_parts")
+
+    def save_trace(self, trace: ActionTrace) -> None:
+        """Store ``trace`` (a whole flow or a part of one; parts merge)."""
+        self.write_parts([from_trace(trace)])
+
+    def write_parts(self, parts: Sequence[FlowPart]) -> None:
+        """Store a batch of parts, atomically where the backend can."""
+        for part in parts:
+            self.save_trace(to_trace(part))
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether a failed write is worth retrying as it is (the backend was down)."""
+        return True
+
+    def close(self) -> None:
+        """Release connections and files."""
+
+    # -- queries -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_trace(self, flow_token: uuid.UUID) -> ActionTrace:
+        """The flow's trace, all parts merged; raises ``TraceNotFound``."""
+
+    @abc.abstractmethod
+    def find_actions(self, filter: ActionFilter) -> list[ActionRecord]:
+        """Actions matching ``filter``, oldest first (ties in recording order)."""
+
+    @abc.abstractmethod
+    def find_producing_sync(self, action_id: uuid.UUID) -> str | None:
+        """The synchronization that produced the action, or None."""
+
+    @abc.abstractmethod
+    def get_causal_chain(self, action_id: uuid.UUID) -> list[ActionRecord]:
+        """Root first, the action last; raises ``ActionNotFound``."""
+
+    @abc.abstractmethod
+    def find_by_sync(self, sync_name: str) -> list[ActionRecord]:
+        """The actions a synchronization produced, oldest first."""
+
+    # -- analysis (TraceAnalyzer delegates here, so each backend answers natively) --------
+
+    @abc.abstractmethod
+    def top_synchronizations(self, limit: int) -> list[tuple[str, int]]:
+        """``(synchronization, edge count)``, most frequent first."""
+
+    @abc.abstractmethod
+    def longest_chains(self, limit: int) -> list[tuple[uuid.UUID, int]]:
+        """``(flow_token, depth)``, deepest first; depth = actions on the longest causal path."""
+
+    @abc.abstractmethod
+    def sync_performance(self, sync_name: str) -> PerformanceMetrics:
+        """Duration statistics of the actions the synchronization produced."""

@@ -1,0 +1,203 @@
+"""``InMemoryTraceStorage``: everything in dicts, for tests and short scripts."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from actiontrace._exceptions import ActionNotFound, TraceNotFound
+from actiontrace._ids import as_uuid
+from actiontrace._model import (
+    ActionFilter,
+    ActionRecord,
+    ActionTrace,
+    PerformanceMetrics,
+    ProvenanceEdge,
+)
+from actiontrace._record import FlowPart, record_from_row
+from actiontrace.storage._base import TraceStorage
+
+__all__ = ["InMemoryTraceStorage", "matches", "sort_key"]
+
+
+def sort_key(rec: ActionRecord) -> tuple[int, int]:
+    """Oldest first; ties in recording order (ids are UUIDv7, monotonic per process)."""
+    return (rec.timestamp, rec.id.int)
+
+
+def _contains(inputs: Any, wanted: dict[str, Any]) -> bool:
+    if not isinstance(inputs, dict):
+        return False
+    missing = object()
+    for k, v in wanted.items():
+        got = inputs.get(k, missing)
+        if got is missing or got != v or isinstance(got, bool) != isinstance(v, bool):
+            return False
+    return True
+
+
+def matches(rec: ActionRecord, f: ActionFilter) -> bool:
+    """Whether ``rec`` satisfies every field of ``f`` (the reference semantics)."""
+    if f.concept_uri is not None and rec.concept_uri != f.concept_uri:
+        if not rec.concept_uri.startswith(f.concept_uri + "::"):
+            return False
+    if f.action is not None and rec.action != f.action:
+        return False
+    if f.flow_token is not None and rec.flow_token != f.flow_token:
+        return False
+    if f.time_range is not None and not f.time_range[0] <= rec.timestamp <= f.time_range[1]:
+        return False
+    return f.inputs is None or _contains(rec.inputs, f.inputs)
+
+
+class _Flow:
+    __slots__ = ("root", "created_at", "module", "actions", "edges")
+
+    def __init__(self, created_at: int, module: str) -> None:
+        self.root: uuid.UUID | None = None
+        self.created_at = created_at
+        self.module = module
+        self.actions: dict[uuid.UUID, ActionRecord] = {}
+        self.edges: dict[tuple[uuid.UUID, uuid.UUID, str], ProvenanceEdge] = {}
+
+
+class InMemoryTraceStorage(TraceStorage):
+    """Keep traces in memory. Thread-safe; nothing survives the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._flows: dict[uuid.UUID, _Flow] = {}
+        self._actions: dict[uuid.UUID, ActionRecord] = {}
+        self._incoming: dict[uuid.UUID, list[ProvenanceEdge]] = {}
+        self._by_sync: dict[str, dict[uuid.UUID, None]] = {}
+
+    def write_parts(self, parts: Sequence[FlowPart]) -> None:
+        with self._lock:
+            for part in parts:
+                self._merge(part)
+
+    def _merge(self, part: FlowPart) -> None:
+        uuids: dict[int, uuid.UUID] = {}
+        token = as_uuid(part.token)
+        fl = self._flows.get(token)
+        if fl is None:
+            fl = self._flows[token] = _Flow(part.created_at, part.module)
+        fl.created_at = min(fl.created_at, part.created_at)
+        if part.root_id is not None:
+            fl.root = as_uuid(part.root_id)
+        for row in part.rows():
+            rec = record_from_row(row, uuids)
+            fl.actions[rec.id] = rec
+            self._actions[rec.id] = rec
+        for f, t, sync, created in part.edges:
+            edge = ProvenanceEdge(as_uuid(f), uuids.get(t) or as_uuid(t), sync, created)
+            key = (edge.from_action, edge.to_action, sync)
+            if key in fl.edges:
+                continue
+            fl.edges[key] = edge
+            self._incoming.setdefault(edge.to_action, []).append(edge)
+            self._by_sync.setdefault(sync, {})[edge.to_action] = None
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def get_trace(self, flow_token: uuid.UUID) -> ActionTrace:
+        with self._lock:
+            fl = self._flows.get(flow_token)
+            if fl is None:
+                raise TraceNotFound(f"no trace for flow {flow_token}")
+            actions = dict(sorted(fl.actions.items(), key=lambda kv: sort_key(kv[1])))
+            root = fl.root or (next(iter(actions)) if actions else flow_token)
+            return ActionTrace(
+                flow_token=flow_token,
+                root_action_id=root,
+                actions=actions,
+                provenance_edges=sorted(fl.edges.values(), key=lambda e: e.created_at),
+                created_at=fl.created_at,
+                module=fl.module,
+            )
+
+    def find_actions(self, filter: ActionFilter) -> list[ActionRecord]:
+        with self._lock:
+            if filter.flow_token is not None:
+                fl = self._flows.get(filter.flow_token)
+                pool = list(fl.actions.values()) if fl else []
+            else:
+                pool = list(self._actions.values())
+        found = sorted((r for r in pool if matches(r, filter)), key=sort_key)
+        return found if filter.limit is None else found[: filter.limit]
+
+    def _producing_edge(self, action_id: uuid.UUID) -> ProvenanceEdge | None:
+        edges = self._incoming.get(action_id)
+        return min(edges, key=lambda e: e.created_at) if edges else None
+
+    def find_producing_sync(self, action_id: uuid.UUID) -> str | None:
+        with self._lock:
+            edge = self._producing_edge(action_id)
+            return edge.synchronization if edge else None
+
+    def _cause(self, rec: ActionRecord) -> uuid.UUID | None:
+        edge = self._producing_edge(rec.id)
+        return edge.from_action if edge is not None else rec.parent_id
+
+    def get_causal_chain(self, action_id: uuid.UUID) -> list[ActionRecord]:
+        with self._lock:
+            rec = self._actions.get(action_id)
+            if rec is None:
+                raise ActionNotFound(f"no action {action_id}")
+            chain = [rec]
+            seen = {rec.id}
+            while (cause := self._cause(rec)) is not None and cause not in seen:
+                nxt = self._actions.get(cause)
+                if nxt is None:
+                    break
+                chain.append(nxt)
+                seen.add(cause)
+                rec = nxt
+        chain.reverse()
+        return chain
+
+    def find_by_sync(self, sync_name: str) -> list[ActionRecord]:
+        with self._lock:
+            ids = list(self._by_sync.get(sync_name, ()))
+            found = [self._actions[i] for i in ids if i in self._actions]
+        return sorted(found, key=sort_key)
+
+    # -- analysis ----------------------------------------------------------------------------
+
+    def top_synchronizations(self, limit: int) -> list[tuple[str, int]]:
+        with self._lock:
+            counts = Counter(
+                e.synchronization for fl in self._flows.values() for e in fl.edges.values()
+            )
+        return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+
+    def longest_chains(self, limit: int) -> list[tuple[uuid.UUID, int]]:
+        with self._lock:
+            depth: dict[uuid.UUID, int] = {}
+
+            def depth_of(rec: ActionRecord) -> int:
+                # Iterative: walk up to a known depth, then assign on the way back.
+                path = []
+                cur: ActionRecord | None = rec
+                while cur is not None and cur.id not in depth and cur.id not in path:
+                    path.append(cur.id)
+                    cause = self._cause(cur)
+                    cur = self._actions.get(cause) if cause is not None else None
+                base = depth.get(cur.id, 0) if cur is not None else 0
+                for i, aid in enumerate(reversed(path)):
+                    depth[aid] = base + i + 1
+                return depth[rec.id]
+
+            result = [
+                (token, max((depth_of(r) for r in fl.actions.values()), default=0), fl.created_at)
+                for token, fl in self._flows.items()
+            ]
+        result.sort(key=lambda t: (-t[1], t[2]))
+        return [(token, d) for token, d, _ in result[:limit]]
+
+    def sync_performance(self, sync_name: str) -> PerformanceMetrics:
+        durations = [r.duration_us for r in self.find_by_sync(sync_name) if r.duration_us is not None]
+        return PerformanceMetrics.from_durations(durations)
