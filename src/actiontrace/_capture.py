@@ -229,7 +229,7 @@ def capture_value(value: Any, redactor: Redactor) -> bytes:
             data = encode(_sanitize(value, 0, set()))
         except BaseException:
             data = encode(_safe_repr(value))
-    if b"{" in data or len(data) > settings.max_value_bytes:
+    if data.find(b"{") >= 0 or len(data) > settings.max_value_bytes:
         data = finish(data, redactor)
     return data
 

@@ -4,21 +4,24 @@ One ``ContextVar`` holds the innermost *frame*. asyncio tasks copy the context w
 are created, so they inherit the frame; threads start with an empty context, so flows
 in different threads never mix (``wrap_context`` carries one into a pool).
 
-A frame is a plain list, not an object: it is built on every decorated call, and a
-``__slots__`` class costs ~250 ns to construct against ~55 ns for a list
-(docs/performance.md). Its layout::
+A frame is a plain list, and the frame of a running action *is* its record: one list
+per decorated call instead of a record plus a frame, because every allocation on the hot
+path costs ~100 ns once garbage collection is counted (docs/performance.md). Layout::
 
-    [part, action_id, last_completed, owner, sync_name, trigger, reaction_depth]
+    [spec, id, parent_id, start_ns, duration_ns, status, inputs, outputs,    # the record
+     part, last_completed, owner, sync_name, trigger, reaction_depth]        # the frame
 
-* action frames (one per running ``@action``, and the root of ``flow()``): ``action_id``
-  is the running action, ``owner`` is None (the frame is its own owner), and
+(``FlowPart.rows`` reads only the first eight.)
+
+* action frames (one per running ``@action``, and the root of ``flow()``): ``id`` is the
+  running action, ``owner`` is None (the frame is its own owner), and
   ``last_completed`` is the id of the most recent action that completed inside it.
-* synchronization frames (a running ``@synchronization`` or a declared reaction):
-  ``owner`` is the enclosing action frame, which they are transparent to: an action that
-  completes inside records itself as completed in the owner. ``sync_name`` and
-  ``trigger`` label the provenance edge of every action called directly inside.
+* synchronization frames (a running ``@synchronization`` or a declared reaction): no
+  record; ``owner`` is the enclosing action frame, which they are transparent to: an
+  action that completes inside records itself as completed in the owner. ``sync_name``
+  and ``trigger`` label the provenance edge of every action called directly inside.
 * base frames (``continue_flow`` and the flow an ``@action`` starts for itself): like an
-  action frame with ``action_id`` None, so their direct actions have no parent.
+  action frame with ``id`` None, so their direct actions have no parent.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ __all__ = [
     "wrap_context",
 ]
 
-PART, ACTION_ID, LAST, OWNER, SYNC, TRIGGER, DEPTH = range(7)
+ID, PART, LAST, OWNER, SYNC, TRIGGER, DEPTH = 1, 8, 9, 10, 11, 12, 13
 
 current_frame: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "actiontrace_frame", default=None
@@ -117,6 +120,18 @@ def set_factory(factory: Callable[[], Recorder]) -> None:
     _Runtime.factory = factory
 
 
+def base_frame(part: FlowPart) -> list[Any]:
+    """A frame with no action: its direct actions have no parent."""
+    return [None, None, None, None, None, None, None, None, part, None, None, None, None, 0]
+
+
+def sync_frame(part: FlowPart, owner: list[Any], sync: str | None, trigger: int | None,
+               depth: int) -> list[Any]:
+    """A synchronization's frame: actions called directly inside get an edge."""
+    return [None, None, None, None, None, None, None, None, part, None, owner, sync, trigger,
+            depth]
+
+
 def current_recorder() -> Recorder:
     """The global recorder, built with the defaults on first use."""
     rec = _Runtime.recorder
@@ -144,7 +159,7 @@ class flow:
     A ``flow`` object is one block: build a new one for each ``with``.
     """
 
-    __slots__ = ("_root", "_inputs", "_part", "_rec", "_reset", "_prev", "_t0")
+    __slots__ = ("_root", "_inputs", "_part", "_rec", "_reset", "_prev")
 
     def __init__(self, root: str, inputs: dict[str, Any] | None = None) -> None:
         if not isinstance(root, str) or not root:
@@ -154,22 +169,24 @@ class flow:
 
     def __enter__(self) -> uuid.UUID:
         recorder = current_recorder()
-        self._t0 = t0 = _ids.perf_ns()
+        inputs = capture_value(self._inputs if self._inputs is not None else {}, settings.redactor)
+        t0 = _ids.perf_ns()
         ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
         token, root_id = new_id(ts), new_id(ts)
         part = recorder._open(token, root_id, ts)
-        inputs = capture_value(self._inputs if self._inputs is not None else {}, settings.redactor)
-        self._rec = [split_root(self._root), root_id, None, ts, None, RUNNING, inputs, None]
+        # The root record is also the flow's top frame.
+        self._rec = [split_root(self._root), root_id, None, t0, None, RUNNING, inputs, None,
+                     part, None, None, None, None, 0]
         part.records.append(self._rec)
         self._part = part
         self._prev = current_frame.get()
-        self._reset = current_frame.set([part, root_id, None, None, None, None, 0])
+        self._reset = current_frame.set(self._rec)
         return as_uuid(token)
 
     def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
         _reset(self._reset, self._prev)
         rec = self._rec
-        rec[4] = (_ids.perf_ns() - self._t0) // 1000
+        rec[4] = _ids.perf_ns() - rec[3]
         if exc is not None:
             rec[7] = capture_error(exc, settings.redactor)
             rec[5] = "error"
@@ -223,9 +240,9 @@ class continue_flow:
         recorder = current_recorder()
         part = recorder._open(self._token, None, now_us())
         self._part = part
-        base: list[Any] = [part, None, None, None, None, None, 0]
+        base = base_frame(part)
         if self._trigger is not None:
-            base = [part, None, None, base, self._sync, self._trigger, 0]
+            base = sync_frame(part, base, self._sync, self._trigger, 0)
         self._prev = current_frame.get()
         self._reset = current_frame.set(base)
         return as_uuid(self._token)

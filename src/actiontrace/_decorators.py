@@ -25,18 +25,28 @@ from typing import Any, TypeVar, overload
 
 from actiontrace import _ids
 from actiontrace._capture import (
-    Redactor,
+    REDACTED,
     capture_error,
     capture_fallback,
     capture_value,
     encode,
-    finish,
     make_binder,
     settings,
 )
-from actiontrace._context import current_frame, current_recorder
+from actiontrace._context import (
+    DEPTH,
+    ID,
+    LAST,
+    OWNER,
+    PART,
+    TRIGGER,
+    base_frame,
+    current_frame,
+    current_recorder,
+    sync_frame,
+)
 from actiontrace._exceptions import ReactionLimitError
-from actiontrace._record import ActionRow, record_from_row
+from actiontrace._record import record_from_row
 from actiontrace._model import ActionRecord
 
 __all__ = ["ActionSpec", "action", "concept", "synchronization"]
@@ -77,7 +87,7 @@ class ActionSpec:
 
     __slots__ = (
         "concept_uri", "name", "redactor", "reactions", "explicit_concept", "is_async",
-        "func", "drop_first", "extra_redact", "bind", "__weakref__",
+        "func", "drop_first", "extra_redact", "bind", "wrapper", "__weakref__",
     )
 
     def __init__(
@@ -92,14 +102,23 @@ class ActionSpec:
         self.drop_first = drop_first
         self.extra_redact = extra_redact
         self.reactions = _REACTIONS.setdefault(self.key, [])
+        self.wrapper: Callable[..., Any] | None = None
         self.refresh_redaction()
         _SPECS.add(self)
 
     def refresh_redaction(self) -> None:
-        """(Re)build the redactor and argument binder from the global settings."""
+        """(Re)build the redactor, binder and wrapper code from the global settings.
+
+        Secret parameter names are compiled into the wrapper, so a later
+        ``configure(redact=...)`` recompiles it and swaps its ``__code__``: the
+        decorated object that classes and modules already hold stays the same.
+        """
         base = settings.redactor
         self.redactor = base.extended(self.extra_redact) if self.extra_redact else base
         self.bind = make_binder(self.func, self.drop_first, self.redactor)
+        if self.wrapper is not None:
+            fresh = _build_wrapper(self)
+            self.wrapper.__code__ = fresh.__code__
 
     @property
     def key(self) -> str:
@@ -122,99 +141,160 @@ _HOT: dict[str, Any] = {}
 
 def _refresh_hot() -> None:
     _HOT.update(
-        _get=current_frame.get,
-        _set=current_frame.set,
-        _reset=current_frame.reset,
-        _perf=_ids.perf_ns,
-        _OFF=_ids.EPOCH_OFFSET_NS,
-        _FIXED=_ids.FIXED_BITS,
-        _next=_ids.counter.__next__,
-        _encode=encode,
-        _finish=finish,
-        _settings=settings,
-        _capture_value=capture_value,
-        _capture_error=capture_error,
-        _capture_inputs=_capture_inputs,
-        _react=_react,
-        _react_async=_react_async,
+        _at_get=current_frame.get,
+        _at_set=current_frame.set,
+        _at_reset=current_frame.reset,
+        _at_perf=_ids.perf_ns,
+        _at_next=_ids.local_counter.__next__,
+        _at_encode=encode,
+        _at_capture_value=capture_value,
+        _at_capture_error=capture_error,
+        _at_capture_inputs=_capture_inputs,
+        _at_react=_react,
+        _at_react_async=_react_async,
     )
 
 
-# Measured on the reference machine (docs/performance.md): this body costs ~0.9 µs per
-# call above the bare call. Keep per-call work to list appends and local arithmetic.
+# The wrapper is generated per action with the action's own signature, so Python binds
+# the arguments (defaults, keywords, *args, **kwargs) in the call itself and the inputs
+# dict is built from locals: no *args/**kwargs packing, no separate binder call. Per
+# call it does two encodes, one list, one append and a context switch; ids are a local
+# sequence number and times raw perf_counter_ns, converted later by FlowPart.rows(),
+# which also redacts nested secret keys and cuts oversized values off this thread.
+# Callgrind counts (docs/performance.md) drove each choice: `b"{" in data` raised and
+# swallowed a TypeError per call (~1,800 instructions), `bytes.find` parses its
+# arguments the slow way (~700), and building a UUIDv7 int here cost ~750.
+# Names are prefixed _at_ so they cannot collide with the action's parameters.
+#
+# {SIG} the action's parameters; {INPUTS} the inputs dict; {CALL} the arguments passed
+# on; {ARGS}/{KWARGS} the same packed for the auto-flow path.
 _TEMPLATE = """
-def make(spec, func, auto_flow):
-    {ASYNC}def wrapper(*args, **kwargs):
-        cur = _get()
-        if cur is None:
-            return {AWAIT}auto_flow(wrapper, func, args, kwargs)
-        part = cur[0]
-        t0 = _perf()
-        ts = (t0 + _OFF) // 1000
-        aid = ((ts // 1000) << 80) | _FIXED | (_next() & 0xFFFFFFFFFF)
+def _at_make(_at_spec, _at_func, _at_auto):
+    {ASYNC}def _at_wrapper({SIG}):
+        _at_cur = _at_get()
+        if _at_cur is None:
+            return {AWAIT}_at_auto(_at_wrapper, _at_func, {ARGS}, {KWARGS})
+        _at_part = _at_cur[8]
+        _at_owner = _at_cur[10] or _at_cur
+        _at_id = _at_next()
         try:
-            inputs = _encode(spec.bind(*args, **kwargs))
-            if inputs.find(b"{{", 1) > 0 or len(inputs) > _settings.max_value_bytes:
-                inputs = _finish(inputs, spec.redactor)
+            _at_in = _at_encode({INPUTS})
         except BaseException:
-            inputs = _capture_inputs(spec.bind, args, kwargs, spec.redactor)
-        owner = cur[3] or cur
-        rec = [spec, aid, owner[1], ts, None, "running", inputs, None]
-        part.records.append(rec)
-        if cur[4] is not None:
-            part.edges.append((cur[5], aid, cur[4], ts))
-        token = _set([part, aid, None, None, None, None, cur[6]])
+            _at_in = _at_capture_inputs(_at_spec, {ARGS}, {KWARGS})
+        _at_t0 = _at_perf()
+        # The record, which is also this call's frame (see _context for the layout).
+        _at_rec = [_at_spec, _at_id, _at_owner[1], _at_t0, None, "running", _at_in, None,
+                   _at_part, None, None, None, None, _at_cur[13]]
+        _at_part.records.append(_at_rec)
+        if _at_cur[11] is not None:
+            _at_part.edge_log.append((_at_cur[12], _at_id, _at_cur[11], _at_t0))
+        _at_token = _at_set(_at_rec)
         try:
-            result = {AWAIT}func(*args, **kwargs)
-        except BaseException as exc:
-            rec[4] = (_perf() - t0) // 1000
-            rec[7] = _capture_error(exc, spec.redactor)
-            rec[5] = "error"
-            owner[2] = aid
+            _at_result = {AWAIT}_at_func({CALL})
+        except BaseException as _at_exc:
+            _at_rec[4] = _at_perf() - _at_t0
+            _at_rec[7] = _at_capture_error(_at_exc, _at_spec.redactor)
+            _at_rec[5] = "error"
+            _at_owner[9] = _at_id
             raise
         finally:
-            _reset(token)
-        rec[4] = (_perf() - t0) // 1000
+            _at_reset(_at_token)
+        _at_rec[4] = _at_perf() - _at_t0
         try:
-            out = _encode(result)
-            if b"{{" in out or len(out) > _settings.max_value_bytes:
-                out = _finish(out, spec.redactor)
+            _at_rec[7] = _at_encode(_at_result)
         except BaseException:
-            out = _capture_value(result, spec.redactor)
-        rec[7] = out
-        rec[5] = "ok"
-        owner[2] = aid
-        if spec.reactions:
-            {AWAIT}_react{SUFFIX}(spec, rec, part, owner, cur[6])
-        return result
-    return wrapper
+            _at_rec[7] = _at_capture_value(_at_result, _at_spec.redactor)
+        _at_rec[5] = "ok"
+        _at_owner[9] = _at_id
+        if _at_spec.reactions:
+            {AWAIT}_at_react{SUFFIX}(_at_spec, _at_rec, _at_part, _at_owner, _at_cur[13])
+        return _at_result
+    return _at_wrapper
 """
 
-
-def _compile(is_async: bool) -> Callable[..., Callable[..., Any]]:
-    source = _TEMPLATE.format(
-        ASYNC="async " if is_async else "",
-        AWAIT="await " if is_async else "",
-        SUFFIX="_async" if is_async else "",
-    )
-    exec(source, _HOT)  # noqa: S102 - our own template
-    make: Callable[..., Callable[..., Any]] = _HOT.pop("make")
-    return make
+_GENERIC = {"SIG": "*args, **kwargs", "INPUTS": "_at_spec.bind(*args, **kwargs)",
+            "CALL": "*args, **kwargs", "ARGS": "args", "KWARGS": "kwargs"}
 
 
-def _capture_inputs(bind: Callable[..., Any], args: Any, kwargs: Any, redactor: Redactor) -> bytes:
+def _signature_parts(spec: ActionSpec) -> dict[str, str] | None:
+    """The template's signature fragments for ``spec.func``, or None to use *args."""
     try:
-        return capture_value(bind(*args, **kwargs), redactor)
+        params = list(inspect.signature(spec.func).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.name.startswith("_at_") or not p.name.isidentifier() for p in params):
+        return None
+    P = inspect.Parameter
+    sig, inputs, pos, kw = [], [], [], []
+    star_done = False
+    for i, p in enumerate(params):
+        if p.kind is P.KEYWORD_ONLY and not star_done:
+            sig.append("*")
+            star_done = True
+        if p.kind is P.VAR_POSITIONAL:
+            sig.append(f"*{p.name}")
+            pos.append(f"*{p.name}")
+            star_done = True
+        elif p.kind is P.VAR_KEYWORD:
+            sig.append(f"**{p.name}")
+            kw.append(f"**{p.name}")
+        else:
+            sig.append(f"{p.name}=_at_d{i}" if p.default is not P.empty else p.name)
+            (kw.append(f"{p.name}={p.name}") if p.kind is P.KEYWORD_ONLY else pos.append(p.name))
+        if p.kind is P.POSITIONAL_ONLY and (i + 1 == len(params) or params[i + 1].kind is not P.POSITIONAL_ONLY):
+            sig.append("/")
+        if i == 0 and spec.drop_first:
+            continue
+        if spec.redactor.is_secret(p.name):
+            value = repr(REDACTED)
+        elif p.kind is P.VAR_POSITIONAL:
+            value = f"[*{p.name}]"
+        else:
+            value = p.name
+        inputs.append(f"{p.name!r}: {value}")
+    kwargs_packed = ", ".join(
+        f"**{k[2:]}" if k.startswith("**") else f"{k.split('=')[0]!r}: {k.split('=')[0]}" for k in kw
+    )
+    return {
+        "SIG": ", ".join(sig),
+        "INPUTS": "{" + ", ".join(inputs) + "}",
+        "CALL": ", ".join(pos + kw),
+        "ARGS": "(" + "".join(f"{a}, " for a in pos) + ")",
+        "KWARGS": "{" + kwargs_packed + "}",
+    }
+
+
+def _build_wrapper(spec: ActionSpec) -> Callable[..., Any]:
+    parts = _signature_parts(spec) or _GENERIC
+    source = _TEMPLATE.format(
+        ASYNC="async " if spec.is_async else "",
+        AWAIT="await " if spec.is_async else "",
+        SUFFIX="_async" if spec.is_async else "",
+        **parts,
+    )
+    namespace = dict(_HOT)
+    params = inspect.signature(spec.func).parameters.values() if parts is not _GENERIC else ()
+    for i, p in enumerate(params):
+        if p.default is not inspect.Parameter.empty:
+            namespace[f"_at_d{i}"] = p.default
+    exec(source, namespace)  # noqa: S102 - built from our template and checked identifiers
+    auto = _auto_flow_async if spec.is_async else _auto_flow
+    wrapper: Callable[..., Any] = namespace["_at_make"](spec, spec.func, auto)
+    return wrapper
+
+
+def _capture_inputs(spec: ActionSpec, args: Any, kwargs: Any) -> bytes:
+    try:
+        return capture_value(spec.bind(*args, **kwargs), spec.redactor)
     except BaseException:  # the call does not match the signature (it will raise itself)
-        return capture_fallback(args, kwargs, redactor)
+        return capture_fallback(args, kwargs, spec.redactor)
 
 
 def _auto_flow(wrapper: Callable[..., Any], func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     """Run a root action (no flow active) in a flow of its own."""
     try:
-        recorder = current_recorder()
-        part = recorder._open(_ids.new_id(), None, _ids.now_us())
-        token = current_frame.set([part, None, None, None, None, None, 0])
+        part = current_recorder()._open(_ids.new_id(), None, _ids.now_us())
+        token = current_frame.set(base_frame(part))
     except BaseException:  # tracing must not stop the call
         return func(*args, **kwargs)
     try:
@@ -228,9 +308,8 @@ async def _auto_flow_async(
     wrapper: Callable[..., Any], func: Callable[..., Any], args: Any, kwargs: Any
 ) -> Any:
     try:
-        recorder = current_recorder()
-        part = recorder._open(_ids.new_id(), None, _ids.now_us())
-        token = current_frame.set([part, None, None, None, None, None, 0])
+        part = current_recorder()._open(_ids.new_id(), None, _ids.now_us())
+        token = current_frame.set(base_frame(part))
     except BaseException:
         return await func(*args, **kwargs)
     try:
@@ -247,11 +326,11 @@ def _end_auto_flow(part: Any) -> None:
     part.sink._close(part)
 
 
-def _record_of(spec: ActionSpec, rec: list[Any], part: Any) -> ActionRecord:
-    return record_from_row(
-        ActionRow(rec[1], part.token, rec[2], spec.concept_uri, spec.name, rec[3], rec[4],
-                  rec[5], rec[6], rec[7])
-    )
+def _record_of(rec: list[Any], part: Any) -> ActionRecord:
+    """The public (redacted) record of a raw record, for reactions."""
+    one = part.snapshot()
+    one.records = [rec[:8]]
+    return record_from_row(next(one.rows()))
 
 
 def _reactions_to_run(spec: ActionSpec, record: ActionRecord, depth: int, part: Any):  # type: ignore[no-untyped-def]
@@ -269,9 +348,9 @@ def _reactions_to_run(spec: ActionSpec, record: ActionRecord, depth: int, part: 
 
 def _react(spec: ActionSpec, rec: list[Any], part: Any, owner: list[Any], depth: int) -> None:
     """Run the declared reactions to a sync action that just succeeded."""
-    record = _record_of(spec, rec, part)
+    record = _record_of(rec, part)
     for reaction in _reactions_to_run(spec, record, depth, part):
-        token = current_frame.set([part, None, None, owner, reaction.name, rec[1], depth + 1])
+        token = current_frame.set(sync_frame(part, owner, reaction.name, rec[1], depth + 1))
         try:
             result = reaction.func(record)
         finally:
@@ -289,9 +368,9 @@ async def _react_async(
     spec: ActionSpec, rec: list[Any], part: Any, owner: list[Any], depth: int
 ) -> None:
     """Run the declared reactions to an async action; they may be sync or async."""
-    record = _record_of(spec, rec, part)
+    record = _record_of(rec, part)
     for reaction in _reactions_to_run(spec, record, depth, part):
-        token = current_frame.set([part, None, None, owner, reaction.name, rec[1], depth + 1])
+        token = current_frame.set(sync_frame(part, owner, reaction.name, rec[1], depth + 1))
         try:
             result = reaction.func(record)
             if inspect.isawaitable(result):
@@ -301,8 +380,6 @@ async def _react_async(
 
 
 _refresh_hot()
-_MAKE_SYNC = _compile(False)
-_MAKE_ASYNC = _compile(True)
 os.register_at_fork(after_in_child=_refresh_hot)
 
 
@@ -340,10 +417,7 @@ def _wrap_function(
         func, concept_uri or default_uri, name or func.__name__, concept_uri is not None,
         drop_first, tuple(redact),
     )
-    if spec.is_async:
-        wrapper = _MAKE_ASYNC(spec, func, _auto_flow_async)
-    else:
-        wrapper = _MAKE_SYNC(spec, func, _auto_flow)
+    wrapper = spec.wrapper = _build_wrapper(spec)
     functools.update_wrapper(wrapper, func)
     setattr(wrapper, SPEC_ATTR, spec)
     return wrapper
@@ -431,15 +505,15 @@ def concept(uri: str) -> Callable[[type[T]], type[T]]:
 # --- @synchronization ---------------------------------------------------------------------
 
 
-def _sync_frame(cur: list[Any], name: str) -> list[Any]:
+def _direct_sync_frame(cur: list[Any], name: str) -> list[Any]:
     """The frame of a synchronization called directly inside ``cur`` (API.md §2)."""
-    owner = cur[3] or cur
-    trigger = owner[2]
+    owner = cur[OWNER] or cur
+    trigger = owner[LAST]
     if trigger is None:
-        trigger = owner[1]
+        trigger = owner[ID]
     if trigger is None:  # a base frame: continue_flow's trigger, else the flow root
-        trigger = cur[5] if cur[5] is not None else cur[0].root_id
-    return [cur[0], None, None, owner, name if trigger is not None else None, trigger, cur[6]]
+        trigger = cur[TRIGGER] if cur[TRIGGER] is not None else cur[PART].root_id
+    return sync_frame(cur[PART], owner, name if trigger is not None else None, trigger, cur[DEPTH])
 
 
 def _target_key(when: Any) -> tuple[str, ActionSpec | None]:
@@ -483,7 +557,7 @@ def synchronization(
                 cur = current_frame.get()
                 if cur is None:
                     return await func(*args, **kwargs)
-                token = current_frame.set(_sync_frame(cur, sync_name))
+                token = current_frame.set(_direct_sync_frame(cur, sync_name))
                 try:
                     return await func(*args, **kwargs)
                 finally:
@@ -496,7 +570,7 @@ def synchronization(
                 cur = current_frame.get()
                 if cur is None:
                     return func(*args, **kwargs)
-                token = current_frame.set(_sync_frame(cur, sync_name))
+                token = current_frame.set(_direct_sync_frame(cur, sync_name))
                 try:
                     return func(*args, **kwargs)
                 finally:

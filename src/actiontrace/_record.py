@@ -1,18 +1,28 @@
 """Records in flight: a flow's part as the hot path builds it, and its materialization.
 
 A ``FlowPart`` is what one process records of one flow between the flow's start (or a
-``continue_flow``) and its end. The hot path appends plain lists to it, because building
-msgspec Structs and ``uuid.UUID`` objects per call would cost more than the rest of the
-recording together; ``to_trace`` builds the public model later, off the caller's thread.
+``continue_flow``) and its end. The hot path appends plain lists to it and defers every
+conversion to ``FlowPart.rows()``, which runs on the writer thread (or when a partial
+trace or a reaction's record is asked for): building Structs, UUIDs, microseconds, and
+checking encodings for nested secrets and size would cost more than the recording
+itself (docs/performance.md).
 
-Layout of a raw record (a list, mutated once when the call completes)::
+Layout of a raw record (a list, mutated once when the call completes; the list may be
+longer, see ``_context``: only these eight are read here)::
 
-    [spec, id, parent_id, timestamp_us, duration_us, status, inputs_json, outputs_json]
+    [spec, id, parent_id, start_ns, duration_ns, status, inputs_json, outputs_json]
 
-``spec`` is any object with ``concept_uri`` and ``name`` attributes (the decorated
-action's ``ActionSpec``, read when the record is stored, so ``@concept`` applied after
-``@action`` still names it); ids are UUIDv7 ints; inputs and outputs are JSON bytes.
-Raw edges are ``(from_id, to_id, synchronization, created_at_us)`` tuples.
+* ``spec``: any object with ``concept_uri`` and ``name`` (the decorated action's
+  ``ActionSpec``, read late, so ``@concept`` applied after ``@action`` still names it).
+* ids: either a full UUIDv7 int (flow roots, ids from other processes) or a *local*
+  id, a small per-process sequence number below ``2**64`` that ``rows()`` turns into a
+  UUIDv7 from the record's own start time and the part's process bits.
+* times: ``time.perf_counter_ns()`` values; the part's ``offset`` maps them to the epoch.
+* inputs/outputs: JSON bytes as encoded at call time, not yet redacted at depth or cut
+  to size (``rows()`` does both, before anything leaves the part).
+
+Raw edges (``edge_log``) are ``(from_id, to_id, synchronization, created_ns)`` tuples, same
+id rules; ``FlowPart.edges`` converts them.
 """
 
 from __future__ import annotations
@@ -21,13 +31,15 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from actiontrace._capture import NULL, decode
+from actiontrace import _ids
+from actiontrace._capture import NULL, decode, finish, settings
 from actiontrace._ids import as_uuid
 from actiontrace._model import ActionRecord, ActionTrace, ProvenanceEdge
 
 __all__ = ["ActionRow", "FlowPart", "Named", "to_trace"]
 
 RUNNING, OK, ERROR = "running", "ok", "error"
+LOCAL_LIMIT = 1 << 64  # ids below this are local sequence numbers (see the module doc)
 
 
 class Named(NamedTuple):
@@ -35,6 +47,10 @@ class Named(NamedTuple):
 
     concept_uri: str
     name: str
+
+    @property
+    def redactor(self) -> Any:
+        return settings.redactor
 
 
 def split_root(root: str) -> Named:
@@ -61,57 +77,94 @@ class ActionRow(NamedTuple):
 class FlowPart:
     """What this process recorded of one flow; handed to the buffer when it ends."""
 
-    __slots__ = ("token", "root_id", "created_at", "module", "records", "edges", "sink")
+    __slots__ = ("token", "root_id", "created_at", "module", "records", "edge_log", "sink",
+                 "offset", "fixed")
 
     def __init__(self, token: int, root_id: int | None, created_at: int, module: str) -> None:
         self.token = token
         self.root_id = root_id
-        self.created_at = created_at
+        self.created_at = created_at  # µs since the epoch
         self.module = module
         self.records: list[list[Any]] = []
-        self.edges: list[tuple[int, int, str, int]] = []
+        self.edge_log: list[tuple[int, int, str, int]] = []  # raw, as the hot path appends
         self.sink: Any = None  # the Recorder that closes it (not part of the stored form)
+        # How this process turns perf_counter_ns into epoch time and local ids into UUIDv7.
+        self.offset = _ids.EPOCH_OFFSET_NS
+        self.fixed = _ids.FIXED_BITS
+
+    def full_id(self, rec: list[Any]) -> int:
+        """The UUIDv7 int of a raw record of this part."""
+        aid: int = rec[1]
+        if aid >= LOCAL_LIMIT:
+            return aid
+        return (((rec[3] + self.offset) // 1_000_000) << 80) | self.fixed | (aid & _ids.COUNTER_MASK)
+
+    def _id_map(self) -> dict[int, int]:
+        return {r[1]: self.full_id(r) for r in self.records if r[1] < LOCAL_LIMIT}
 
     def rows(self) -> Iterator[ActionRow]:
-        """Yield the part's actions in storage form, in recording order."""
-        token = self.token
-        for spec, aid, parent, ts, dur, status, inp, out in self.records:
-            yield ActionRow(
-                aid, token, parent, spec.concept_uri, spec.name, ts, dur, status,
-                inp, out if out is not None else NULL,
-            )
+        """Yield the part's actions in storage form, in recording order.
+
+        Local ids become UUIDv7 ints, times become µs, and encodings that may hold a
+        secret key or exceed the size limit are redacted and cut here.
+        """
+        full = self._id_map()
+        token, off = self.token, self.offset
+        limit = settings.max_value_bytes
+        new = tuple.__new__  # ActionRow(...) runs a Python-level __new__: 3x slower
+        get = full.get
+        for r in list(self.records):
+            spec = r[0]
+            inp, out = r[6], r[7]
+            if inp.find(b"{", 1) > 0 or len(inp) > limit:
+                inp = finish(inp, spec.redactor)
+            if out is None:
+                out = NULL
+            elif out.find(b"{") >= 0 or len(out) > limit:
+                out = finish(out, spec.redactor)
+            parent = r[2]
+            yield new(ActionRow, (
+                get(r[1], r[1]), token, None if parent is None else get(parent, parent),
+                spec.concept_uri, spec.name, (r[3] + off) // 1000,
+                None if r[4] is None else r[4] // 1000, r[5], inp, out,
+            ))
+
+    @property
+    def edges(self) -> list[tuple[int, int, str, int]]:
+        """The part's edges as ``(from_id, to_id, synchronization, created_us)``."""
+        full = self._id_map()
+        off = self.offset
+        return [
+            (full.get(f, f), full.get(t, t), sync, (created + off) // 1000)
+            for f, t, sync, created in list(self.edge_log)
+        ]
 
     def snapshot(self) -> FlowPart:
         """A copy safe to read while the flow goes on recording (for partial traces)."""
         copy = FlowPart(self.token, self.root_id, self.created_at, self.module)
-        copy.records = [list(r) for r in list(self.records)]
-        copy.edges = list(self.edges)
+        copy.records = [r[:8] for r in list(self.records)]
+        copy.edge_log = list(self.edge_log)
+        copy.offset, copy.fixed = self.offset, self.fixed
         return copy
 
 
 def record_from_row(row: ActionRow, uuids: dict[int, uuid.UUID] | None = None) -> ActionRecord:
-    """Build the public ``ActionRecord`` for a row."""
-
-    def u(i: int) -> uuid.UUID:
-        if uuids is None:
-            return as_uuid(i)
-        got = uuids.get(i)
-        if got is None:
-            got = uuids[i] = as_uuid(i)
-        return got
-
-    return ActionRecord(
-        id=u(row.id),
-        concept_uri=row.concept_uri,
-        action=row.action,
-        inputs=decode(row.inputs),
-        outputs=decode(row.outputs),
-        timestamp=row.timestamp,
-        flow_token=u(row.flow_token),
-        parent_id=None if row.parent_id is None else u(row.parent_id),
-        status=row.status,  # type: ignore[arg-type]
-        duration_us=row.duration_us,
-    )
+    """Build the public ``ActionRecord`` for a row (``uuids`` caches repeated ids)."""
+    if uuids is None:
+        uuids = {}
+    aid, token, parent = row[0], row[1], row[2]
+    flow = uuids.get(token)
+    if flow is None:
+        flow = uuids[token] = as_uuid(token)
+    if parent is not None:
+        p = uuids.get(parent)
+        if p is None:
+            p = uuids[parent] = as_uuid(parent)
+    else:
+        p = None
+    own = uuids[aid] = as_uuid(aid)
+    return ActionRecord(own, row[3], row[4], decode(row[8]), decode(row[9]), row[5], flow, p,
+                        row[7], row[6])
 
 
 def to_trace(part: FlowPart) -> ActionTrace:
@@ -122,14 +175,12 @@ def to_trace(part: FlowPart) -> ActionTrace:
         rec = record_from_row(row, uuids)
         actions[rec.id] = rec
     edges = [
-        ProvenanceEdge(
-            uuids.get(f) or as_uuid(f), uuids.get(t) or as_uuid(t), sync, created
-        )
+        ProvenanceEdge(uuids.get(f) or as_uuid(f), uuids.get(t) or as_uuid(t), sync, created)
         for f, t, sync, created in part.edges
     ]
     root = part.root_id
     if root is None:  # a continue_flow part: the root lives in another process
-        root = part.records[0][1] if part.records else part.token
+        root = part.full_id(part.records[0]) if part.records else part.token
     return ActionTrace(
         flow_token=as_uuid(part.token),
         root_action_id=uuids.get(root) or as_uuid(root),
@@ -145,15 +196,17 @@ def from_trace(trace: ActionTrace) -> FlowPart:
     from actiontrace._capture import encode
 
     part = FlowPart(trace.flow_token.int, trace.root_action_id.int, trace.created_at, trace.module)
+    part.offset = 0  # times below are µs since the epoch, stored as ns
     for rec in trace.actions.values():
         part.records.append([
             Named(rec.concept_uri, rec.action), rec.id.int,
-            None if rec.parent_id is None else rec.parent_id.int, rec.timestamp,
-            rec.duration_us, rec.status, encode(rec.inputs), encode(rec.outputs),
+            None if rec.parent_id is None else rec.parent_id.int, rec.timestamp * 1000,
+            None if rec.duration_us is None else rec.duration_us * 1000, rec.status,
+            encode(rec.inputs), encode(rec.outputs),
         ])
     part.records.sort(key=lambda r: (r[3], r[1]))
-    part.edges = [
-        (e.from_action.int, e.to_action.int, e.synchronization, e.created_at)
+    part.edge_log = [
+        (e.from_action.int, e.to_action.int, e.synchronization, e.created_at * 1000)
         for e in trace.provenance_edges
     ]
     return part

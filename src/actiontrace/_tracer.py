@@ -8,7 +8,17 @@ from typing import Any
 
 from actiontrace import _capture, _context, _ids
 from actiontrace._capture import NULL, capture_value, settings
-from actiontrace._context import Recorder, current_frame, current_recorder
+from actiontrace._context import (
+    ID,
+    LAST,
+    OWNER,
+    PART,
+    SYNC,
+    TRIGGER,
+    Recorder,
+    current_frame,
+    current_recorder,
+)
 from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNotFound
 from actiontrace._ids import as_uuid, new_id, now_us
 from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
@@ -106,12 +116,14 @@ class ActionTracer(Recorder):
 
         Prefer ``with flow(...)``, which cannot forget to end the flow.
         """
-        ts = now_us()
+        t0 = _ids.perf_ns()
+        ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
         token, root_id = new_id(ts), new_id(ts)
         part = self._open(token, root_id, ts)
-        rec = [split_root(root_action), root_id, None, ts, None, "running", b"{}", None]
+        rec = [split_root(root_action), root_id, None, t0, None, "running", b"{}", None,
+               part, None, None, None, None, 0]
         part.records.append(rec)
-        reset = current_frame.set([part, root_id, None, None, None, None, 0])
+        reset = current_frame.set(rec)
         with self._started_lock:
             self._started.append((reset, current_frame.get(), rec, part))
         return as_uuid(token)
@@ -131,25 +143,26 @@ class ActionTracer(Recorder):
             current_frame.reset(reset)
         except ValueError:
             current_frame.set(None)
-        rec[4] = max(now_us() - rec[3], 0)
+        rec[4] = _ids.perf_ns() - rec[3]
         rec[5], rec[7] = "ok", NULL
         self._close(part)
 
     def current_flow_token(self) -> uuid.UUID | None:
         """The token of the flow active in this context, or None."""
         frame = current_frame.get()
-        return None if frame is None else as_uuid(frame[0].token)
+        return None if frame is None else as_uuid(frame[PART].token)
 
     def record_action(
         self, concept_uri: str, action: str, inputs: Any = None, outputs: Any = None
     ) -> uuid.UUID:
         """Record a completed action by hand in the current flow (or a flow of its own)."""
         frame = current_frame.get()
-        ts = now_us()
+        t0 = _ids.perf_ns()
+        ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
         aid = new_id(ts)
         redactor = settings.redactor
         rec = [
-            Named(concept_uri, action), aid, None, ts, 0, "ok",
+            Named(concept_uri, action), aid, None, t0, 0, "ok",
             capture_value({} if inputs is None else inputs, redactor),
             capture_value(outputs, redactor),
         ]
@@ -158,12 +171,12 @@ class ActionTracer(Recorder):
             part.records.append(rec)
             self._close(part)
             return as_uuid(aid)
-        owner = frame[3] or frame
-        rec[2] = owner[1]
-        frame[0].records.append(rec)
-        if frame[4] is not None:
-            frame[0].edges.append((frame[5], aid, frame[4], ts))
-        owner[2] = aid
+        owner = frame[OWNER] or frame
+        rec[2] = owner[ID]
+        frame[PART].records.append(rec)
+        if frame[SYNC] is not None:
+            frame[PART].edge_log.append((frame[TRIGGER], aid, frame[SYNC], t0))
+        owner[LAST] = aid
         return as_uuid(aid)
 
     def record_provenance(
@@ -174,16 +187,16 @@ class ActionTracer(Recorder):
         if frame is None:
             raise RuntimeError("record_provenance() needs an active flow")
         f, t = _uuid(from_action, "from_action"), _uuid(to_action, "to_action")
-        frame[0].edges.append((f.int, t.int, str(synchronization), now_us()))
+        frame[PART].edge_log.append((f.int, t.int, str(synchronization), _ids.perf_ns()))
 
     def update_action_output(self, action_id: uuid.UUID | str, outputs: Any) -> None:
         """Replace the outputs of an action still held by this process."""
         aid = _uuid(action_id, "action_id").int
         frame = current_frame.get()
-        parts = ([frame[0]] if frame is not None else []) + list(self._active.values())
+        parts = ([frame[PART]] if frame is not None else []) + list(self._active.values())
         for part in parts:
             for rec in reversed(part.records):
-                if rec[1] == aid:
+                if part.full_id(rec) == aid:
                     rec[7] = capture_value(outputs, settings.redactor)
                     return
         raise ActionNotFound(f"action {action_id} is not in a running flow of this process")
