@@ -148,11 +148,9 @@ def _clean_str(s: str) -> str:
 def _key(k: Any) -> str:
     if isinstance(k, str):
         return _clean_str(k)
-    if isinstance(k, bool) or k is None:
-        return "true" if k is True else "false" if k is False else "null"
-    if isinstance(k, int | float):
+    if isinstance(k, int | float) and not isinstance(k, bool):
         return repr(k)
-    return _safe_repr(k)
+    return _safe_repr(k)  # as msgspec's enc_hook names unsupported keys: True, None, (1, 2)
 
 
 def _sanitize(obj: Any, depth: int, path: set[int]) -> Any:
@@ -186,8 +184,9 @@ def _sanitize(obj: Any, depth: int, path: set[int]) -> Any:
 def _truncate(data: bytes, limit: int) -> bytes:
     """Shrink an encoding over ``limit`` bytes, marking every cut value."""
 
-    def marker(raw: bytes, budget: int) -> str:
-        head = raw[: max(budget, 0)].decode("utf-8", "ignore")
+    def marker(value: Any, raw: bytes, budget: int) -> str:
+        # A string keeps its own first characters; anything else its JSON text.
+        head = value[:budget] if isinstance(value, str) else raw[:budget].decode("utf-8", "ignore")
         return f"{head}…[truncated: {len(raw)} bytes]"
 
     obj = decode(data)
@@ -200,12 +199,12 @@ def _truncate(data: bytes, limit: int) -> bytes:
             if total <= limit:
                 break
             if len(parts[k]) > budget:
-                obj[k] = marker(parts[k], budget)
+                obj[k] = marker(obj[k], parts[k], budget)
                 total -= len(parts[k]) - len(encode(obj[k]))
         out = encode(obj)
         if len(out) <= limit:
             return out
-    return encode(marker(data, limit // 2))
+    return encode(marker(obj, data, limit // 4))
 
 
 def finish(data: bytes, redactor: Redactor) -> bytes:

@@ -44,6 +44,7 @@ __all__ = [
     "Recorder",
     "continue_flow",
     "current_frame",
+    "current_ids",
     "current_recorder",
     "flow",
     "install",
@@ -130,6 +131,17 @@ def sync_frame(part: FlowPart, owner: list[Any], sync: str | None, trigger: int 
     """A synchronization's frame: actions called directly inside get an edge."""
     return [None, None, None, None, None, None, None, None, part, None, owner, sync, trigger,
             depth]
+
+
+def current_ids() -> tuple[uuid.UUID, uuid.UUID | None] | None:
+    """``(flow_token, innermost running action id)`` here, or None outside a flow."""
+    frame = current_frame.get()
+    if frame is None:
+        return None
+    part = frame[PART]
+    owner = frame[OWNER] or frame
+    action_id = None if owner[ID] is None else as_uuid(part.full_id(owner))
+    return as_uuid(part.token), action_id
 
 
 def current_recorder() -> Recorder:

@@ -321,8 +321,9 @@ async def _auto_flow_async(
 
 def _end_auto_flow(part: Any) -> None:
     if part.records:
-        part.root_id = part.records[0][1]
-        part.created_at = part.records[0][3]
+        root = part.records[0]
+        part.root_id = part.full_id(root)
+        part.created_at = (root[3] + part.offset) // 1000
     part.sink._close(part)
 
 

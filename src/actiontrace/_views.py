@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from actiontrace._capture import Redactor, capture_value
 from actiontrace._model import ActionRecord, ActionTrace
 
 __all__ = ["causes", "short_name", "to_ascii", "to_dot", "to_json", "to_mermaid"]
@@ -23,7 +24,10 @@ def short_name(rec: ActionRecord) -> str:
 
 
 def _compact(value: Any, width: int = DETAIL_WIDTH) -> str:
-    text = msgspec.json.encode(value).decode()
+    try:
+        text = msgspec.json.encode(value).decode()
+    except Exception:  # a hand-built trace may hold what storage never would
+        text = capture_value(value, Redactor(())).decode()
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

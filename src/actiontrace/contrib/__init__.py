@@ -1,0 +1,1 @@
+"""Integrations that hang off the side of actiontrace: logging."""

@@ -1,0 +1,178 @@
+"""The bundled example: a small music player in the shape of the design document.
+
+Concepts: Web, Authentication, AudioPlayer, Cooldown, Queue and Selector. The glue:
+
+* ``OnWebRequest``: a request validates its token.
+* ``OnAuthSuccess``: a valid token plays the requested passage (or the next queued one).
+* ``RecordPlaybackForCooldown`` (declared, ``when=AudioPlayer.play_passage``): every
+  successful play is recorded for the cooldown.
+* ``AutoSelectWhenQueueLow`` (declared, ``when=Queue.dequeue`` where fewer than two
+  passages remain): the selector picks a passage and queues it.
+
+``MusicPlayer().serve(requests)`` handles requests, one flow each. Run it with
+``actiontrace demo`` (or ``python -m actiontrace.demo``) to fill a database and see why
+passage 42 played.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from actiontrace._context import flow
+from actiontrace._decorators import action, concept, synchronization
+from actiontrace._model import ActionRecord
+
+__all__ = ["DEMO_REQUESTS", "MusicPlayer"]
+
+
+class AuthError(Exception):
+    """The token is not known."""
+
+
+@concept("wkmp-ap::Authentication")
+class Authentication:
+    def __init__(self, tokens: dict[str, int]) -> None:
+        self._tokens = tokens
+
+    @action
+    def validate_token(self, token: str) -> dict[str, Any]:
+        user = self._tokens.get(token)
+        if user is None:
+            raise AuthError("unknown token")
+        return {"valid": True, "user_id": user}
+
+
+@concept("wkmp-ap::Queue")
+class Queue:
+    def __init__(self, passages: Iterable[int]) -> None:
+        self.passages = list(passages)
+
+    @action
+    def dequeue(self) -> dict[str, Any]:
+        passage = self.passages.pop(0) if self.passages else None
+        return {"passage_id": passage, "remaining": len(self.passages)}
+
+    @action
+    def enqueue(self, passage_id: int) -> dict[str, Any]:
+        self.passages.append(passage_id)
+        return {"length": len(self.passages)}
+
+
+@concept("wkmp-ap::Selector")
+class Selector:
+    def __init__(self, library: Iterable[int]) -> None:
+        self.library = list(library)
+        self.position = 0
+
+    @action
+    def select_next(self, exclude: list[int]) -> dict[str, Any]:
+        for _ in range(len(self.library)):
+            candidate = self.library[self.position % len(self.library)]
+            self.position += 1
+            if candidate not in exclude:
+                return {"passage_id": candidate}
+        return {"passage_id": None}
+
+
+@concept("wkmp-ap::AudioPlayer")
+class AudioPlayer:
+    def __init__(self) -> None:
+        self.clock = 1_699_564_800
+        self.history: list[int] = []
+
+    @action
+    def play_passage(self, passage_id: int) -> dict[str, Any]:
+        self.clock += 180
+        self.history.append(passage_id)
+        return {"started_at": self.clock}
+
+
+@concept("wkmp-ap::Cooldown")
+class Cooldown:
+    def __init__(self) -> None:
+        self.last_played: dict[int, int] = {}
+
+    @action
+    def record_play(self, song_id: int, timestamp: int) -> None:
+        self.last_played[song_id] = timestamp
+
+
+class MusicPlayer:
+    """The concepts wired together by synchronizations."""
+
+    current: MusicPlayer | None = None
+
+    def __init__(self) -> None:
+        self.auth = Authentication({"tok-alice": 1, "tok-bob": 2})
+        self.queue = Queue([7, 13, 21])
+        self.selector = Selector([42, 5, 8, 99])
+        self.player = AudioPlayer()
+        self.cooldown = Cooldown()
+        # Declared reactions are global, like the classes they react to: they act on the
+        # app built last.
+        MusicPlayer.current = self
+
+    def serve(self, requests: Iterable[dict[str, Any]]) -> list[str]:
+        """Handle each request in a flow of its own; return what each one did."""
+        return [self.handle(**req) for req in requests]
+
+    def handle(self, path: str, token: str, passage_id: int | None = None) -> str:
+        """One web request: ``POST /play`` with a token and maybe a passage."""
+        inputs = {"path": path, "token": token, "passage_id": passage_id}
+        try:
+            with flow("wkmp-ap::Web::handle_request", inputs=inputs):
+                self.on_web_request(token)
+                return self.on_auth_success(passage_id)
+        except AuthError:
+            return "401 unauthorized"
+
+    @synchronization("OnWebRequest")
+    def on_web_request(self, token: str) -> None:
+        self.auth.validate_token(token)
+
+    @synchronization("OnAuthSuccess")
+    def on_auth_success(self, passage_id: int | None) -> str:
+        if passage_id is None:
+            passage_id = self.queue.dequeue()["passage_id"]
+            if passage_id is None:
+                return "204 nothing to play"
+        self.player.play_passage(passage_id)
+        return f"200 playing {passage_id}"
+
+
+@synchronization("RecordPlaybackForCooldown", when=AudioPlayer.play_passage)
+def record_playback(record: ActionRecord) -> None:
+    """Every successful play is recorded for the cooldown."""
+    app = MusicPlayer.current
+    if app is not None:
+        app.cooldown.record_play(
+            song_id=record.inputs["passage_id"], timestamp=record.outputs["started_at"]
+        )
+
+
+@synchronization(
+    "AutoSelectWhenQueueLow",
+    when=Queue.dequeue,
+    where=lambda record: record.outputs["remaining"] < 2,
+)
+def auto_select(record: ActionRecord) -> None:
+    """When fewer than two passages are queued, the selector queues one more."""
+    app = MusicPlayer.current
+    if app is None:
+        return
+    choice = app.selector.select_next(exclude=list(app.player.history[-3:]))
+    if choice["passage_id"] is not None:
+        app.queue.enqueue(choice["passage_id"])
+
+
+# A failed login, explicit plays, and a queue running low (which makes the selector
+# queue passage 42, played by the last request).
+DEMO_REQUESTS: list[dict[str, Any]] = [
+    {"path": "/play", "token": "tok-alice", "passage_id": 7},
+    {"path": "/play", "token": "tok-mallory", "passage_id": 13},
+    {"path": "/play", "token": "tok-bob"},
+    {"path": "/play", "token": "tok-alice"},
+    {"path": "/play", "token": "tok-bob"},
+    {"path": "/play", "token": "tok-alice"},
+]

@@ -1,0 +1,202 @@
+"""Hostile values are stored, never crash the call, and never leak secrets."""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import actiontrace
+from actiontrace import ActionFilter, action, flow
+
+
+@pytest.fixture
+def tracer() -> actiontrace.ActionTracer:
+    return actiontrace.configure()
+
+
+@action(concept="cap::Echo")
+def echo(value: Any) -> Any:
+    return value
+
+
+def stored(tracer: actiontrace.ActionTracer) -> actiontrace.ActionRecord:
+    recs = tracer.find_actions(ActionFilter(concept_uri="cap::Echo"))
+    assert recs, "no record stored"
+    return recs[-1]
+
+
+class BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr exploded")
+
+
+class HugeRepr:
+    def __repr__(self) -> str:
+        return "x" * 5_000_000
+
+
+class TestHostileValues:
+    def test_two_megabyte_string_truncated_with_marker(self, tracer: actiontrace.ActionTracer) -> None:
+        """A 2 MB string is cut to the size limit, visibly, and the call is unaffected."""
+        big = "a" * 2_000_000
+        assert echo(big) is big
+        rec = stored(tracer)
+        value = rec.inputs["value"]
+        assert value.startswith("aaaa") and "[truncated: 2000002 bytes]" in value
+        assert len(msgspec.json.encode(rec.inputs)) <= 64 * 1024
+        assert "[truncated: 2000002 bytes]" in rec.outputs
+
+    def test_self_referencing_list(self, tracer: actiontrace.ActionTracer) -> None:
+        """A list containing itself is stored with a cycle marker."""
+        loop: list[Any] = [1]
+        loop.append(loop)
+        assert echo(loop) is loop
+        assert stored(tracer).inputs == {"value": [1, "[cycle]"]}
+
+    def test_repr_that_raises(self, tracer: actiontrace.ActionTracer) -> None:
+        """An object whose repr raises is stored as a placeholder naming its type."""
+        obj = BadRepr()
+        assert echo(obj) is obj
+        assert stored(tracer).inputs == {"value": "<unrepresentable BadRepr>"}
+
+    def test_huge_repr_is_cut(self, tracer: actiontrace.ActionTracer) -> None:
+        """An unknown object's repr is kept short."""
+        echo(HugeRepr())
+        value = stored(tracer).inputs["value"]
+        assert value.startswith("xxx") and len(value) <= 210
+
+    def test_lone_surrogates(self, tracer: actiontrace.ActionTracer) -> None:
+        """Strings that are not valid UTF-8 are stored with the surrogate escaped."""
+        echo("a\ud800b")
+        assert stored(tracer).inputs == {"value": "a\\ud800b"}
+
+    def test_big_ints_nan_bytes(self, tracer: actiontrace.ActionTracer) -> None:
+        """Integers beyond 64 bits survive, NaN/inf become null, bytes become base64."""
+        echo([2**100, -(2**70), math.nan, math.inf, b"\x00\xff"])
+        assert stored(tracer).inputs == {"value": [2**100, -(2**70), None, None, "AP8="]}
+
+    def test_non_string_keys(self, tracer: actiontrace.ActionTracer) -> None:
+        """Mappings with int, None, float and tuple keys are stored with string keys."""
+        echo({1: "int", None: "none", 2.5: "float", (1, 2): "tuple", True: "bool"})
+        value = stored(tracer).inputs["value"]
+        assert value["1"] == "bool"  # True == 1: the dict itself merged them
+        assert value["None"] == "none" and value["2.5"] == "float" and value["(1, 2)"] == "tuple"
+
+    def test_nesting_beyond_recursion_limit(self, tracer: actiontrace.ActionTracer) -> None:
+        """Nesting deeper than the interpreter's recursion limit is cut with a marker."""
+        deep: list[Any] = []
+        cur = deep
+        for _ in range(sys.getrecursionlimit() + 500):
+            nxt: list[Any] = []
+            cur.append(nxt)
+            cur = nxt
+        assert echo(deep) is deep
+        text = msgspec.json.encode(stored(tracer).inputs).decode()
+        assert "[max depth]" in text
+
+    def test_value_mutated_by_another_thread(self, tracer: actiontrace.ActionTracer) -> None:
+        """A dict mutated concurrently with capture never breaks the call."""
+        shared: dict[int, int] = {i: i for i in range(1000)}
+        stop = threading.Event()
+
+        def mutate() -> None:
+            i = 1000
+            while not stop.is_set():
+                shared[i] = i
+                shared.pop(i - 1000, None)
+                i += 1
+
+        t = threading.Thread(target=mutate)
+        t.start()
+        try:
+            with flow("cap::Web::req"):
+                for _ in range(200):
+                    assert echo(shared) is shared
+        finally:
+            stop.set()
+            t.join()
+        assert len(tracer.find_actions(ActionFilter(concept_uri="cap::Echo"))) == 200
+
+    def test_structs_and_dataclasses_keep_fields(self, tracer: actiontrace.ActionTracer) -> None:
+        """Values msgspec knows (dataclasses, Structs, sets) are kept as it encodes them."""
+        import dataclasses
+
+        @dataclasses.dataclass
+        class Point:
+            x: int
+            password: str
+
+        echo({"p": Point(1, "pw"), "s": {3}})
+        assert stored(tracer).inputs == {"value": {"p": {"x": 1, "password": "[REDACTED]"}, "s": [3]}}
+
+    def test_size_limit_is_configurable(self) -> None:
+        """configure(max_value_bytes=...) changes the truncation limit."""
+        tracer = actiontrace.configure(max_value_bytes=1024)
+        try:
+            echo("b" * 5000)
+            assert "[truncated: 5002 bytes]" in stored(tracer).inputs["value"]
+        finally:
+            actiontrace.configure(max_value_bytes=64 * 1024)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text() | st.binary(max_size=16),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8) | st.integers(), children, max_size=4),
+    max_leaves=20,
+)
+hostile_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, categories=None))
+
+
+def _plain_json(value: Any) -> bool:
+    """True if JSON can hold ``value`` exactly (so the stored form must equal it)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        return all(not 0xD800 <= ord(c) <= 0xDFFF for c in value)
+    if isinstance(value, bytes):
+        return False
+    if isinstance(value, list):
+        return all(_plain_json(v) for v in value)
+    if isinstance(value, dict):
+        redactor = actiontrace._capture.settings.redactor
+        return all(
+            isinstance(k, str) and _plain_json(k) and not redactor.is_secret(k) and _plain_json(v)
+            for k, v in value.items()
+        )
+    return True
+
+
+class TestArbitraryValues:
+    @given(value=json_values)
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def test_any_json_like_value_is_stored(self, tracer: actiontrace.ActionTracer, value: Any) -> None:
+        """Any JSON-like value: the call returns it, a record is stored, and values that
+        JSON can hold exactly come back equal."""
+        before = len(tracer.find_actions(ActionFilter(concept_uri="cap::Echo")))
+        assert echo(value) is value
+        rec = stored(tracer)
+        assert len(tracer.find_actions(ActionFilter(concept_uri="cap::Echo"))) == before + 1
+        msgspec.json.encode(rec.inputs)  # stored values are valid JSON
+        if _plain_json(value):
+            assert rec.inputs == {"value": value}
+            assert rec.outputs == value
+
+    @given(text=hostile_text)
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def test_any_text_is_stored(self, tracer: actiontrace.ActionTracer, text: str) -> None:
+        """Any string, surrogates and control characters included, is stored."""
+        assert echo(text) is text
+        got = stored(tracer).inputs["value"]
+        if _plain_json(text):
+            assert got == text
+        else:
+            assert got.encode("utf-8")  # cleaned, valid UTF-8

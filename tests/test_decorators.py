@@ -1,0 +1,374 @@
+"""@action on every kind of callable: what is captured, and what the caller sees."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+import traceback
+from typing import Any
+
+import pytest
+
+import actiontrace
+from actiontrace import ActionFilter, action, concept, flow
+
+
+@pytest.fixture
+def tracer() -> actiontrace.ActionTracer:
+    return actiontrace.configure()
+
+
+def only(tracer: actiontrace.ActionTracer, **fields: Any) -> actiontrace.ActionRecord:
+    (rec,) = tracer.find_actions(ActionFilter(**fields))
+    return rec
+
+
+@action
+def plain(a: int, b: int = 2) -> int:
+    return a + b
+
+
+@concept("svc::Player")
+class Player:
+    volume = 1
+
+    @action
+    def play(self, passage_id: int) -> dict[str, int]:
+        return {"passage_id": passage_id, "volume": self.volume}
+
+    @action
+    @classmethod
+    def make(cls, name: str) -> str:
+        return f"{cls.__name__}:{name}"
+
+    @classmethod
+    @action
+    def make_inner(cls, name: str) -> str:
+        return name
+
+    @action
+    @staticmethod
+    def helper(x: int) -> int:
+        return x * 2
+
+    @staticmethod
+    @action
+    def helper_inner(x: int) -> int:
+        return x * 3
+
+    @action("renamed")
+    def original(self) -> None:
+        return None
+
+    @action(concept="svc::Elsewhere", name="custom")
+    def overridden(self) -> None:
+        return None
+
+
+class Unnamed:
+    @action
+    def method(self, v: int) -> int:
+        return v
+
+
+class TestCallableKinds:
+    def test_function(self, tracer: actiontrace.ActionTracer) -> None:
+        """A module function: concept is the module, defaults applied."""
+        assert plain(1) == 3
+        rec = only(tracer, action="plain")
+        assert rec.concept_uri == __name__
+        assert rec.inputs == {"a": 1, "b": 2}
+        assert rec.outputs == 3
+        assert rec.status == "ok" and rec.duration_us is not None and rec.duration_us >= 0
+
+    def test_instance_method_with_concept(self, tracer: actiontrace.ActionTracer) -> None:
+        """Methods leave out self and take the class's @concept URI."""
+        assert Player().play(42) == {"passage_id": 42, "volume": 1}
+        rec = only(tracer, action="play")
+        assert rec.concept_uri == "svc::Player"
+        assert rec.inputs == {"passage_id": 42}
+
+    def test_method_called_through_class(self, tracer: actiontrace.ActionTracer) -> None:
+        """``Class.method(instance, ...)`` records the same inputs."""
+        Player.play(Player(), passage_id=7)
+        assert only(tracer, action="play").inputs == {"passage_id": 7}
+
+    def test_default_concept_for_methods(self, tracer: actiontrace.ActionTracer) -> None:
+        """Without @concept, methods are named "{module}::{ClassQualname}"."""
+        Unnamed().method(1)
+        assert only(tracer, action="method").concept_uri == f"{__name__}::Unnamed"
+
+    @pytest.mark.parametrize("name", ["make", "make_inner"])
+    def test_classmethod_either_order(self, tracer: actiontrace.ActionTracer, name: str) -> None:
+        """@action above or below @classmethod: cls left out, binding intact."""
+        result = getattr(Player, name)("x")
+        assert result in ("Player:x", "x")
+        rec = only(tracer, action=name)
+        assert rec.inputs == {"name": "x"} and rec.concept_uri == "svc::Player"
+        assert getattr(Player(), name)("y") in ("Player:y", "y")
+
+    @pytest.mark.parametrize(("name", "factor"), [("helper", 2), ("helper_inner", 3)])
+    def test_staticmethod_either_order(self, tracer: actiontrace.ActionTracer, name: str, factor: int) -> None:
+        """@action above or below @staticmethod works from class and instance."""
+        assert getattr(Player, name)(5) == 5 * factor
+        assert getattr(Player(), name)(x=1) == factor
+        recs = tracer.find_actions(ActionFilter(action=name))
+        assert [r.inputs for r in recs] == [{"x": 5}, {"x": 1}]
+
+    def test_names_and_concept_override(self, tracer: actiontrace.ActionTracer) -> None:
+        """@action("name") and @action(concept=, name=) override the defaults."""
+        p = Player()
+        p.original()
+        p.overridden()
+        assert only(tracer, action="renamed").concept_uri == "svc::Player"
+        assert only(tracer, action="custom").concept_uri == "svc::Elsewhere"
+
+    def test_async_function(self, tracer: actiontrace.ActionTracer) -> None:
+        """An async action stays a coroutine function and times the awaited body."""
+
+        @action(concept="svc::Async")
+        async def slow(x: int) -> int:
+            await asyncio.sleep(0.02)
+            return x + 1
+
+        assert inspect.iscoroutinefunction(slow)
+        assert asyncio.run(slow(1)) == 2
+        rec = only(tracer, action="slow")
+        assert rec.outputs == 2
+        assert rec.duration_us is not None and rec.duration_us >= 15_000
+
+    def test_async_error_captured_after_await(self, tracer: actiontrace.ActionTracer) -> None:
+        """An exception raised after an await is the record's error."""
+
+        @action(concept="svc::Async")
+        async def broken() -> None:
+            await asyncio.sleep(0)
+            raise LookupError("late")
+
+        with pytest.raises(LookupError):
+            asyncio.run(broken())
+        rec = only(tracer, action="broken")
+        assert rec.status == "error"
+        assert rec.outputs == {"error": "late", "error_type": "LookupError"}
+
+    def test_async_nesting_parent(self, tracer: actiontrace.ActionTracer) -> None:
+        """An action awaited inside an async action has it as parent."""
+
+        @action(concept="svc::Async")
+        async def inner() -> int:
+            return 1
+
+        @action(concept="svc::Async")
+        async def outer() -> int:
+            await asyncio.sleep(0)
+            return await inner()
+
+        asyncio.run(outer())
+        o, i = only(tracer, action="outer"), only(tracer, action="inner")
+        assert i.parent_id == o.id and i.flow_token == o.flow_token
+
+    def test_metadata_preserved(self) -> None:
+        """Name, docstring, signature and __wrapped__ survive decoration."""
+
+        @action
+        def documented(x: int, *, y: str = "a") -> str:
+            """Say it."""
+            return y * x
+
+        assert documented.__name__ == "documented"
+        assert documented.__doc__ == "Say it."
+        sig = inspect.signature(documented)
+        assert sig == inspect.signature(documented.__wrapped__)  # type: ignore[attr-defined]
+        assert list(sig.parameters) == ["x", "y"]
+        assert documented.__wrapped__(2) == "aa"  # type: ignore[attr-defined]
+
+
+class TestInputs:
+    def test_every_parameter_kind(self, tracer: actiontrace.ActionTracer) -> None:
+        """Positional-only, defaults, *args, keyword-only and **kwargs by name."""
+
+        @action(concept="svc::Kinds")
+        def kinds(p, /, q, r=3, *rest, k, m="m", **extra):  # type: ignore[no-untyped-def]
+            return [p, q, r, rest, k, m, extra]
+
+        assert kinds(1, 2, 4, 5, 6, k=7, z=8) == [1, 2, 4, (5, 6), 7, "m", {"z": 8}]
+        assert only(tracer, action="kinds").inputs == {
+            "p": 1, "q": 2, "r": 4, "rest": [5, 6], "k": 7, "m": "m", "extra": {"z": 8},
+        }
+
+    def test_bad_call_raises_its_own_type_error(self, tracer: actiontrace.ActionTracer) -> None:
+        """A call that does not match the signature fails as it would undecorated."""
+        with pytest.raises(TypeError):
+            plain()  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            plain(1, 2, 3)  # type: ignore[call-arg]
+
+    def test_values_encoded_at_call_time(self, tracer: actiontrace.ActionTracer) -> None:
+        """Mutating an argument after the call does not rewrite the record."""
+
+        @action(concept="svc::Mut")
+        def keep(items: list[int]) -> list[int]:
+            return items
+
+        data = [1, 2]
+        with flow("svc::Web::req"):
+            out = keep(data)
+            data.append(3)
+            out.append(4)
+        rec = only(tracer, action="keep")
+        assert rec.inputs == {"items": [1, 2]} and rec.outputs == [1, 2]
+
+    def test_parameter_named_like_internals(self, tracer: actiontrace.ActionTracer) -> None:
+        """Parameters named like the wrapper's own variables still bind correctly."""
+
+        @action(concept="svc::Names")
+        def odd(spec: int, func: int, args: int, kwargs: int, _at_cur: int = 5) -> int:
+            return spec + func + args + kwargs + _at_cur
+
+        assert odd(1, 2, 3, 4) == 15
+        assert only(tracer, action="odd").inputs == {
+            "spec": 1, "func": 2, "args": 3, "kwargs": 4, "_at_cur": 5,
+        }
+
+
+class TestExceptions:
+    def test_same_object_and_traceback(self, tracer: actiontrace.ActionTracer) -> None:
+        """The exception reaches the caller unchanged, with its original frames."""
+        err = ValueError("bad value")
+
+        @action(concept="svc::Err")
+        def raiser() -> None:
+            raise err
+
+        with pytest.raises(ValueError) as info:
+            raiser()
+        assert info.value is err
+        frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
+        assert frames[-1] == "raiser"
+        rec = only(tracer, action="raiser")
+        assert rec.status == "error"
+        assert rec.outputs == {"error": "bad value", "error_type": "ValueError"}
+
+    def test_error_type_module_qualified(self, tracer: actiontrace.ActionTracer) -> None:
+        """Non-builtin exception types are named with their module."""
+
+        class Custom(Exception):
+            pass
+
+        @action(concept="svc::Err")
+        def raiser() -> None:
+            raise Custom("x")
+
+        with pytest.raises(Custom):
+            raiser()
+        expected = f"{__name__}.TestExceptions.test_error_type_module_qualified.<locals>.Custom"
+        assert only(tracer, action="raiser").outputs["error_type"] == expected
+
+    def test_base_exceptions_recorded(self, tracer: actiontrace.ActionTracer) -> None:
+        """KeyboardInterrupt and SystemExit pass through and are recorded."""
+
+        @action(concept="svc::Err")
+        def interrupted() -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            interrupted()
+        assert only(tracer, action="interrupted").outputs["error_type"] == "KeyboardInterrupt"
+
+    def test_error_message_that_cannot_be_rendered(self, tracer: actiontrace.ActionTracer) -> None:
+        """An exception whose __str__ raises is still recorded, and still propagates."""
+
+        class Weird(Exception):
+            def __str__(self) -> str:
+                raise RuntimeError("no")
+
+        @action(concept="svc::Err")
+        def raiser() -> None:
+            raise Weird()
+
+        with pytest.raises(Weird):
+            raiser()
+        rec = only(tracer, action="raiser")
+        assert rec.status == "error" and rec.outputs["error_type"].endswith("Weird")
+
+
+class TestRedaction:
+    def test_parameter_names_and_nested_keys(self, tracer: actiontrace.ActionTracer) -> None:
+        """Secret parameters and mapping keys at any depth are stored as [REDACTED]."""
+
+        @action(concept="svc::Auth")
+        def login(user: str, password: str, headers: dict[str, Any]) -> dict[str, Any]:
+            return {"session_token": "abc", "nested": [{"Cookie": "c", "ok": 1}]}
+
+        login("ann", "hunter2", {"Authorization": "Bearer x", "deep": {"API_KEY": "k", "n": 1}})
+        rec = only(tracer, action="login")
+        assert rec.inputs == {
+            "user": "ann", "password": "[REDACTED]",
+            "headers": {"Authorization": "[REDACTED]", "deep": {"API_KEY": "[REDACTED]", "n": 1}},
+        }
+        assert rec.outputs == {"session_token": "[REDACTED]", "nested": [{"Cookie": "[REDACTED]", "ok": 1}]}
+
+    def test_action_redact_adds_names(self, tracer: actiontrace.ActionTracer) -> None:
+        """@action(redact=[...]) adds names for that action only."""
+
+        @action(concept="svc::Auth", redact=["ssn"])
+        def register(name: str, ssn: str, meta: dict[str, str]) -> None:
+            return None
+
+        @action(concept="svc::Auth")
+        def other(ssn: str) -> None:
+            return None
+
+        register("a", "123", {"user_ssn": "9"})
+        other("456")
+        assert only(tracer, action="register").inputs == {
+            "name": "a", "ssn": "[REDACTED]", "meta": {"user_ssn": "[REDACTED]"},
+        }
+        assert only(tracer, action="other").inputs == {"ssn": "456"}
+
+    def test_configure_redact_applies_to_existing_actions(self) -> None:
+        """configure(redact=...) after decoration still redacts those parameters."""
+
+        @action(concept="svc::Auth")
+        def pay(card_number: str, amount: int) -> None:
+            return None
+
+        tracer = actiontrace.configure(redact=["card_number"])
+        try:
+            pay("4111", 5)
+            assert only(tracer, action="pay").inputs == {"card_number": "[REDACTED]", "amount": 5}
+        finally:
+            actiontrace.configure(redact=[])
+        pay("4111", 6)
+        assert actiontrace.get_tracer().find_actions(ActionFilter(action="pay"))[0].inputs[
+            "card_number"
+        ] == "4111"
+
+    def test_reaction_records_are_redacted(self, tracer: actiontrace.ActionTracer) -> None:
+        """What a declared reaction receives is the redacted record."""
+        got: list[actiontrace.ActionRecord] = []
+
+        @action(concept="svc::Auth")
+        def authenticate(token: str, body: dict[str, str]) -> dict[str, str]:
+            return {"secret": "s"}
+
+        @actiontrace.synchronization("Watch", when=authenticate)
+        def watch(record: actiontrace.ActionRecord) -> None:
+            got.append(record)
+
+        with flow("svc::Web::req"):
+            authenticate("t", {"password": "p"})
+        assert got[0].inputs == {"token": "[REDACTED]", "body": {"password": "[REDACTED]"}}
+        assert got[0].outputs == {"secret": "[REDACTED]"}
+
+
+def test_decorating_a_non_callable_fails() -> None:
+    """@action on something that is not callable is a TypeError at decoration."""
+    with pytest.raises(TypeError):
+        action(42)  # type: ignore[call-overload]
+
+
+def test_recursion_limit_unchanged() -> None:
+    """Decoration does not touch interpreter settings."""
+    assert sys.getrecursionlimit() >= 1000

@@ -1,0 +1,155 @@
+"""Views: the ASCII tree, DOT (checked by Graphviz), Mermaid and JSON."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import actiontrace
+from actiontrace import ActionRecord, ActionTrace, ProvenanceEdge, action, flow, synchronization
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' not installed")
+
+
+@pytest.fixture
+def trace() -> ActionTrace:
+    tracer = actiontrace.configure()
+
+    @action(concept="app::Auth")
+    def validate(token: str) -> dict[str, object]:
+        return {"valid": True, "user_id": 42}
+
+    @action(concept="app::Player")
+    def play(passage_id: int) -> dict[str, int]:
+        return {"started_at": 1699564800}
+
+    @action(concept="app::Player")
+    def load(passage_id: int) -> None:
+        raise OSError("no such file")
+
+    @synchronization("OnWebRequest")
+    def on_web() -> None:
+        validate("t")
+
+    @synchronization("OnAuthSuccess")
+    def on_auth() -> None:
+        play(123)
+        try:
+            load(123)
+        except OSError:
+            pass
+
+    with flow("app::Web::request", inputs={"path": "/play"}) as token:
+        on_web()
+        on_auth()
+    return tracer.get_trace(token)
+
+
+def make_trace(label: str) -> ActionTrace:
+    """A two-action trace whose every text field is ``label``."""
+    token, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    recs = {
+        a: ActionRecord(a, label, label, {label: label}, label, 1, token, None, "ok", 1),
+        b: ActionRecord(b, label, label, [label], {"error": label}, 2, token, a, "error", 1),
+    }
+    return ActionTrace(token, a, recs, [ProvenanceEdge(a, b, label, 2)], 1, label)
+
+
+class TestAscii:
+    def test_tree_shape(self, trace: ActionTrace) -> None:
+        """Each action as [Concept::action] under its cause, edges labelled, values below."""
+        text = trace.to_ascii()
+        lines = text.splitlines()
+        assert lines[0].startswith("[Web::request]") and f"flow_token={trace.flow_token}" in lines[0]
+        assert any("──(OnWebRequest)──> [Auth::validate]" in line for line in lines)
+        assert any("──(OnAuthSuccess)──> [Player::play]" in line for line in lines)
+        assert any("──(OnAuthSuccess)──> [Player::load] ✗" in line for line in lines)
+        assert '└─ Input: {"token":"[REDACTED]"}' in text
+        assert '└─ Output: {"valid":true,"user_id":42}' in text
+        assert '└─ Error: {"error":"no such file","error_type":"OSError"}' in text
+        # play is caused by validate (the most recent completed action): nested under it.
+        validate_line = next(i for i, line in enumerate(lines) if "[Auth::validate]" in line)
+        play_line = next(i for i, line in enumerate(lines) if "[Player::play]" in line)
+        indent = lambda s: len(s) - len(s.lstrip(" │├└"))  # noqa: E731
+        assert play_line > validate_line and indent(lines[play_line]) > indent(lines[validate_line])
+
+    def test_every_action_appears_once(self, trace: ActionTrace) -> None:
+        """No action is lost or repeated in the tree."""
+        text = trace.to_ascii()
+        for rec in trace.actions.values():
+            name = f"[{rec.concept_uri.rpartition('::')[2]}::{rec.action}]"
+            assert text.count(name) == 1
+
+
+class TestDot:
+    def test_nodes_and_edges(self, trace: ActionTrace) -> None:
+        """One node per action (its UUID), one edge per provenance edge."""
+        dot = trace.to_dot()
+        assert dot.startswith("digraph ActionTrace {")
+        node_lines = [line for line in dot.splitlines() if line.startswith('    "') and " -> " not in line]
+        assert sorted(line.split('"')[1] for line in node_lines) == sorted(str(a) for a in trace.actions)
+        assert dot.count(" -> ") == len(trace.provenance_edges) == 3
+        for e in trace.provenance_edges:
+            assert f'"{e.from_action}" -> "{e.to_action}" [label="{e.synchronization}"]' in dot
+
+    @needs_dot
+    def test_graphviz_accepts_it(self, trace: ActionTrace) -> None:
+        """The real dot renders it."""
+        out = subprocess.run(["dot", "-Tsvg"], input=trace.to_dot().encode(), capture_output=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.count(b'class="node"') == len(trace.actions)
+
+    @needs_dot
+    @pytest.mark.parametrize(
+        "label",
+        ['quote " and \\ backslash', "new\nline\r\n", "}; digraph x { a -> b", "<html>&amp;",
+         "\\N \\G \\l \\", "nul\x00ctrl\x01\x1b[31m", "emoji 🎵 ünïcödé", "lone \ud800 surrogate",
+         "'single' `tick`", ""],
+    )
+    def test_hostile_labels(self, label: str) -> None:
+        """Labels that could break DOT syntax are escaped: dot still parses one graph."""
+        trace = make_trace(label)
+        out = subprocess.run(["dot", "-Tsvg"], input=trace.to_dot().encode("utf-8", "replace"),
+                             capture_output=True)
+        assert out.returncode == 0, out.stderr.decode(errors="replace")
+        assert out.stdout.count(b'class="node"') == 2
+        assert out.stdout.count(b'class="edge"') == 1
+
+    @needs_dot
+    @given(label=st.text(max_size=40))
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    def test_arbitrary_labels(self, label: str) -> None:
+        """Any text in any field: dot renders exactly two nodes and one edge."""
+        dot = make_trace(label).to_dot()
+        out = subprocess.run(["dot", "-Tsvg"], input=dot.encode("utf-8", "replace"), capture_output=True)
+        assert out.returncode == 0, out.stderr.decode(errors="replace")
+        assert out.stdout.count(b'class="node"') == 2
+
+
+class TestMermaidAndJson:
+    def test_mermaid(self, trace: ActionTrace) -> None:
+        """A flowchart with a node per action and labelled provenance edges."""
+        text = trace.to_mermaid()
+        assert text.startswith("flowchart TD")
+        assert text.count('-->|"OnAuthSuccess"|') == 2
+        for aid in trace.actions:
+            assert f"a{aid.hex}[" in text
+
+    def test_mermaid_escapes_labels(self) -> None:
+        """Quotes, brackets and pipes in labels cannot end the label early."""
+        text = make_trace('a"b]c|d<e>\nf').to_mermaid()
+        for line in text.splitlines()[1:]:
+            if "[" in line:
+                body = line.split("[", 1)[1]
+                assert body.startswith('"') and body.rstrip().endswith('"]')
+                assert '"' not in body[1:-2]
+
+    def test_json_round_trip(self, trace: ActionTrace) -> None:
+        """to_json decodes back to an equal ActionTrace."""
+        assert msgspec.json.decode(trace.to_json(), type=ActionTrace) == trace
