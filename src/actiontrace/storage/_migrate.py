@@ -1,0 +1,174 @@
+"""Run the bundled Alembic migrations, and check a database's revision on first use.
+
+The migrations ship inside the wheel as ``actiontrace/migrations`` (pyproject's
+force-include); in an editable install they are the checkout's top-level
+``migrations/``. Alembic is imported only here, and only when needed: it takes
+~100 ms to import.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from actiontrace._exceptions import SchemaOutdated, StorageError
+from actiontrace.storage._schema import VERSION_TABLE
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+__all__ = ["current", "downgrade", "ensure_schema", "head", "migrations_dir", "upgrade"]
+
+UPGRADE_HINT = "run `actiontrace db upgrade`"
+# Any constant: serializes concurrent first-use upgrades of one PostgreSQL database.
+_PG_LOCK_KEY = 0x61637472  # "actr"
+
+
+def migrations_dir() -> Path:
+    """The directory holding ``env.py`` and ``versions/``."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "migrations", package.parents[1] / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise StorageError(f"actiontrace's migrations are missing (looked in {package})")
+
+
+def _config(connection: sa.Connection | None = None, location: str | None = None) -> Config:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", location or str(migrations_dir()))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+@functools.cache
+def _script(location: str | None = None) -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config(location=location))
+
+
+def head(location: str | None = None) -> str:
+    """The newest revision id of the bundled migrations (or those in ``location``)."""
+    rev = _script(location).get_current_head()
+    assert rev is not None
+    return rev
+
+
+def _engine(url_or_engine: str | sa.Engine) -> tuple[sa.Engine, bool]:
+    if isinstance(url_or_engine, sa.Engine):
+        return url_or_engine, False
+    from actiontrace.storage._sql import make_engine
+
+    return make_engine(url_or_engine), True
+
+
+def _run(url_or_engine: str | sa.Engine, fn: Any) -> Any:
+    engine, owned = _engine(url_or_engine)
+    try:
+        with engine.connect() as conn:
+            result = fn(conn)
+            conn.commit()
+            return result
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def _read_revision(conn: sa.Connection) -> str | None:
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return None
+    rows = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()
+    if len(rows) > 1:
+        raise StorageError(f"{VERSION_TABLE} holds several revisions: {[r[0] for r in rows]}")
+    return rows[0][0] if rows else None
+
+
+def current(url_or_engine: str | sa.Engine) -> str | None:
+    """The database's actiontrace revision, or None when it has none."""
+    return _run(url_or_engine, _read_revision)
+
+
+def upgrade(url_or_engine: str | sa.Engine, rev: str = "head") -> None:
+    """Bring the database up to ``rev`` (default: the newest revision)."""
+    from alembic import command
+
+    _run(url_or_engine, lambda conn: command.upgrade(_config(conn), rev))
+
+
+def downgrade(url_or_engine: str | sa.Engine, rev: str) -> None:
+    """Take the database down to ``rev`` (``base`` removes every actiontrace table)."""
+    from alembic import command
+
+    _run(url_or_engine, lambda conn: command.downgrade(_config(conn), rev))
+
+
+def _has_our_tables(conn: sa.Connection) -> bool:
+    names = sa.inspect(conn).get_table_names()
+    return any(n.startswith("actiontrace_") and n != VERSION_TABLE for n in names)
+
+
+def _check(conn: sa.Connection, location: str | None) -> str | None:
+    """Return None when the schema is at head, else "empty"; raise when it is unusable."""
+    rev = _read_revision(conn)
+    want = head(location)
+    if rev == want:
+        return None
+    if rev is None:
+        if _has_our_tables(conn):
+            raise SchemaOutdated(
+                "the database has actiontrace tables but no revision in "
+                f"{VERSION_TABLE}; {UPGRADE_HINT} (or `alembic stamp`) to repair it"
+            )
+        return "empty"
+    script = _script(location)
+    try:
+        known = script.get_revision(rev) is not None
+    except Exception:  # noqa: BLE001 - alembic raises several kinds for unknown ids
+        known = False
+    if known:
+        raise SchemaOutdated(
+            f"the database's actiontrace schema is at revision {rev}, this version "
+            f"needs {want}: {UPGRADE_HINT}"
+        )
+    raise SchemaOutdated(
+        f"the database's actiontrace schema is at revision {rev}, which this version "
+        f"of actiontrace does not know (it needs {want}); upgrade actiontrace"
+    )
+
+
+def ensure_schema(engine: sa.Engine, location: str | None = None) -> None:
+    """Check the database is at head; create the schema if it holds none of ours.
+
+    Raises ``SchemaOutdated`` for a database at another revision. Two processes that
+    start on one new database both succeed: the upgrade runs under a lock (SQLite's
+    write lock, a PostgreSQL advisory lock), and the loser finds the schema at head.
+    ``location`` is another migrations directory (for tests).
+    """
+    with engine.connect() as conn:
+        try:
+            if _check(conn, location) is None:
+                return  # the common case: one cheap look, no lock
+        except SchemaOutdated:
+            # Maybe only half-seen: the reads above are separate statements, and another
+            # process may have committed the schema between them. Decide under the lock.
+            pass
+        conn.rollback()
+        if engine.dialect.name == "sqlite":
+            # Take the write lock first (waits up to busy_timeout for another process).
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+        if _check(conn, location) is None:  # someone else created it meanwhile
+            conn.commit()
+            return
+        from alembic import command
+
+        command.upgrade(_config(conn, location), "head")
+        conn.commit()

@@ -1,0 +1,85 @@
+"""The SQL schema (SQLAlchemy Core): flows, actions and provenance edges.
+
+Every table is prefixed ``actiontrace_`` so it never clashes with a host application's
+tables, and there are no foreign keys: parts of one flow arrive in any order, from any
+process. The Alembic migrations in ``migrations/versions`` must create exactly this
+(``tests/test_migrations.py`` fails when they drift apart). A later revision may add
+tables (e.g. ``actiontrace_log_events``) without touching these.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+__all__ = ["VERSION_TABLE", "actions", "edges", "flows", "metadata"]
+
+VERSION_TABLE = "actiontrace_alembic_version"
+
+# Constraint names must be stable: SQLite batch migrations cannot drop unnamed ones.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+# JSON documents: JSONB on PostgreSQL (containment queries). On SQLite the column is
+# declared TEXT, not JSON: a column declared "JSON" gets NUMERIC affinity there, and
+# SQLite would silently turn the text ``12345678901234567890123`` into a lossy REAL.
+# The JSON functions (json_extract, json_type) work on TEXT all the same.
+Json = sa.JSON().with_variant(JSONB(), "postgresql").with_variant(sa.Text(), "sqlite")
+
+# Names are compared byte-wise (the ``::`` prefix filter is a range scan on the index);
+# PostgreSQL's default collation would order them by locale rules instead.
+Name = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
+
+flows = sa.Table(
+    "actiontrace_flows",
+    metadata,
+    sa.Column("flow_token", sa.Uuid(), primary_key=True),
+    # NULL until the part holding the root arrives (a continue_flow part has none).
+    sa.Column("root_action_id", sa.Uuid(), nullable=True),
+    sa.Column("created_at", sa.BigInteger(), nullable=False),
+    sa.Column("module", sa.Text(), nullable=False),
+    # Actions on the flow's longest causal path, computed when a flow arrives whole in
+    # one part; NULL when it must be recomputed at query time (see _sql.py, "depth").
+    sa.Column("max_depth", sa.Integer(), nullable=True),
+    sa.Index("ix_actiontrace_flows_depth", "max_depth", "created_at"),
+)
+
+actions = sa.Table(
+    "actiontrace_actions",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("flow_token", sa.Uuid(), nullable=False),
+    sa.Column("parent_id", sa.Uuid(), nullable=True),
+    sa.Column("concept_uri", Name, nullable=False),
+    sa.Column("action", Name, nullable=False),
+    sa.Column("timestamp", sa.BigInteger(), nullable=False),
+    sa.Column("duration_us", sa.BigInteger(), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("inputs", Json, nullable=False),
+    sa.Column("outputs", Json, nullable=False),
+    sa.Index("ix_actiontrace_actions_flow", "flow_token", "timestamp"),
+    sa.Index("ix_actiontrace_actions_concept", "concept_uri", "action", "timestamp"),
+    sa.Index("ix_actiontrace_actions_timestamp", "timestamp"),
+)
+
+edges = sa.Table(
+    "actiontrace_edges",
+    metadata,
+    # The primary key makes edges unique and doubles as the index by from_action.
+    sa.Column("from_action", sa.Uuid(), primary_key=True),
+    sa.Column("to_action", sa.Uuid(), primary_key=True),
+    sa.Column("synchronization", Name, primary_key=True),
+    sa.Column("flow_token", sa.Uuid(), nullable=False),
+    sa.Column("created_at", sa.BigInteger(), nullable=False),
+    # (to_action, created_at): "the earliest incoming edge" is one index probe.
+    sa.Index("ix_actiontrace_edges_to", "to_action", "created_at"),
+    sa.Index("ix_actiontrace_edges_sync", "synchronization", "created_at"),
+    sa.Index("ix_actiontrace_edges_flow", "flow_token"),
+)

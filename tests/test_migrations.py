@@ -1,0 +1,292 @@
+"""The Alembic migrations, the first-use schema check, and ``actiontrace db``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from actiontrace import ActionFilter, SchemaOutdated, SqlAlchemyTraceStorage
+from actiontrace._ids import new_id
+from actiontrace._record import FlowPart, Named
+from actiontrace.storage import _migrate
+from actiontrace.storage._schema import VERSION_TABLE, metadata
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+OUR_TABLES = {"actiontrace_flows", "actiontrace_actions", "actiontrace_edges"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL to an empty database of each SQL backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/m.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def tables(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(sa.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def one_part() -> FlowPart:
+    part = FlowPart(new_id(), None, 1, "m")
+    root = new_id()
+    part.root_id = root
+    part.offset = 0
+    part.records.append([Named("mig", "root"), root, None, 1000, 1000, "ok", b"{}", b"1"])
+    return part
+
+
+def add_host_app(url: str) -> None:
+    """A host application with its own Alembic history and table."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('hostrev1')")
+        conn.exec_driver_sql("CREATE TABLE host_users (id INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql("INSERT INTO host_users VALUES (7)")
+    engine.dispose()
+
+
+def host_state(url: str) -> tuple[list[str], list[int]]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        revs = [r[0] for r in conn.exec_driver_sql("SELECT version_num FROM alembic_version")]
+        users = [r[0] for r in conn.exec_driver_sql("SELECT id FROM host_users")]
+    engine.dispose()
+    return revs, users
+
+
+class TestMigrations:
+    def test_down_and_up_with_data(self, db_url: str) -> None:
+        """base -> head -> base -> head works with data in the database."""
+        add_host_app(db_url)
+        _migrate.upgrade(db_url)
+        assert _migrate.current(db_url) == _migrate.head()
+        assert OUR_TABLES <= tables(db_url)
+        store = SqlAlchemyTraceStorage(db_url)
+        store.write_parts([one_part()])
+        assert len(store.find_actions(ActionFilter())) == 1
+        store.close()
+        _migrate.downgrade(db_url, "base")
+        assert _migrate.current(db_url) is None
+        assert not (OUR_TABLES & tables(db_url))
+        _migrate.upgrade(db_url, "head")
+        store = SqlAlchemyTraceStorage(db_url)
+        assert store.find_actions(ActionFilter()) == []
+        store.write_parts([one_part()])
+        assert len(store.find_actions(ActionFilter())) == 1
+        store.close()
+        assert host_state(db_url) == (["hostrev1"], [7])
+
+    def test_models_match_migrations(self, db_url: str) -> None:
+        """Autogenerate finds no difference between the models and the migrated schema."""
+        from alembic.autogenerate import compare_metadata
+        from alembic.migration import MigrationContext
+
+        sys.path.insert(0, str(_migrate.migrations_dir()))
+        add_host_app(db_url)  # a host's tables must be ignored, not reported
+        _migrate.upgrade(db_url)
+        engine = sa.create_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                ctx = MigrationContext.configure(conn, opts={
+                    "include_name": _include_name, "compare_type": True,
+                    "version_table": VERSION_TABLE,
+                })
+                diff = compare_metadata(ctx, metadata)
+        finally:
+            engine.dispose()
+        assert diff == []
+
+    def test_host_alembic_version_untouched(self, db_url: str) -> None:
+        """Our upgrade and downgrade never touch the host application's alembic_version."""
+        add_host_app(db_url)
+        _migrate.upgrade(db_url)
+        assert VERSION_TABLE in tables(db_url)
+        assert host_state(db_url) == (["hostrev1"], [7])
+        _migrate.downgrade(db_url, "base")
+        assert host_state(db_url) == (["hostrev1"], [7])
+
+
+def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    # The same filter migrations/env.py uses.
+    return type_ != "table" or bool(name and name.startswith("actiontrace_"))
+
+
+class TestFirstUse:
+    def test_fresh_sqlite_file_brought_to_head(self, tmp_path: Path) -> None:
+        """A new SQLite file gets the schema on first use."""
+        url = f"sqlite:///{tmp_path}/new.db"
+        store = SqlAlchemyTraceStorage(url)
+        assert not (tmp_path / "new.db").exists()  # nothing happens at construction
+        assert store.find_actions(ActionFilter()) == []
+        assert _migrate.current(url) == _migrate.head()
+        store.close()
+
+    def test_fresh_postgres_schema_brought_to_head(self, pg_url: str) -> None:
+        """An empty PostgreSQL database gets the schema on first use."""
+        store = SqlAlchemyTraceStorage(pg_url)
+        store.write_parts([one_part()])
+        assert _migrate.current(pg_url) == _migrate.head()
+        store.close()
+
+    def test_two_processes_start_on_one_new_file(self, tmp_path: Path) -> None:
+        """Two processes that create the schema of one new SQLite file both succeed."""
+        url = f"sqlite:///{tmp_path}/race.db"
+        code = textwrap.dedent("""
+            import sys, time
+            from actiontrace import SqlAlchemyTraceStorage, ActionFilter
+            time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+            store = SqlAlchemyTraceStorage(sys.argv[1])
+            store.find_actions(ActionFilter())
+            print("ok")
+        """)
+        import time
+
+        start = str(time.time() + 1.5)
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code, url, start],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(3)
+        ]
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+            assert out.strip() == "ok"
+        assert _migrate.current(url) == _migrate.head()
+
+    def _migrations_with_a_newer_revision(self, tmp_path: Path) -> str:
+        """A copy of our migrations plus a revision 0002 (what a newer release would ship)."""
+        copy = tmp_path / "migrations"
+        shutil.copytree(_migrate.migrations_dir(), copy,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        (copy / "versions" / "0002_extra.py").write_text(textwrap.dedent(f"""
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = "0002"
+            down_revision = "{_migrate.head()}"
+            branch_labels = None
+            depends_on = None
+
+            def upgrade():
+                op.create_table("actiontrace_extra", sa.Column("id", sa.Integer, primary_key=True))
+
+            def downgrade():
+                op.drop_table("actiontrace_extra")
+        """))
+        return str(copy)
+
+    def test_database_behind_head_is_refused(self, db_url: str, tmp_path: Path) -> None:
+        """A schema at an older revision raises SchemaOutdated naming the upgrade command."""
+        newer = self._migrations_with_a_newer_revision(tmp_path)
+        _migrate.upgrade(db_url)  # at 0001, while "this version" (newer) needs 0002
+        engine = sa.create_engine(db_url)
+        try:
+            with pytest.raises(SchemaOutdated, match="actiontrace db upgrade"):
+                _migrate.ensure_schema(engine, newer)
+        finally:
+            engine.dispose()
+
+    def test_database_ahead_of_head_is_refused(self, db_url: str, tmp_path: Path) -> None:
+        """A schema at a revision this version does not know is refused, not transient."""
+        from alembic import command
+
+        newer = self._migrations_with_a_newer_revision(tmp_path)
+        engine = sa.create_engine(db_url)
+        with engine.connect() as conn:
+            command.upgrade(_migrate._config(conn, newer), "head")
+            conn.commit()
+        engine.dispose()
+        store = SqlAlchemyTraceStorage(db_url)
+        try:
+            with pytest.raises(SchemaOutdated, match="0002") as info:
+                store.find_actions(ActionFilter())
+            assert not store.is_transient(info.value)
+        finally:
+            store.close()
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "ACTIONTRACE_URL"}
+    full_env.update(env or {})
+    return subprocess.run([str(BIN / "actiontrace"), *args], capture_output=True, text=True,
+                          timeout=120, check=False, env=full_env)
+
+
+class TestCommandLine:
+    def test_upgrade_current_downgrade(self, db_url: str) -> None:
+        """db upgrade / current / downgrade through the installed console script."""
+        res = cli("--url", db_url, "db", "current")
+        assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+        res = cli("--url", db_url, "db", "upgrade")
+        assert res.returncode == 0, res.stderr
+        res = cli("--url", db_url, "db", "current")
+        assert (res.returncode, res.stdout.strip()) == (0, _migrate.head())
+        res = cli("--url", db_url, "db", "downgrade", "base")
+        assert res.returncode == 0, res.stderr
+        assert cli("--url", db_url, "db", "current").stdout == ""
+        # The URL can also come from the environment.
+        res = cli("db", "upgrade", _migrate.head(), env={"ACTIONTRACE_URL": db_url})
+        assert res.returncode == 0, res.stderr
+        assert _migrate.current(db_url) == _migrate.head()
+
+    def test_default_url_is_local_sqlite(self, tmp_path: Path) -> None:
+        """Without --url or $ACTIONTRACE_URL, ./actiontrace.db is used."""
+        res = subprocess.run([str(BIN / "actiontrace"), "db", "upgrade"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120, check=False,
+                             env={k: v for k, v in os.environ.items() if k != "ACTIONTRACE_URL"})
+        assert res.returncode == 0, res.stderr
+        assert (tmp_path / "actiontrace.db").exists()
+
+    @pytest.mark.parametrize(
+        ("url", "words"),
+        [
+            ("::not-a-url", "malformed"),
+            ("nosuchdb://u:hunter2@h/d", "unsupported"),
+            ("sqlite:////no/such/directory/x.db", "does not exist"),
+            ("postgresql+psycopg://u:hunter2@127.0.0.1:1/x", "connection"),
+        ],
+    )
+    def test_errors_are_one_line(self, url: str, words: str) -> None:
+        """Bad URLs and unreachable servers give one line on stderr, no traceback."""
+        res = cli("--url", url, "db", "upgrade")
+        assert res.returncode != 0
+        assert res.stdout == ""
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1, res.stderr
+        assert words in lines[0].lower()
+        assert "Traceback" not in res.stderr and "hunter2" not in res.stderr
+
+    def test_unknown_revision_is_one_line(self, tmp_path: Path) -> None:
+        """An unknown revision is a one-line error too."""
+        res = cli("--url", f"sqlite:///{tmp_path}/x.db", "db", "upgrade", "nope")
+        assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_alembic_upgrade_from_checkout(tmp_path: Path) -> None:
+    """`ACTIONTRACE_URL=... alembic upgrade head` from the repository root works."""
+    url = f"sqlite:///{tmp_path}/alembic.db"
+    res = subprocess.run([str(BIN / "alembic"), "upgrade", "head"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120, check=False, env={**os.environ, "ACTIONTRACE_URL": url})
+    assert res.returncode == 0, res.stderr
+    assert _migrate.current(url) == _migrate.head()
+    res = subprocess.run([str(BIN / "alembic"), "current"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120, check=False, env={**os.environ, "ACTIONTRACE_URL": url})
+    assert res.returncode == 0 and _migrate.head() in res.stdout

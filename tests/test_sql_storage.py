@@ -1,0 +1,193 @@
+"""SqlAlchemyTraceStorage beyond the shared contract: processes, URLs, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import actiontrace
+from actiontrace import ActionFilter, ConfigurationError, SqlAlchemyTraceStorage
+
+
+def run_python(code: str, *args: str, timeout: float = 120) -> str:
+    """Run ``code`` in a fresh interpreter; return its stdout (fail on a non-zero exit)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL to an empty database of each SQL backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/t.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+RECORD_300 = """
+    import sys
+    import actiontrace
+    from actiontrace import action, flow
+
+    actiontrace.configure(url=sys.argv[1], module="child")
+
+    @action
+    def step(i):
+        return i * 2
+
+    for i in range(300):
+        with flow("app::Job::run", inputs={"i": i}):
+            step(i)
+    # no flush, no shutdown: the writer's atexit hook must write everything
+"""
+
+
+class TestProcesses:
+    def test_exit_without_flush_keeps_everything(self, sql_url: str) -> None:
+        """A process that records 300 flows and just exits leaves all 300 stored."""
+        run_python(RECORD_300, sql_url)
+        store = SqlAlchemyTraceStorage(sql_url)
+        try:
+            roots = store.find_actions(ActionFilter(concept_uri="app::Job", action="run"))
+            steps = store.find_actions(ActionFilter(action="step"))
+            assert len(roots) == 300 and len(steps) == 300
+            assert len({r.flow_token for r in roots}) == 300
+            assert sorted(r.inputs["i"] for r in steps) == list(range(300))
+            assert store.get_trace(roots[0].flow_token).module == "child"
+        finally:
+            store.close()
+
+    def test_two_processes_write_one_flow(self, sql_url: str) -> None:
+        """A flow started in one process and continued in another reads back as one."""
+        first = run_python("""
+            import sys
+            import actiontrace
+            from actiontrace import action, flow
+
+            tracer = actiontrace.configure(url=sys.argv[1], module="web")
+
+            @action
+            def enqueue(job):
+                return job
+
+            with flow("web::Api::post") as token:
+                enqueue("j1")
+            trace = tracer.get_trace(token)
+            print(token, list(trace.actions)[-1])
+        """, sql_url)
+        token, trigger = first.split()
+        run_python("""
+            import sys
+            import actiontrace
+            from actiontrace import action, continue_flow
+
+            actiontrace.configure(url=sys.argv[1], module="worker")
+
+            @action
+            def work(job):
+                return inner(job)
+
+            @action
+            def inner(job):
+                return "done"
+
+            with continue_flow(sys.argv[2], trigger=sys.argv[3], synchronization="Queue"):
+                work("j1")
+        """, sql_url, token, trigger)
+        store = SqlAlchemyTraceStorage(sql_url)
+        try:
+            trace = store.get_trace(uuid.UUID(token))
+            recs = list(trace.actions.values())
+            assert [r.action for r in recs] == ["post", "enqueue", "work", "inner"]
+            assert trace.root_action_id == recs[0].id
+            assert trace.module == "web"
+            assert [(str(e.from_action), e.synchronization) for e in trace.provenance_edges] == [
+                (trigger, "Queue")
+            ]
+            chain = store.get_causal_chain(recs[3].id)
+            assert [r.action for r in chain] == ["post", "enqueue", "work", "inner"]
+            assert store.longest_chains(1) == [(uuid.UUID(token), 4)]
+        finally:
+            store.close()
+
+
+class TestConfiguration:
+    @pytest.mark.parametrize(
+        ("url", "words"),
+        [
+            ("::not a url", "malformed"),
+            ("nosuchdb://x/y", "unsupported"),
+            ("postgresql+nosuchdriver://u@h/d", "driver"),
+            ("sqlite:////definitely/missing/dir/t.db", "does not exist"),
+        ],
+    )
+    def test_unusable_urls(self, url: str, words: str) -> None:
+        """configure(url=...) rejects unusable URLs with one clear line."""
+        with pytest.raises(ConfigurationError, match=words) as info:
+            actiontrace.configure(url=url)
+        assert "\n" not in str(info.value)
+
+    def test_unreachable_server_is_not_a_configuration_error(self) -> None:
+        """A server that is down fails the first query, transiently, without the password."""
+        store = SqlAlchemyTraceStorage("postgresql+psycopg://u:s3cret@127.0.0.1:1/x")
+        try:
+            with pytest.raises(Exception) as info:
+                store.find_actions(ActionFilter())
+            assert store.is_transient(info.value)
+            line = store.describe_error(info.value)
+            assert "\n" not in line and "s3cret" not in line
+            assert "s3cret" not in repr(store)
+        finally:
+            store.close()
+
+    def test_accepts_an_engine(self, tmp_path: Path) -> None:
+        """An Engine works too (and is left for its owner to dispose)."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(f"sqlite:///{tmp_path}/e.db")
+        store = SqlAlchemyTraceStorage(engine)
+        assert store.find_actions(ActionFilter()) == []
+        store.close()
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("select count(*) from actiontrace_actions").scalar() == 0
+        engine.dispose()
+
+    def test_data_errors_are_not_transient(self, tmp_path: Path) -> None:
+        """A failure that retrying cannot fix is reported as not transient."""
+        import sqlalchemy as sa
+
+        store = SqlAlchemyTraceStorage(f"sqlite:///{tmp_path}/t.db")
+        try:
+            with pytest.raises(sa.exc.DBAPIError) as info, store.engine.connect() as conn:
+                conn.exec_driver_sql("select * from no_such_table")
+            assert not store.is_transient(info.value)
+            assert "no_such_table" in store.describe_error(info.value)
+        finally:
+            store.close()
+
+    def test_mask_url(self) -> None:
+        """Passwords in URLs and conninfo strings are masked."""
+        from actiontrace.storage._sql import mask_url
+
+        assert mask_url("x postgresql+psycopg://bob:pw@h/db y") == "x postgresql+psycopg://bob:***@h/db y"
+        assert mask_url("host=h password=pw user=u") == "host=h password=*** user=u"
+
+    def test_memory_sqlite_is_shared_between_threads(self) -> None:
+        """sqlite:// (in memory) is one database for the writer thread and the caller."""
+        tracer: Any = actiontrace.configure(url="sqlite://")
+
+        @actiontrace.action
+        def ping() -> str:
+            return "pong"
+
+        ping()
+        assert [r.outputs for r in tracer.find_actions(action="ping")] == ["pong"]
