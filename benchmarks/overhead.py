@@ -3,10 +3,11 @@
 Run: ``.venv/bin/python benchmarks/overhead.py`` (``--quick`` for fewer iterations).
 
 Every contender runs the same workload in one process: a function ``f(a, b)``
-returning a small dict, called N times inside one enclosing flow/span/action, so the
-per-call figure is the cost of one *nested* recorded call. Each contender is timed in
-``--repeat`` rounds and the median round is reported, in ns per call, with the
-overhead above the bare call and the ratio to actiontrace.
+returning a small dict, called N times in enclosing flows (spans, eliot actions) of
+``--flow-size`` calls each (default 1,000), so the per-call figure is the cost of one
+*nested* recorded call plus its share of opening and closing the flow. Each contender
+is timed in ``--repeat`` rounds and the median round is reported, in ns per call, with
+the overhead above the bare call and the ratio to actiontrace's.
 
 * bare: the undecorated function.
 * actiontrace (memory, hot path): recording only, the writer not yet run.
@@ -38,22 +39,27 @@ def traced(a: int, b: str) -> dict[str, object]:
     return {"a": a, "b": b}
 
 
+FLOW_SIZE = 1_000
+
+
 def run_bare(n: int) -> float:
     f = _bare
     t0 = time.perf_counter_ns()
-    for i in range(n):
-        f(i, "x")
+    for _ in range(n // FLOW_SIZE):
+        for i in range(FLOW_SIZE):
+            f(i, "x")
     return (time.perf_counter_ns() - t0) / n
 
 
 def run_actiontrace(n: int, flushed: bool) -> float:
     tracer = actiontrace.configure(flush_interval=3600)  # the writer waits for flush()
     f = traced
-    with flow("bench::Overhead::loop"):
-        t0 = time.perf_counter_ns()
-        for i in range(n):
-            f(i, "x")
-        elapsed = time.perf_counter_ns() - t0
+    t0 = time.perf_counter_ns()
+    for _ in range(n // FLOW_SIZE):
+        with flow("bench::Overhead::loop"):
+            for i in range(FLOW_SIZE):
+                f(i, "x")
+    elapsed = time.perf_counter_ns() - t0
     if flushed:
         t1 = time.perf_counter_ns()
         assert tracer.flush(60)
@@ -83,11 +89,12 @@ def make_otel() -> Callable[[int], float]:
             return result
 
     def run(n: int) -> float:
-        with tracer.start_as_current_span("loop"):
-            t0 = time.perf_counter_ns()
-            for i in range(n):
-                f(i, "x")
-            elapsed = time.perf_counter_ns() - t0
+        t0 = time.perf_counter_ns()
+        for _ in range(n // FLOW_SIZE):
+            with tracer.start_as_current_span("loop"):
+                for i in range(FLOW_SIZE):
+                    f(i, "x")
+        elapsed = time.perf_counter_ns() - t0
         provider.force_flush()
         return elapsed / n
 
@@ -104,17 +111,18 @@ def make_eliot() -> Callable[[int], float]:
         return {"a": a, "b": b}
 
     def run(n: int) -> float:
-        with eliot.start_action(action_type="bench:loop"):
-            t0 = time.perf_counter_ns()
-            for i in range(n):
-                f(i, "x")
-            return (time.perf_counter_ns() - t0) / n
+        t0 = time.perf_counter_ns()
+        for _ in range(n // FLOW_SIZE):
+            with eliot.start_action(action_type="bench:loop"):
+                for i in range(FLOW_SIZE):
+                    f(i, "x")
+        return (time.perf_counter_ns() - t0) / n
 
     return run
 
 
 def median_of(fn: Callable[[int], float], n: int, repeat: int) -> float:
-    fn(max(n // 10, 100))  # warm up
+    fn(max(n // 10, FLOW_SIZE))  # warm up
     rounds = []
     for _ in range(repeat):
         gc.collect()
@@ -156,10 +164,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200_000, help="calls per round (actiontrace, bare)")
     parser.add_argument("--peer-n", type=int, default=20_000, help="calls per round (peers)")
     parser.add_argument("--repeat", type=int, default=7, help="rounds; the median is reported")
+    parser.add_argument("--flow-size", type=int, default=1_000, help="calls per flow/span")
     parser.add_argument("--quick", action="store_true", help="n=20000, peer-n=2000, repeat=3")
     args = parser.parse_args()
     if args.quick:
         args.n, args.peer_n, args.repeat = 20_000, 2_000, 3
+    global FLOW_SIZE
+    FLOW_SIZE = max(1, min(args.flow_size, args.peer_n))
+    print(f"{args.n:,} calls per round ({args.peer_n:,} for the peers) in flows of "
+          f"{FLOW_SIZE:,}; median of {args.repeat} rounds")
     print(table(measure(args.n, args.peer_n, args.repeat)))
     print("'× actiontrace' = overhead above bare / actiontrace's flushed overhead above bare")
 

@@ -84,7 +84,7 @@ class TestHostileValues:
 
     def test_non_string_keys(self, tracer: actiontrace.ActionTracer) -> None:
         """Mappings with int, None, float and tuple keys are stored with string keys."""
-        echo({1: "int", None: "none", 2.5: "float", (1, 2): "tuple", True: "bool"})
+        echo({1: "int", None: "none", 2.5: "float", (1, 2): "tuple", True: "bool"})  # noqa: F601 - True == 1 on purpose
         value = stored(tracer).inputs["value"]
         assert value["1"] == "bool"  # True == 1: the dict itself merged them
         assert value["None"] == "none" and value["2.5"] == "float" and value["(1, 2)"] == "tuple"

@@ -170,6 +170,19 @@ class TestFlush:
         assert tracer.stats()["retries"] >= 1
         assert tracer.shutdown(timeout=0.5) is False
 
+    def test_shutdown_twice_and_record_after(self) -> None:
+        """A second shutdown returns at once; recording after one still gets written."""
+        import time
+
+        tracer = actiontrace.configure()
+        assert tracer.shutdown() is True
+        t0 = time.monotonic()
+        assert tracer.shutdown() is True and tracer.flush(5) is True
+        assert time.monotonic() - t0 < 2
+        tracer.record_action("svc::Late", "x", None, None)
+        assert tracer.flush(5) is True
+        assert len(tracer.storage.find_actions(ActionFilter(concept_uri="svc::Late"))) == 1
+
     def test_full_buffer_drops_and_counts(self) -> None:
         """Past max_queue, flows are dropped and counted; the application goes on."""
 

@@ -424,9 +424,8 @@ class TestDeclaredReactions:
         def boom(record: ActionRecord) -> None:
             raise RuntimeError("reaction failed")
 
-        with pytest.raises(RuntimeError, match="reaction failed"):
-            with flow("t::Web::req") as token:
-                source()
+        with pytest.raises(RuntimeError, match="reaction failed"), flow("t::Web::req") as token:
+            source()
         (rec,) = tracer.find_actions(actiontrace.ActionFilter(concept_uri="t::R6"))
         assert rec.status == "ok"
         assert tracer.get_trace(token).actions[rec.id].outputs == 1
@@ -484,9 +483,8 @@ class TestDeclaredReactions:
         def loop(record: ActionRecord) -> None:
             ping(record.inputs["n"] + 1)
 
-        with pytest.raises(ReactionLimitError, match="max_reaction_depth=5"):
-            with flow("t::Web::req"):
-                ping(0)
+        with pytest.raises(ReactionLimitError, match="max_reaction_depth=5"), flow("t::Web::req"):
+            ping(0)
         assert not isinstance(ReactionLimitError("x"), RecursionError)
         recs = tracer.find_actions(actiontrace.ActionFilter(concept_uri="t::R9"))
         assert [r.inputs["n"] for r in recs] == [0, 1, 2, 3, 4, 5]

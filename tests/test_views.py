@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import uuid
@@ -40,10 +41,8 @@ def trace() -> ActionTrace:
     @synchronization("OnAuthSuccess")
     def on_auth() -> None:
         play(123)
-        try:
+        with contextlib.suppress(OSError):
             load(123)
-        except OSError:
-            pass
 
     with flow("app::Web::request", inputs={"path": "/play"}) as token:
         on_web()
@@ -76,7 +75,7 @@ class TestAscii:
         # play is caused by validate (the most recent completed action): nested under it.
         validate_line = next(i for i, line in enumerate(lines) if "[Auth::validate]" in line)
         play_line = next(i for i, line in enumerate(lines) if "[Player::play]" in line)
-        indent = lambda s: len(s) - len(s.lstrip(" │├└"))  # noqa: E731
+        indent = lambda s: len(s) - len(s.lstrip(" │├└"))
         assert play_line > validate_line and indent(lines[play_line]) > indent(lines[validate_line])
 
     def test_every_action_appears_once(self, trace: ActionTrace) -> None:

@@ -64,10 +64,10 @@ class _Settings:
 def _safe_repr(obj: Any) -> str:
     try:
         text = repr(obj)
-    except BaseException:  # a hostile __repr__ may raise anything
+    except BaseException:  # noqa: BLE001 - a hostile __repr__ may raise anything
         try:
             name = type(obj).__qualname__
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - hostile values may raise anything
             name = "object"
         return f"<unrepresentable {name}>"
     if not isinstance(text, str):
@@ -94,7 +94,7 @@ class Redactor:
     A name is secret when any configured word is a case-insensitive substring of it.
     """
 
-    __slots__ = ("names", "_pattern")
+    __slots__ = ("_pattern", "names")
 
     def __init__(self, names: Iterable[str]) -> None:
         self.names = tuple(dict.fromkeys(n.lower() for n in names if n))
@@ -177,7 +177,7 @@ def _sanitize(obj: Any, depth: int, path: set[int]) -> Any:
     try:
         # Structs, dataclasses, datetimes, UUIDs, bytes...: as msgspec would encode them.
         return _sanitize(decode(encode(obj)), depth + 1, path)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - hostile values may raise anything
         return _safe_repr(obj)
 
 
@@ -215,7 +215,7 @@ def finish(data: bytes, redactor: Redactor) -> bytes:
         if len(data) > settings.max_value_bytes:
             data = _truncate(data, settings.max_value_bytes)
         return data
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - hostile values may raise anything
         return encode("<unencodable>")
 
 
@@ -223,10 +223,10 @@ def capture_value(value: Any, redactor: Redactor) -> bytes:
     """Encode any value for storage; never raises."""
     try:
         data = encode(value)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - hostile values may raise anything
         try:
             data = encode(_sanitize(value, 0, set()))
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - hostile values may raise anything
             data = encode(_safe_repr(value))
     if data.find(b"{") >= 0 or len(data) > settings.max_value_bytes:
         data = finish(data, redactor)
@@ -251,7 +251,7 @@ def capture_error(exc: BaseException, redactor: Redactor) -> bytes:
     """The outputs of a call that raised: ``{"error": str(exc), "error_type": ...}``."""
     try:
         message = str(exc)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - hostile values may raise anything
         message = _safe_repr(exc)
     return capture_value({"error": message, "error_type": type_name(exc)}, redactor)
 
@@ -311,7 +311,7 @@ def make_binder(
             value = p.name
         body.append(f"{p.name!r}: {value}")
     source = f"def bind({', '.join(sig)}):\n    return {{{', '.join(body)}}}\n"
-    exec(source, namespace)  # noqa: S102 - source built from identifiers checked above
+    exec(source, namespace)
     binder: Callable[..., dict[str, Any]] = namespace["bind"]
     return binder
 

@@ -171,7 +171,7 @@ class flow:
     A ``flow`` object is one block: build a new one for each ``with``.
     """
 
-    __slots__ = ("_root", "_inputs", "_part", "_rec", "_reset", "_prev")
+    __slots__ = ("_inputs", "_part", "_prev", "_rec", "_reset", "_root")
 
     def __init__(self, root: str, inputs: dict[str, Any] | None = None) -> None:
         if not isinstance(root, str) or not root:
@@ -195,7 +195,7 @@ class flow:
         self._reset = current_frame.set(self._rec)
         return as_uuid(token)
 
-    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+    def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
         _reset(self._reset, self._prev)
         rec = self._rec
         rec[4] = _ids.perf_ns() - rec[3]
@@ -210,7 +210,7 @@ class flow:
     async def __aenter__(self) -> uuid.UUID:
         return self.__enter__()
 
-    async def __aexit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+    async def __aexit__(self, et: object, exc: BaseException | None, tb: object) -> None:
         self.__exit__(et, exc, tb)
 
 
@@ -236,7 +236,7 @@ class continue_flow:
     the process that started it.
     """
 
-    __slots__ = ("_token", "_trigger", "_sync", "_part", "_reset", "_prev")
+    __slots__ = ("_part", "_prev", "_reset", "_sync", "_token", "_trigger")
 
     def __init__(
         self,
@@ -259,14 +259,14 @@ class continue_flow:
         self._reset = current_frame.set(base)
         return as_uuid(self._token)
 
-    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+    def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
         _reset(self._reset, self._prev)
         self._part.sink._close(self._part)
 
     async def __aenter__(self) -> uuid.UUID:
         return self.__enter__()
 
-    async def __aexit__(self, et: Any, exc: BaseException | None, tb: Any) -> None:
+    async def __aexit__(self, et: object, exc: BaseException | None, tb: object) -> None:
         self.__exit__(et, exc, tb)
 
 

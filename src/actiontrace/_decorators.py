@@ -46,8 +46,8 @@ from actiontrace._context import (
     sync_frame,
 )
 from actiontrace._exceptions import ReactionLimitError
-from actiontrace._record import record_from_row
 from actiontrace._model import ActionRecord
+from actiontrace._record import record_from_row
 
 __all__ = ["ActionSpec", "action", "concept", "synchronization"]
 
@@ -59,7 +59,7 @@ SPEC_ATTR = "__actiontrace_spec__"
 class Reaction:
     """A declared reaction: ``func(record)`` runs after a matching action succeeds."""
 
-    __slots__ = ("name", "func", "where", "is_async")
+    __slots__ = ("func", "is_async", "name", "where")
 
     def __init__(self, name: str, func: Callable[..., Any], where: Callable[..., Any] | None):
         self.name = name
@@ -86,8 +86,18 @@ class ActionSpec:
     """What a decorated action is: its names, redaction and reactions."""
 
     __slots__ = (
-        "concept_uri", "name", "redactor", "reactions", "explicit_concept", "is_async",
-        "func", "drop_first", "extra_redact", "bind", "wrapper", "__weakref__",
+        "__weakref__",
+        "bind",
+        "concept_uri",
+        "drop_first",
+        "explicit_concept",
+        "extra_redact",
+        "func",
+        "is_async",
+        "name",
+        "reactions",
+        "redactor",
+        "wrapper",
     )
 
     def __init__(
@@ -179,7 +189,7 @@ def _at_make(_at_spec, _at_func, _at_auto):
         _at_id = _at_next()
         try:
             _at_in = _at_encode({INPUTS})
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - tracing never raises into the app
             _at_in = _at_capture_inputs(_at_spec, {ARGS}, {KWARGS})
         _at_t0 = _at_perf()
         # The record, which is also this call's frame (see _context for the layout).
@@ -191,7 +201,7 @@ def _at_make(_at_spec, _at_func, _at_auto):
         _at_token = _at_set(_at_rec)
         try:
             _at_result = {AWAIT}_at_func({CALL})
-        except BaseException as _at_exc:
+        except BaseException as _at_exc:  # noqa: BLE001 - tracing never raises into the app
             _at_rec[4] = _at_perf() - _at_t0
             _at_rec[7] = _at_capture_error(_at_exc, _at_spec.redactor)
             _at_rec[5] = "error"
@@ -202,7 +212,7 @@ def _at_make(_at_spec, _at_func, _at_auto):
         _at_rec[4] = _at_perf() - _at_t0
         try:
             _at_rec[7] = _at_encode(_at_result)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - tracing never raises into the app
             _at_rec[7] = _at_capture_value(_at_result, _at_spec.redactor)
         _at_rec[5] = "ok"
         _at_owner[9] = _at_id
@@ -277,7 +287,7 @@ def _build_wrapper(spec: ActionSpec) -> Callable[..., Any]:
     for i, p in enumerate(params):
         if p.default is not inspect.Parameter.empty:
             namespace[f"_at_d{i}"] = p.default
-    exec(source, namespace)  # noqa: S102 - built from our template and checked identifiers
+    exec(source, namespace)
     auto = _auto_flow_async if spec.is_async else _auto_flow
     wrapper: Callable[..., Any] = namespace["_at_make"](spec, spec.func, auto)
     return wrapper
@@ -286,7 +296,7 @@ def _build_wrapper(spec: ActionSpec) -> Callable[..., Any]:
 def _capture_inputs(spec: ActionSpec, args: Any, kwargs: Any) -> bytes:
     try:
         return capture_value(spec.bind(*args, **kwargs), spec.redactor)
-    except BaseException:  # the call does not match the signature (it will raise itself)
+    except BaseException:  # noqa: BLE001 - the call does not match the signature (it will raise itself)
         return capture_fallback(args, kwargs, spec.redactor)
 
 
@@ -295,7 +305,7 @@ def _auto_flow(wrapper: Callable[..., Any], func: Callable[..., Any], args: Any,
     try:
         part = current_recorder()._open(_ids.new_id(), None, _ids.now_us())
         token = current_frame.set(base_frame(part))
-    except BaseException:  # tracing must not stop the call
+    except BaseException:  # noqa: BLE001 - tracing must not stop the call
         return func(*args, **kwargs)
     try:
         return wrapper(*args, **kwargs)
@@ -310,7 +320,7 @@ async def _auto_flow_async(
     try:
         part = current_recorder()._open(_ids.new_id(), None, _ids.now_us())
         token = current_frame.set(base_frame(part))
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - tracing never raises into the app
         return await func(*args, **kwargs)
     try:
         return await wrapper(*args, **kwargs)

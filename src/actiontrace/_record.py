@@ -77,8 +77,17 @@ class ActionRow(NamedTuple):
 class FlowPart:
     """What this process recorded of one flow; handed to the buffer when it ends."""
 
-    __slots__ = ("token", "root_id", "created_at", "module", "records", "edge_log", "sink",
-                 "offset", "fixed")
+    __slots__ = (
+        "created_at",
+        "edge_log",
+        "fixed",
+        "module",
+        "offset",
+        "records",
+        "root_id",
+        "sink",
+        "token",
+    )
 
     def __init__(self, token: int, root_id: int | None, created_at: int, module: str) -> None:
         self.token = token

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from typing import Any
@@ -20,7 +21,7 @@ from actiontrace._context import (
     current_recorder,
 )
 from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNotFound
-from actiontrace._ids import as_uuid, new_id, now_us
+from actiontrace._ids import as_uuid, new_id
 from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
 from actiontrace._record import FlowPart, Named, split_root, to_trace
 from actiontrace._writer import Buffer, WriterStats
@@ -213,10 +214,8 @@ class ActionTracer(Recorder):
     def shutdown(self, timeout: float | None = 10.0) -> bool:
         """Flush, stop the writer and close the storage. Returns whether all was written."""
         ok = self._buffer.stop(timeout)
-        try:
+        with contextlib.suppress(Exception):  # shutting down must not raise
             self.storage.close()
-        except Exception:  # noqa: BLE001 - shutting down must not raise
-            pass
         return ok
 
     def stats(self) -> WriterStats:
@@ -237,7 +236,7 @@ class ActionTracer(Recorder):
             stored: ActionTrace | None = self.storage.get_trace(token)
         except TraceNotFound:
             stored = None
-        except Exception:  # the storage is down: fall back to what this process holds
+        except Exception:  # noqa: BLE001 - the storage is down: fall back to what this process holds
             stored = None
             live = self._buffer.recent.get(token.int, []) + live
         if not live:

@@ -26,7 +26,7 @@ def short_name(rec: ActionRecord) -> str:
 def _compact(value: Any, width: int = DETAIL_WIDTH) -> str:
     try:
         text = msgspec.json.encode(value).decode()
-    except Exception:  # a hand-built trace may hold what storage never would
+    except Exception:  # noqa: BLE001 - a hand-built trace may hold what storage never would
         text = capture_value(value, Redactor(())).decode()
     return text if len(text) <= width else text[: width - 1] + "…"
 

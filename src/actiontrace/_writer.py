@@ -43,7 +43,7 @@ log = logging.getLogger("actiontrace")
 
 
 class _Flush:
-    __slots__ = ("event", "dropped_before", "ok")
+    __slots__ = ("dropped_before", "event", "ok")
 
     def __init__(self, dropped_before: int) -> None:
         self.event = threading.Event()
@@ -160,7 +160,7 @@ class Buffer:
             marker = _Flush(self.counters["dropped"])
             with self._lock:
                 self._queue.append(marker)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._start()
             self._wake.set()
             if threading.current_thread() is self._thread:
@@ -185,13 +185,15 @@ class Buffer:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(1.0 if timeout is None else min(timeout, 1.0))
+            if not thread.is_alive():
+                self._thread = None  # a later put() or flush() starts a new writer
         return ok
 
     # -- writer side ----------------------------------------------------------------------
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._thread is not None and self._thread.is_alive():
                 return
             self._stopping = False
             self._thread = threading.Thread(
@@ -205,7 +207,7 @@ class Buffer:
             self._wake.clear()
             try:
                 self._drain()
-            except BaseException as exc:  # noqa: BLE001 - the writer must survive
+            except BaseException as exc:
                 self.last_error = self._describe(exc)
                 log.exception("actiontrace: writer error")
             if self._stopping and not self._queue:

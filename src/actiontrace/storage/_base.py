@@ -26,9 +26,11 @@ class TraceStorage(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.save_trace is TraceStorage.save_trace and cls.write_parts is TraceStorage.write_parts:
-            if not getattr(cls, "__abstractmethods__", None):
-                raise TypeError(f"{cls.__name__} must override save_trace or write_parts")
+        overrides_none = (
+            cls.save_trace is TraceStorage.save_trace and cls.write_parts is TraceStorage.write_parts
+        )
+        if overrides_none and not getattr(cls, "__abstractmethods__", None):
+            raise TypeError(f"{cls.__name__} must override save_trace or write_parts")
 
     def save_trace(self, trace: ActionTrace) -> None:
         """Store ``trace`` (a whole flow or a part of one; parts merge)."""
@@ -43,7 +45,7 @@ class TraceStorage(abc.ABC):
         """Whether a failed write is worth retrying as it is (the backend was down)."""
         return True
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most storages hold nothing
         """Release connections and files."""
 
     # -- queries -------------------------------------------------------------------------

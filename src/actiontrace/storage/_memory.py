@@ -41,9 +41,12 @@ def _contains(inputs: Any, wanted: dict[str, Any]) -> bool:
 
 def matches(rec: ActionRecord, f: ActionFilter) -> bool:
     """Whether ``rec`` satisfies every field of ``f`` (the reference semantics)."""
-    if f.concept_uri is not None and rec.concept_uri != f.concept_uri:
-        if not rec.concept_uri.startswith(f.concept_uri + "::"):
-            return False
+    if (
+        f.concept_uri is not None
+        and rec.concept_uri != f.concept_uri
+        and not rec.concept_uri.startswith(f.concept_uri + "::")
+    ):
+        return False
     if f.action is not None and rec.action != f.action:
         return False
     if f.flow_token is not None and rec.flow_token != f.flow_token:
@@ -54,7 +57,7 @@ def matches(rec: ActionRecord, f: ActionFilter) -> bool:
 
 
 class _Flow:
-    __slots__ = ("root", "created_at", "module", "actions", "edges")
+    __slots__ = ("actions", "created_at", "edges", "module", "root")
 
     def __init__(self, created_at: int, module: str) -> None:
         self.root: uuid.UUID | None = None

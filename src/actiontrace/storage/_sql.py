@@ -497,9 +497,8 @@ class SqlAlchemyTraceStorage(TraceStorage):
             stale = conn.execute(
                 sa.text(self._sql["depth"]), {"cap": MAX_CHAIN, "limit": limit}
             ).all()
-        for token, depth, created in stale:
-            if not self._pg:
-                token = as_uuid(int(token, 16))
+        for raw_token, depth, created in stale:
+            token = raw_token if self._pg else as_uuid(int(raw_token, 16))
             found.append((depth, created, token))
         found.sort(key=lambda t: (-t[0], t[1]))
         return [(token, depth) for depth, _, token in found[:limit]]
