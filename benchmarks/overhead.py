@@ -13,6 +13,7 @@ the overhead above the bare call and the ratio to actiontrace's.
 * actiontrace (memory, hot path): recording only, the writer not yet run.
 * actiontrace (memory, flushed): the same plus the flush that stores every record in
   an ``InMemoryTraceStorage`` (the writer thread's work counted too).
+* actiontrace (disabled): ``configure(enabled=False)``, the same decorated function.
 * OpenTelemetry SDK: ``start_as_current_span`` with a ``BatchSpanProcessor`` and an
   exporter that does nothing, the two arguments and the result set as attributes.
 * eliot: ``@log_call`` with a destination that drops messages.
@@ -65,6 +66,19 @@ def run_actiontrace(n: int, flushed: bool) -> float:
         assert tracer.flush(60)
         elapsed += time.perf_counter_ns() - t1
     tracer.shutdown()
+    return elapsed / n
+
+
+def run_disabled(n: int) -> float:
+    actiontrace.configure(enabled=False)
+    f = traced
+    t0 = time.perf_counter_ns()
+    for _ in range(n // FLOW_SIZE):
+        with flow("bench::Overhead::loop"):
+            for i in range(FLOW_SIZE):
+                f(i, "x")
+    elapsed = time.perf_counter_ns() - t0
+    actiontrace.configure()
     return elapsed / n
 
 
@@ -136,6 +150,7 @@ def measure(n: int, peer_n: int, repeat: int) -> list[tuple[str, float]]:
         ("bare call", median_of(run_bare, n, repeat)),
         ("actiontrace (memory, hot path)", median_of(lambda k: run_actiontrace(k, False), n, repeat)),
         ("actiontrace (memory, flushed)", median_of(lambda k: run_actiontrace(k, True), n, repeat)),
+        ("actiontrace (disabled)", median_of(run_disabled, n, repeat)),
     ]
     for name, make in (("OpenTelemetry SDK span", make_otel), ("eliot log_call", make_eliot)):
         try:

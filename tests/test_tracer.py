@@ -216,3 +216,46 @@ class TestFlush:
             tracer.record_action("svc::A", "b", None, None)
         assert tracer.flush(5)
         assert [t.flow_token for t in got] == [token] and len(got[0].actions) == 2
+
+
+class TestDisabled:
+    def test_disabled_records_nothing_and_calls_go_through(self) -> None:
+        """configure(enabled=False): calls behave as undecorated; nothing is stored."""
+        tracer = actiontrace.configure(enabled=False)
+
+        @action(concept="svc::Off")
+        def add(a: int, b: int) -> int:
+            return a + b
+
+        @action(concept="svc::Off")
+        async def aadd(a: int) -> int:
+            return a
+
+        import asyncio
+
+        @actiontrace.synchronization("Glue")
+        def glue() -> int:
+            return add(1, 2)
+
+        with flow("svc::Web::req") as token:
+            assert isinstance(token, uuid.UUID)
+            assert tracer.current_flow_token() is None
+            assert glue() == 3
+        assert asyncio.run(aadd(5)) == 5
+        with pytest.raises(TypeError):
+            add(1)  # type: ignore[call-arg]
+        assert tracer.find_actions(ActionFilter()) == []
+        assert tracer.stats()["recorded"] == 0
+
+    def test_enabling_again(self) -> None:
+        """configure() after enabled=False records again, in already-decorated actions."""
+
+        @action(concept="svc::Off")
+        def ping() -> int:
+            return 1
+
+        actiontrace.configure(enabled=False)
+        ping()
+        tracer = actiontrace.configure()
+        ping()
+        assert len(tracer.find_actions(ActionFilter(concept_uri="svc::Off"))) == 1

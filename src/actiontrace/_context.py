@@ -109,6 +109,30 @@ class Recorder:
 class _Runtime:
     recorder: Recorder | None = None
     factory: Callable[[], Recorder] | None = None
+    enabled = True
+    listeners: list[Callable[[], None]] = []
+
+
+def on_change(listener: Callable[[], None]) -> None:
+    """Call ``listener`` after configure() changes settings the decorators compiled in."""
+    _Runtime.listeners.append(listener)
+
+
+def settings_changed() -> None:
+    """Tell the listeners (the decorators) that configuration changed."""
+    for listener in list(_Runtime.listeners):
+        listener()
+
+
+def recording_enabled() -> bool:
+    """False after ``configure(enabled=False)``: decorated calls go straight through."""
+    return _Runtime.enabled
+
+
+def set_enabled(flag: bool) -> None:
+    """Switch recording on or off for the whole process."""
+    _Runtime.enabled = bool(flag)
+    settings_changed()
 
 
 def install(recorder: Recorder | None) -> None:
@@ -180,6 +204,9 @@ class flow:
         self._inputs = inputs
 
     def __enter__(self) -> uuid.UUID:
+        if not _Runtime.enabled:
+            self._part = None
+            return uuid.uuid4()
         recorder = current_recorder()
         inputs = capture_value(self._inputs if self._inputs is not None else {}, settings.redactor)
         t0 = _ids.perf_ns()
@@ -196,6 +223,8 @@ class flow:
         return as_uuid(token)
 
     def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
+        if self._part is None:  # recording was disabled when the block started
+            return
         _reset(self._reset, self._prev)
         rec = self._rec
         rec[4] = _ids.perf_ns() - rec[3]
@@ -249,6 +278,9 @@ class continue_flow:
         self._sync = synchronization or "continue_flow"
 
     def __enter__(self) -> uuid.UUID:
+        if not _Runtime.enabled:
+            self._part = None
+            return as_uuid(self._token)
         recorder = current_recorder()
         part = recorder._open(self._token, None, now_us())
         self._part = part
@@ -260,6 +292,8 @@ class continue_flow:
         return as_uuid(self._token)
 
     def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
+        if self._part is None:
+            return
         _reset(self._reset, self._prev)
         self._part.sink._close(self._part)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
@@ -43,6 +44,8 @@ from actiontrace._context import (
     base_frame,
     current_frame,
     current_recorder,
+    on_change,
+    recording_enabled,
     sync_frame,
 )
 from actiontrace._exceptions import ReactionLimitError
@@ -151,6 +154,7 @@ _HOT: dict[str, Any] = {}
 
 def _refresh_hot() -> None:
     _HOT.update(
+        _at_disabled=not recording_enabled(),
         _at_get=current_frame.get,
         _at_set=current_frame.set,
         _at_reset=current_frame.reset,
@@ -181,6 +185,8 @@ def _refresh_hot() -> None:
 _TEMPLATE = """
 def _at_make(_at_spec, _at_func, _at_auto):
     {ASYNC}def _at_wrapper({SIG}):
+        if _at_disabled:
+            return {AWAIT}_at_func({CALL})
         _at_cur = _at_get()
         if _at_cur is None:
             return {AWAIT}_at_auto(_at_wrapper, _at_func, {ARGS}, {KWARGS})
@@ -274,6 +280,9 @@ def _signature_parts(spec: ActionSpec) -> dict[str, str] | None:
     }
 
 
+_BUILD_LOCK = threading.Lock()
+
+
 def _build_wrapper(spec: ActionSpec) -> Callable[..., Any]:
     parts = _signature_parts(spec) or _GENERIC
     source = _TEMPLATE.format(
@@ -282,14 +291,22 @@ def _build_wrapper(spec: ActionSpec) -> Callable[..., Any]:
         SUFFIX="_async" if spec.is_async else "",
         **parts,
     )
-    namespace = dict(_HOT)
     params = inspect.signature(spec.func).parameters.values() if parts is not _GENERIC else ()
-    for i, p in enumerate(params):
-        if p.default is not inspect.Parameter.empty:
-            namespace[f"_at_d{i}"] = p.default
-    exec(source, namespace)
+    defaults = {
+        f"_at_d{i}": p.default for i, p in enumerate(params) if p.default is not inspect.Parameter.empty
+    }
+    # Every wrapper shares _HOT as its globals, so a flag set there (enabled/disabled)
+    # is seen by all of them at once. Defaults are bound when the def executes, so
+    # their names can be reused and removed right after.
     auto = _auto_flow_async if spec.is_async else _auto_flow
-    wrapper: Callable[..., Any] = namespace["_at_make"](spec, spec.func, auto)
+    with _BUILD_LOCK:
+        _HOT.update(defaults)
+        try:
+            exec(source, _HOT)  # noqa: S102 - built from our template and checked identifiers
+            wrapper: Callable[..., Any] = _HOT.pop("_at_make")(spec, spec.func, auto)
+        finally:
+            for name in defaults:
+                _HOT.pop(name, None)
     return wrapper
 
 
@@ -392,6 +409,8 @@ async def _react_async(
 
 _refresh_hot()
 os.register_at_fork(after_in_child=_refresh_hot)
+on_change(_refresh_hot)
+on_change(refresh_all_redaction)
 
 
 # --- @action --------------------------------------------------------------------------

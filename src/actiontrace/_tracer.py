@@ -326,9 +326,10 @@ def configure(
             ``postgresql+psycopg://...``) for a ``SqlAlchemyTraceStorage``.
         storage: a storage object instead of ``url``.
         module: the ``module`` recorded on traces.
-        **options: tracer options (see ``ActionTracer``) and capture options:
+        **options: tracer options (see ``ActionTracer``), capture options:
             ``redact`` (more secret names, for every action), ``max_value_bytes``
-            (largest stored value before truncation).
+            (largest stored value before truncation), and ``enabled`` (default True;
+            False makes every decorated call go straight through, recording nothing).
 
     Raises:
         ConfigurationError: a malformed URL, an unknown dialect or option, or a SQLite
@@ -338,6 +339,7 @@ def configure(
     if url is not None and storage is not None:
         raise ConfigurationError("configure() takes url or storage, not both")
     capture = {k: options.pop(k) for k in CAPTURE_OPTIONS if k in options}
+    enabled = options.pop("enabled", True)
     with _config_lock:
         new_storage = _storage_for(url) if url is not None else storage
         tracer = ActionTracer(new_storage, module=module, **options)
@@ -350,11 +352,10 @@ def configure(
             extra = capture["redact"]
             extra = (extra,) if isinstance(extra, str) else tuple(extra)
             settings.redactor = _capture.Redactor((*_capture.DEFAULT_REDACT, *extra))
-            from actiontrace._decorators import refresh_all_redaction
-
-            refresh_all_redaction()
         old = _context._Runtime.recorder
         _context.install(tracer)
+        _context._Runtime.enabled = enabled
+        _context.settings_changed()  # the decorators recompile what depends on settings
     if isinstance(old, ActionTracer):
         old.shutdown()
     return tracer

@@ -421,7 +421,15 @@ class SqlAlchemyTraceStorage(TraceStorage):
                         == sa.cast(sa.literal(msgspec.json.encode(v).decode(), sa.Text), col.type)
                     )
             return clauses
-        return [sa.and_(sa.func.json_type(col) == "object", _sqlite_match(col, wanted, True))]
+        # A cheap necessary condition first: inputs are stored exactly as msgspec encodes
+        # them (compact, deterministic escaping), so a record holding k == v contains the
+        # text '"k":<v>' (for a number, at least '"k":<int part>'). instr() rules out most
+        # rows before the JSON functions, which re-parse the document on every call,
+        # run at all (docs/performance.md: 112 -> see there, at 1M actions).
+        needles = [sa.func.instr(col, _needle(k, v)) > 0 for k, v in wanted.items()]
+        return [sa.and_(
+            *needles, sa.func.json_type(col) == "object", _sqlite_match(col, wanted, True),
+        )]
 
     def find_producing_sync(self, action_id: uuid.UUID) -> str | None:
         """The synchronization of the action's earliest incoming edge, or None."""
@@ -535,6 +543,16 @@ class SqlAlchemyTraceStorage(TraceStorage):
 
 
 # -- SQLite JSON containment ------------------------------------------------------------------
+
+
+def _needle(key: str, value: Any) -> str:
+    """Text every stored inputs document with ``key == value`` at the top level contains."""
+    head = msgspec.json.encode(key).decode() + ":"
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return head + msgspec.json.encode(value).decode()
+    if isinstance(value, int):
+        return head + str(value)  # also a prefix of the same number stored as a float
+    return head  # floats and containers: only the key is certain
 
 
 def _sqlite_path(key: str) -> str | None:
