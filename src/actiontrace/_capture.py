@@ -18,7 +18,7 @@ import inspect
 import keyword
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -34,6 +34,7 @@ __all__ = [
     "finish",
     "make_binder",
     "settings",
+    "signature_parts",
 ]
 
 REDACTED = "[REDACTED]"
@@ -259,6 +260,72 @@ def capture_error(exc: BaseException, redactor: Redactor) -> bytes:
 # --- decoration time: argument binders ----------------------------------------------------
 
 
+class SignatureParts(NamedTuple):
+    """Source fragments that rebuild a function's signature (see ``signature_parts``)."""
+
+    params: str  # the parameter list: "a, b=_at_d1, *rest, k, **kw"
+    fields: list[str]  # the inputs' keys, in order ("self"/"cls" left out)
+    values: list[str]  # an expression for each field's value
+    positional: list[str]  # how to pass the arguments on: ["a", "b", "*rest"]
+    keyword: list[str]  # ... and by keyword: ["k=k", "**kw"]
+    defaults: dict[str, Any]  # the "_at_d{i}" names the parameter list refers to
+
+
+def signature_parts(
+    func: Callable[..., Any], drop_first: bool, redactor: Redactor
+) -> SignatureParts | None:
+    """Describe ``func``'s signature as source text, or None if it cannot be rebuilt.
+
+    Parameters whose name is a secret get the value ``"[REDACTED]"``, ``*args`` a list;
+    ``drop_first`` leaves ``self``/``cls`` out of the fields.
+    """
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(not p.name.isidentifier() or keyword.iskeyword(p.name) for p in params):
+        return None
+    P = inspect.Parameter
+    parts = SignatureParts("", [], [], [], [], {})
+    sig: list[str] = []
+    star_done = False
+    for i, p in enumerate(params):
+        if p.kind is P.KEYWORD_ONLY and not star_done:
+            sig.append("*")
+            star_done = True
+        if p.kind is P.VAR_POSITIONAL:
+            sig.append(f"*{p.name}")
+            parts.positional.append(f"*{p.name}")
+            star_done = True
+        elif p.kind is P.VAR_KEYWORD:
+            sig.append(f"**{p.name}")
+            parts.keyword.append(f"**{p.name}")
+        else:
+            if p.default is P.empty:
+                sig.append(p.name)
+            else:
+                parts.defaults[f"_at_d{i}"] = p.default
+                sig.append(f"{p.name}=_at_d{i}")
+            if p.kind is P.KEYWORD_ONLY:
+                parts.keyword.append(f"{p.name}={p.name}")
+            else:
+                parts.positional.append(p.name)
+        if p.kind is P.POSITIONAL_ONLY and (
+            i + 1 == len(params) or params[i + 1].kind is not P.POSITIONAL_ONLY
+        ):
+            sig.append("/")
+        if i == 0 and drop_first:
+            continue
+        parts.fields.append(p.name)
+        if redactor.is_secret(p.name):
+            parts.values.append(repr(REDACTED))
+        elif p.kind is P.VAR_POSITIONAL:
+            parts.values.append(f"[*{p.name}]")
+        else:
+            parts.values.append(p.name)
+    return parts._replace(params=", ".join(sig))
+
+
 def make_binder(
     func: Callable[..., Any], drop_first: bool, redactor: Redactor
 ) -> Callable[..., dict[str, Any]]:
@@ -266,52 +333,16 @@ def make_binder(
 
     Python itself does the binding (defaults, keywords, ``*args``, ``**kwargs``) by
     calling a generated function with the same parameters, which costs ~170 ns against
-    ~2,000 ns for ``inspect.Signature.bind`` (docs/performance.md). Parameters whose name
-    is a secret are stored as ``"[REDACTED]"``; ``drop_first`` leaves out ``self``/``cls``.
-    A call that does not match the signature raises ``TypeError`` from the binder; the
-    caller then records its raw ``args``/``kwargs`` instead.
+    ~2,000 ns for ``inspect.Signature.bind`` (docs/performance.md). A call that does not
+    match the signature raises ``TypeError`` from the binder; the caller then records
+    its raw ``args``/``kwargs`` instead.
     """
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
+    parts = signature_parts(func, drop_first, redactor)
+    if parts is None:
         return _raw_binder
-    if any(not p.name.isidentifier() or keyword.iskeyword(p.name) for p in params):
-        return _raw_binder
-
-    namespace: dict[str, Any] = {}
-    sig: list[str] = []
-    body: list[str] = []
-    seen_kwonly_marker = False
-    P = inspect.Parameter
-    for i, p in enumerate(params):
-        if p.kind is P.KEYWORD_ONLY and not seen_kwonly_marker:
-            sig.append("*")
-            seen_kwonly_marker = True
-        if p.kind is P.VAR_POSITIONAL:
-            sig.append(f"*{p.name}")
-            seen_kwonly_marker = True
-        elif p.kind is P.VAR_KEYWORD:
-            sig.append(f"**{p.name}")
-        elif p.default is not P.empty:
-            namespace[f"_d{i}"] = p.default
-            sig.append(f"{p.name}=_d{i}")
-        else:
-            sig.append(p.name)
-        if p.kind is P.POSITIONAL_ONLY and (
-            i + 1 == len(params) or params[i + 1].kind is not P.POSITIONAL_ONLY
-        ):
-            sig.append("/")
-        if i == 0 and drop_first:
-            continue
-        if redactor.is_secret(p.name):
-            value = repr(REDACTED)
-        elif p.kind is P.VAR_POSITIONAL:
-            value = f"[*{p.name}]"
-        else:
-            value = p.name
-        body.append(f"{p.name!r}: {value}")
-    source = f"def bind({', '.join(sig)}):\n    return {{{', '.join(body)}}}\n"
-    exec(source, namespace)
+    body = ", ".join(f"{f!r}: {v}" for f, v in zip(parts.fields, parts.values, strict=True))
+    namespace: dict[str, Any] = dict(parts.defaults)
+    exec(f"def bind({parts.params}):\n    return {{{body}}}\n", namespace)  # checked identifiers
     binder: Callable[..., dict[str, Any]] = namespace["bind"]
     return binder
 

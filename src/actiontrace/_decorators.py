@@ -28,13 +28,13 @@ import msgspec
 
 from actiontrace import _ids
 from actiontrace._capture import (
-    REDACTED,
     capture_error,
     capture_fallback,
     capture_value,
     encode,
     make_binder,
     settings,
+    signature_parts,
 )
 from actiontrace._context import (
     DEPTH,
@@ -130,7 +130,7 @@ class ActionSpec:
         """
         base = settings.redactor
         self.redactor = base.extended(self.extra_redact) if self.extra_redact else base
-        self.bind = make_binder(self.func, self.drop_first, self.redactor)
+        self.bind = make_binder(self.func, self.drop_first, self.redactor)  # slow paths
         if self.wrapper is not None:
             fresh = _build_wrapper(self)
             self.wrapper.__code__ = fresh.__code__
@@ -235,51 +235,22 @@ _GENERIC = {"SIG": "*args, **kwargs", "INPUTS": "_at_spec.bind(*args, **kwargs)"
 
 
 def _signature_parts(spec: ActionSpec) -> dict[str, Any] | None:
-    """The template's signature fragments for ``spec.func``, or None to use *args."""
-    try:
-        params = list(inspect.signature(spec.func).parameters.values())
-    except (TypeError, ValueError):
+    """The template's fragments for ``spec.func``'s signature, or None to use *args."""
+    parts = signature_parts(spec.func, spec.drop_first, spec.redactor)
+    if parts is None or any(f.startswith("_at_") for f in (*parts.fields, *parts.positional)):
         return None
-    if any(p.name.startswith("_at_") or not p.name.isidentifier() for p in params):
+    if any(k.startswith(("_at_", "**_at_", "*_at_")) for k in parts.keyword):
         return None
-    P = inspect.Parameter
-    sig, inputs, pos, kw = [], [], [], []
-    star_done = False
-    for i, p in enumerate(params):
-        if p.kind is P.KEYWORD_ONLY and not star_done:
-            sig.append("*")
-            star_done = True
-        if p.kind is P.VAR_POSITIONAL:
-            sig.append(f"*{p.name}")
-            pos.append(f"*{p.name}")
-            star_done = True
-        elif p.kind is P.VAR_KEYWORD:
-            sig.append(f"**{p.name}")
-            kw.append(f"**{p.name}")
-        else:
-            sig.append(f"{p.name}=_at_d{i}" if p.default is not P.empty else p.name)
-            (kw.append(f"{p.name}={p.name}") if p.kind is P.KEYWORD_ONLY else pos.append(p.name))
-        if p.kind is P.POSITIONAL_ONLY and (i + 1 == len(params) or params[i + 1].kind is not P.POSITIONAL_ONLY):
-            sig.append("/")
-        if i == 0 and spec.drop_first:
-            continue
-        if spec.redactor.is_secret(p.name):
-            value = repr(REDACTED)
-        elif p.kind is P.VAR_POSITIONAL:
-            value = f"[*{p.name}]"
-        else:
-            value = p.name
-        inputs.append(f"{p.name!r}: {value}")  # repr() keeps the name a Python literal
-    kwargs_packed = ", ".join(
-        f"**{k[2:]}" if k.startswith("**") else f"{k.split('=')[0]!r}: {k.split('=')[0]}" for k in kw
-    )
+    names = [k.split("=")[0] for k in parts.keyword if not k.startswith("**")]
+    packed = [f"{n!r}: {n}" for n in names] + [k for k in parts.keyword if k.startswith("**")]
     return {
-        "SIG": ", ".join(sig),
-        "FIELDS": [item.split(": ", 1)[0][1:-1] for item in inputs],
-        "VALUES": [item.split(": ", 1)[1] for item in inputs],
-        "CALL": ", ".join(pos + kw),
-        "ARGS": "(" + "".join(f"{a}, " for a in pos) + ")",
-        "KWARGS": "{" + kwargs_packed + "}",
+        "SIG": parts.params,
+        "FIELDS": parts.fields,
+        "VALUES": parts.values,
+        "DEFAULTS": parts.defaults,
+        "CALL": ", ".join(parts.positional + parts.keyword),
+        "ARGS": "(" + "".join(f"{a}, " for a in parts.positional) + ")",
+        "KWARGS": "{" + ", ".join(packed) + "}",
     }
 
 
@@ -307,10 +278,7 @@ def _build_wrapper(spec: ActionSpec) -> Callable[..., Any]:
         SUFFIX="_async" if spec.is_async else "",
         **parts,
     )
-    params = inspect.signature(spec.func).parameters.values() if parts is not _GENERIC else ()
-    defaults = {
-        f"_at_d{i}": p.default for i, p in enumerate(params) if p.default is not inspect.Parameter.empty
-    }
+    defaults = parts.get("DEFAULTS", {})
     # Every wrapper shares _HOT as its globals, so a flag set there (enabled/disabled)
     # is seen by all of them at once. Defaults are bound when the def executes, so
     # their names can be reused and removed right after.
