@@ -33,7 +33,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from actiontrace import _ids
 from actiontrace._capture import NULL, capture_error, capture_value, settings
@@ -110,7 +110,7 @@ class _Runtime:
     recorder: Recorder | None = None
     factory: Callable[[], Recorder] | None = None
     enabled = True
-    listeners: list[Callable[[], None]] = []
+    listeners: ClassVar[list[Callable[[], None]]] = []
 
 
 def on_change(listener: Callable[[], None]) -> None:
