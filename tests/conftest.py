@@ -105,7 +105,8 @@ def make_storage(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> A
     store = actiontrace.SqlAlchemyTraceStorage(url)
     with store.engine.begin() as conn:
         conn.exec_driver_sql(
-            "TRUNCATE actiontrace_flows, actiontrace_actions, actiontrace_edges"
+            "TRUNCATE actiontrace_flows, actiontrace_actions, actiontrace_edges, "
+            "actiontrace_log_events"
         )
     return store
 

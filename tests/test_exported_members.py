@@ -12,7 +12,10 @@ CONTRACT = {
     "ActionFilter", "InMemoryTraceStorage", "SqlAlchemyTraceStorage", "TraceAnalyzer",
     "PerformanceMetrics", "TraceNotFound", "ActionNotFound", "ReactionLimitError",
 }
-EXTRAS = {"ConfigurationError", "SchemaOutdated", "StorageError", "TraceStorage", "__version__"}
+EXTRAS = {
+    "ConfigurationError", "LogEvent", "SchemaOutdated", "StorageError", "TraceStorage",
+    "__version__",
+}
 
 
 def test_all_is_contract_plus_extras() -> None:
@@ -28,6 +31,8 @@ def test_every_name_resolves() -> None:
 
 
 def test_contrib_modules() -> None:
-    """The logging integrations export their one name each."""
-    assert importlib.import_module("actiontrace.contrib.structlog").__all__ == ["add_flow_context"]
+    """The logging integrations export their processors and filter."""
+    assert importlib.import_module("actiontrace.contrib.structlog").__all__ == [
+        "add_flow_context", "attach_to_action",
+    ]
     assert importlib.import_module("actiontrace.contrib.logging").__all__ == ["FlowContextFilter"]

@@ -169,15 +169,15 @@ class TestFirstUse:
         assert _migrate.current(url) == _migrate.head()
 
     def _migrations_with_a_newer_revision(self, tmp_path: Path) -> str:
-        """A copy of our migrations plus a revision 0002 (what a newer release would ship)."""
+        """A copy of our migrations plus a revision 9999 (what a newer release would ship)."""
         copy = tmp_path / "migrations"
         shutil.copytree(_migrate.migrations_dir(), copy,
                         ignore=shutil.ignore_patterns("__pycache__"))
-        (copy / "versions" / "0002_extra.py").write_text(textwrap.dedent(f"""
+        (copy / "versions" / "9999_extra.py").write_text(textwrap.dedent(f"""
             import sqlalchemy as sa
             from alembic import op
 
-            revision = "0002"
+            revision = "9999"
             down_revision = "{_migrate.head()}"
             branch_labels = None
             depends_on = None
@@ -193,7 +193,7 @@ class TestFirstUse:
     def test_database_behind_head_is_refused(self, db_url: str, tmp_path: Path) -> None:
         """A schema at an older revision raises SchemaOutdated naming the upgrade command."""
         newer = self._migrations_with_a_newer_revision(tmp_path)
-        _migrate.upgrade(db_url)  # at 0001, while "this version" (newer) needs 0002
+        _migrate.upgrade(db_url)  # at head, while "this version" (newer) needs 9999
         engine = sa.create_engine(db_url)
         try:
             with pytest.raises(SchemaOutdated, match="actiontrace db upgrade"):
@@ -213,7 +213,7 @@ class TestFirstUse:
         engine.dispose()
         store = SqlAlchemyTraceStorage(db_url)
         try:
-            with pytest.raises(SchemaOutdated, match="0002") as info:
+            with pytest.raises(SchemaOutdated, match="9999") as info:
                 store.find_actions(ActionFilter())
             assert not store.is_transient(info.value)
         finally:

@@ -24,6 +24,7 @@ from actiontrace._model import (
     ActionFilter,
     ActionRecord,
     ActionTrace,
+    LogEvent,
     PerformanceMetrics,
     ProvenanceEdge,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "ActionTracer",
     "ConfigurationError",
     "InMemoryTraceStorage",
+    "LogEvent",
     "PerformanceMetrics",
     "ProvenanceEdge",
     "ReactionLimitError",

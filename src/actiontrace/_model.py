@@ -11,6 +11,8 @@ __all__ = [
     "ActionFilter",
     "ActionRecord",
     "ActionTrace",
+    "FlowSummary",
+    "LogEvent",
     "PerformanceMetrics",
     "ProvenanceEdge",
     "Status",
@@ -43,8 +45,24 @@ class ProvenanceEdge(msgspec.Struct, frozen=True, gc=False):
     created_at: int  # microseconds since the Unix epoch
 
 
+class LogEvent(msgspec.Struct, frozen=True, gc=False):
+    """One log event emitted inside a flow, attached to the action that was running.
+
+    Recorded by ``actiontrace.contrib.structlog.attach_to_action``; ``fields`` holds the
+    event's other key/values, encoded and redacted like an action's inputs.
+    """
+
+    id: uuid.UUID
+    flow_token: uuid.UUID
+    action_id: uuid.UUID | None  # None directly inside continue_flow (no action running)
+    timestamp: int  # microseconds since the Unix epoch
+    level: str
+    event: str
+    fields: Any = None
+
+
 class ActionTrace(msgspec.Struct):
-    """Every action and provenance edge recorded for one flow."""
+    """Every action and provenance edge recorded for one flow (and its log events)."""
 
     flow_token: uuid.UUID
     root_action_id: uuid.UUID
@@ -52,6 +70,7 @@ class ActionTrace(msgspec.Struct):
     provenance_edges: list[ProvenanceEdge]
     created_at: int
     module: str
+    logs: list[LogEvent] = []  # oldest first; empty unless a log processor attached some
 
     def to_ascii(self) -> str:
         """Render the flow as an indented tree (see docs/views.md)."""
@@ -109,6 +128,21 @@ class ActionFilter(msgspec.Struct, kw_only=False):
             raise ValueError("limit must be a non-negative int")
         if self.inputs is not None and not isinstance(self.inputs, dict):
             raise TypeError("inputs must be a dict of key/value pairs")
+
+
+class FlowSummary(msgspec.Struct, frozen=True, gc=False):
+    """One line of ``list_flows``: a flow, its root action and its size."""
+
+    flow_token: uuid.UUID
+    created_at: int  # microseconds since the Unix epoch
+    module: str
+    actions: int  # stored actions of the flow, every part counted
+    errors: int  # of which ended with status "error"
+    root_action_id: uuid.UUID | None = None  # None until the part holding the root arrives
+    concept_uri: str | None = None  # the root action's
+    action: str | None = None
+    status: Status | None = None
+    duration_us: int | None = None
 
 
 class PerformanceMetrics(msgspec.Struct, frozen=True):

@@ -23,6 +23,12 @@ longer, see ``_context``: only these eight are read here)::
 
 Raw edges (``edge_log``) are ``(from_id, to_id, synchronization, created_ns)`` tuples, same
 id rules; ``FlowPart.edges`` converts them.
+
+Raw log events (``log_events``) are ``(id, action_id, timestamp_us, level, event,
+fields_json)`` tuples with full ids (``action_id`` None outside any action), appended
+only by a log processor (``actiontrace.contrib.structlog.attach_to_action``), never by
+the hot path; ``FlowPart.log_rows`` converts them. They travel with the part, so the
+writer stores them in the same transaction as its actions.
 """
 
 from __future__ import annotations
@@ -34,9 +40,9 @@ from typing import Any, NamedTuple
 from actiontrace import _ids
 from actiontrace._capture import NULL, decode, finish, settings
 from actiontrace._ids import as_uuid
-from actiontrace._model import ActionRecord, ActionTrace, ProvenanceEdge
+from actiontrace._model import ActionRecord, ActionTrace, LogEvent, ProvenanceEdge
 
-__all__ = ["ActionRow", "FlowPart", "Named", "to_trace"]
+__all__ = ["ActionRow", "FlowPart", "LogRow", "Named", "to_trace"]
 
 RUNNING, OK, ERROR = "running", "ok", "error"
 LOCAL_LIMIT = 1 << 64  # ids below this are local sequence numbers (see the module doc)
@@ -74,6 +80,18 @@ class ActionRow(NamedTuple):
     outputs: bytes
 
 
+class LogRow(NamedTuple):
+    """One log event in storage form (what SQL storages insert)."""
+
+    id: int
+    flow_token: int
+    action_id: int | None
+    timestamp: int
+    level: str
+    event: str
+    fields: bytes
+
+
 class FlowPart:
     """What this process recorded of one flow; handed to the buffer when it ends."""
 
@@ -81,6 +99,7 @@ class FlowPart:
         "created_at",
         "edge_log",
         "fixed",
+        "log_events",
         "module",
         "offset",
         "records",
@@ -96,6 +115,8 @@ class FlowPart:
         self.module = module
         self.records: list[list[Any]] = []
         self.edge_log: list[tuple[int, int, str, int]] = []  # raw, as the hot path appends
+        # Raw log events (see the module doc); only a log processor appends here.
+        self.log_events: list[tuple[int, int | None, int, str, str, bytes]] = []
         self.sink: Any = None  # the Recorder that closes it (not part of the stored form)
         # How this process turns perf_counter_ns into epoch time and local ids into UUIDv7.
         self.offset = _ids.EPOCH_OFFSET_NS
@@ -148,11 +169,20 @@ class FlowPart:
             for f, t, sync, created in list(self.edge_log)
         ]
 
+    def log_rows(self) -> list[LogRow]:
+        """The part's log events in storage form, in the order they were logged."""
+        token = self.token
+        return [
+            LogRow(lid, token, aid, ts, level, event, fields)
+            for lid, aid, ts, level, event, fields in list(self.log_events)
+        ]
+
     def snapshot(self) -> FlowPart:
         """A copy safe to read while the flow goes on recording (for partial traces)."""
         copy = FlowPart(self.token, self.root_id, self.created_at, self.module)
         copy.records = [r[:8] for r in list(self.records)]
         copy.edge_log = list(self.edge_log)
+        copy.log_events = list(self.log_events)
         copy.offset, copy.fixed = self.offset, self.fixed
         return copy
 
@@ -197,6 +227,23 @@ def to_trace(part: FlowPart) -> ActionTrace:
         provenance_edges=edges,
         created_at=part.created_at,
         module=part.module,
+        logs=[log_from_row(row, uuids) for row in part.log_rows()],
+    )
+
+
+def log_from_row(row: LogRow, uuids: dict[int, uuid.UUID] | None = None) -> LogEvent:
+    """Build the public ``LogEvent`` for a row (``uuids`` caches repeated ids)."""
+    if uuids is None:
+        uuids = {}
+    aid = row[2]
+    return LogEvent(
+        id=as_uuid(row[0]),
+        flow_token=uuids.get(row[1]) or as_uuid(row[1]),
+        action_id=None if aid is None else (uuids.get(aid) or as_uuid(aid)),
+        timestamp=row[3],
+        level=row[4],
+        event=row[5],
+        fields=decode(row[6]),
     )
 
 
@@ -217,5 +264,10 @@ def from_trace(trace: ActionTrace) -> FlowPart:
     part.edge_log = [
         (e.from_action.int, e.to_action.int, e.synchronization, e.created_at * 1000)
         for e in trace.provenance_edges
+    ]
+    part.log_events = [
+        (ev.id.int, None if ev.action_id is None else ev.action_id.int, ev.timestamp, ev.level,
+         ev.event, encode(ev.fields))
+        for ev in trace.logs
     ]
     return part

@@ -285,6 +285,7 @@ def _merge(stored: ActionTrace | None, parts: list[ActionTrace]) -> ActionTrace:
         if root is None and p.root_action_id in p.actions and p.actions[p.root_action_id].parent_id is None:
             root = p.root_action_id
     ordered = dict(sorted(actions.items(), key=lambda kv: (kv[1].timestamp, kv[0].int)))
+    logs = {e.id: e for t in ([stored] if stored is not None else []) + parts for e in t.logs}
     return ActionTrace(
         flow_token=base.flow_token,
         root_action_id=root or base.root_action_id,
@@ -292,6 +293,7 @@ def _merge(stored: ActionTrace | None, parts: list[ActionTrace]) -> ActionTrace:
         provenance_edges=edges,
         created_at=created,
         module=base.module,
+        logs=sorted(logs.values(), key=lambda e: (e.timestamp, e.id.int)),
     )
 
 

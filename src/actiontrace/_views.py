@@ -9,9 +9,9 @@ from typing import Any
 import msgspec
 
 from actiontrace._capture import Redactor, capture_value
-from actiontrace._model import ActionRecord, ActionTrace
+from actiontrace._model import ActionRecord, ActionTrace, LogEvent
 
-__all__ = ["causes", "short_name", "to_ascii", "to_dot", "to_json", "to_mermaid"]
+__all__ = ["causes", "log_line", "short_name", "to_ascii", "to_dot", "to_json", "to_mermaid"]
 
 DETAIL_WIDTH = 120
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
@@ -28,6 +28,17 @@ def _compact(value: Any, width: int = DETAIL_WIDTH) -> str:
         text = msgspec.json.encode(value).decode()
     except Exception:  # noqa: BLE001 - a hand-built trace may hold what storage never would
         text = capture_value(value, Redactor(())).decode()
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def log_line(event: LogEvent, width: int = DETAIL_WIDTH) -> str:
+    """``[level] event key=value ...`` with JSON values, cut to ``width`` characters."""
+    text = f"[{event.level}] {_CONTROL.sub(chr(0xFFFD), event.event)}"
+    if isinstance(event.fields, dict):
+        pairs = " ".join(f"{k}={_compact(v, width)}" for k, v in event.fields.items())
+        text = f"{text} {pairs}" if pairs else text
+    elif event.fields is not None:
+        text = f"{text} {_compact(event.fields, width)}"
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -65,6 +76,10 @@ def to_ascii(trace: ActionTrace) -> str:
         roots.remove(trace.root_action_id)
         roots.insert(0, trace.root_action_id)
     lines: list[str] = []
+    logs: dict[uuid.UUID | None, list[LogEvent]] = {}
+    for event in trace.logs:
+        key = event.action_id if event.action_id in trace.actions else None
+        logs.setdefault(key, []).append(event)
 
     def details(rec: ActionRecord, prefix: str) -> None:
         lines.append(f"{prefix}└─ Input: {_compact(rec.inputs)}")
@@ -74,6 +89,8 @@ def to_ascii(trace: ActionTrace) -> str:
             lines.append(f"{prefix}└─ (running)")
         elif rec.outputs is not None:
             lines.append(f"{prefix}└─ Output: {_compact(rec.outputs)}")
+        for event in logs.get(rec.id, ()):
+            lines.append(f"{prefix}└─ Log: {log_line(event)}")
 
     def status(rec: ActionRecord) -> str:
         mark = " ✗" if rec.status == "error" else ""
@@ -104,6 +121,8 @@ def to_ascii(trace: ActionTrace) -> str:
         walk(root, "", seen)
     if not trace.actions:
         lines.append(f"(empty flow {trace.flow_token})")
+    for event in logs.get(None, ()):  # logged outside any action of this trace
+        lines.append(f"Log: {log_line(event)}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,33 +1,61 @@
 """The ``actiontrace`` command line (API.md §8).
 
 ``actiontrace [--url URL] COMMAND``: the URL defaults to ``$ACTIONTRACE_URL``, else
-``sqlite:///actiontrace.db``. Every command is a click command in the ``main`` group
-(or a subgroup such as ``db``); errors are one line on stderr with a non-zero exit,
-never a traceback, and never show a password.
+``sqlite:///actiontrace.db``. Every command is a click command in the ``cli`` group
+(or a subgroup such as ``db``); ``main`` runs it. Errors are one line on stderr with a
+non-zero exit (a usage error adds the usage line), never a traceback, and never show a
+password. Reading commands go straight to ``SqlAlchemyTraceStorage``: no tracer, no
+writer thread; they never create a SQLite file that does not exist.
+
+Exit codes: 0 success, 1 an error (bad id, unreachable database, ...), 2 a usage error,
+130 interrupted.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
+import re
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from actiontrace._model import ActionRecord
+    from actiontrace.storage._base import IdKind
+    from actiontrace.storage._sql import SqlAlchemyTraceStorage
+
+__all__ = ["cli", "main"]
 
 DEFAULT_URL = "sqlite:///actiontrace.db"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one line on stderr and exit with ``code``."""
+# -- errors ----------------------------------------------------------------------------------
+
+
+class CliError(click.ClickException):
+    """A failure the user caused or can fix: printed as one line, exit 1."""
+
+    def show(self, file: Any = None) -> None:
+        fail_line(self.message)
+
+
+def fail_line(message: str) -> None:
+    """Print ``actiontrace: error: MESSAGE`` on one line of stderr, passwords masked."""
     from actiontrace.storage._sql import mask_url
 
     line = " ".join(mask_url(str(message)).split())
     click.echo(f"actiontrace: error: {line}", err=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one line on stderr and exit with ``code``."""
+    fail_line(message)
     sys.exit(code)
 
 
@@ -35,7 +63,12 @@ def _describe(exc: BaseException) -> str:
     from sqlalchemy import exc as sa_exc
 
     if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
-        exc = exc.orig
+        orig = exc.orig
+        text = str(orig).strip().splitlines()
+        detail = text[0] if text else ""
+        if isinstance(exc, sa_exc.OperationalError):
+            return f"cannot use the database: {detail or type(orig).__name__}"
+        return f"{type(orig).__name__}: {detail}" if detail else type(orig).__name__
     text = str(exc).strip().splitlines()
     detail = text[0] if text else ""
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
@@ -46,25 +79,56 @@ def friendly_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from actiontrace._exceptions import ConfigurationError, SchemaOutdated
+        from actiontrace._exceptions import ConfigurationError, StorageError
 
         try:
             return fn(*args, **kwargs)
-        except (click.ClickException, KeyboardInterrupt):
+        except (click.ClickException, click.exceptions.Exit, KeyboardInterrupt):
             raise
-        except (ConfigurationError, SchemaOutdated) as exc:
-            fail(str(exc))
+        except (ConfigurationError, StorageError, LookupError) as exc:
+            fail(str(exc).strip("'\""))
         except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback
             fail(_describe(exc))
 
     return wrapper  # type: ignore[return-value]
 
 
+# -- the group -------------------------------------------------------------------------------
+
+
 class Context:
-    """What every command gets: the database URL."""
+    """What every command gets: the database URL, and the storage once opened."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._storage: SqlAlchemyTraceStorage | None = None
+
+    def storage(self) -> SqlAlchemyTraceStorage:
+        """The storage to read from; fails when a SQLite database file does not exist."""
+        if self._storage is None:
+            import sqlalchemy as sa
+
+            from actiontrace.storage._sql import SqlAlchemyTraceStorage
+
+            try:
+                parsed = sa.make_url(self.url)
+            except Exception:  # noqa: BLE001 - the storage below reports a bad URL well
+                parsed = None
+            if parsed is not None and parsed.get_backend_name() == "sqlite":
+                path = parsed.database
+                if path and path != ":memory:" and not path.startswith("file:") and not (
+                    os.path.isfile(path)
+                ):
+                    raise CliError(
+                        f"no actiontrace database at {path!r} (record something first, e.g. "
+                        "`actiontrace demo`, or pass --url)"
+                    )
+            self._storage = SqlAlchemyTraceStorage(self.url)
+        return self._storage
+
+    def close(self) -> None:
+        if self._storage is not None:
+            self._storage.close()
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -79,15 +143,188 @@ pass_ctx = click.make_pass_decorator(Context)
 )
 @click.version_option(package_name="actiontrace", prog_name="actiontrace")
 @click.pass_context
-def main(ctx: click.Context, url: str | None) -> None:
-    """Record what your application did and why: query and manage traces."""
-    ctx.obj = Context(url or os.environ.get("ACTIONTRACE_URL") or DEFAULT_URL)
+def cli(ctx: click.Context, url: str | None) -> None:
+    """Record what your application did and why: query and manage traces.
+
+    Ids (flow tokens, action ids) may be shortened to any unique prefix.
+    """
+    obj = Context(url or os.environ.get("ACTIONTRACE_URL") or DEFAULT_URL)
+    ctx.obj = obj
+    ctx.call_on_close(obj.close)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the command line (the ``actiontrace`` console script)."""
+    try:
+        # Colour only on a terminal (click strips it otherwise), and never with NO_COLOR.
+        color = False if os.environ.get("NO_COLOR") else None
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="actiontrace",
+                        standalone_mode=False, color=color)
+    except click.UsageError as exc:
+        # click's own format takes four lines (usage, hint, blank, error): keep two.
+        if exc.ctx is not None:
+            click.echo(exc.ctx.get_usage(), err=True)
+        fail_line(exc.format_message())
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        fail_line("aborted")
+        code = 130
+    except KeyboardInterrupt:
+        fail_line("interrupted")
+        code = 130
+    except BrokenPipeError:
+        # `actiontrace flows | head`: the reader left; say nothing more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+# -- parsing helpers --------------------------------------------------------------------------
+
+_RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)", re.IGNORECASE)
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time(text: str, now: dt.datetime | None = None) -> int:
+    """``10m``/``2h``/``1d`` ago, or an ISO timestamp (naive means UTC), as µs since the epoch.
+
+    Raises:
+        ValueError: neither form.
+    """
+    m = _RELATIVE.fullmatch(text.strip())
+    if m:
+        now = now or dt.datetime.now(dt.UTC)
+        ago = dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2).lower()])
+        return int((now - ago).timestamp() * 1_000_000)
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use an ISO timestamp (2024-06-01T12:00) or an age "
+            "like 10m, 2h, 1d"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1_000_000)
+
+
+class TimeParam(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_time(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def parse_input(text: str) -> tuple[str, Any]:
+    """``key=value``; the value is JSON when it parses (``42``, ``true``, ``"x"``), else text.
+
+    Raises:
+        ValueError: no ``=``, or an empty key.
+    """
+    import msgspec
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--input expects KEY=VALUE (e.g. passage_id=42), got {text!r}")
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        value = raw
+    return key.strip(), value
+
+
+class InputParam(click.ParamType):
+    name = "KEY=VALUE"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, Any]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_input(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def resolve(obj: Context, text: str, kind: IdKind) -> uuid.UUID:
+    """The one stored id starting with ``text``; a clear error when none or several do."""
+    from actiontrace.storage._base import prefix_bounds
+
+    what = "flow token" if kind == "flow" else "action id"
+    try:
+        digits, _, _ = prefix_bounds(text)
+    except ValueError:
+        raise CliError(
+            f"malformed {what} {text!r}: expected a UUID or a prefix of one (hex digits)"
+        ) from None
+    found = obj.storage().resolve_prefix(digits, kind, limit=3)
+    if not found:
+        raise CliError(f"no {what} starts with {text!r}")
+    if len(found) > 1:
+        shown = ", ".join(str(u) for u in found[:2]) + (", ..." if len(found) > 2 else "")
+        raise CliError(f"{what} prefix {text!r} is ambiguous: it matches {shown}; give more digits")
+    return found[0]
+
+
+# -- formatting --------------------------------------------------------------------------------
+
+
+def fmt_time(us: int) -> str:
+    """µs since the epoch as ``2024-06-01T12:00:00.123Z`` (UTC; accepted by --since)."""
+    when = dt.datetime.fromtimestamp(us / 1_000_000, dt.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def fmt_duration(us: float | None) -> str:
+    if us is None:
+        return "-"
+    if us < 1_000:
+        return f"{us:.0f} µs"
+    if us < 1_000_000:
+        return f"{us / 1_000:.1f} ms"
+    return f"{us / 1_000_000:.2f} s"
+
+
+def fmt_status(status: str | None) -> str:
+    text = status or "?"
+    colour = {"ok": "green", "error": "red", "running": "yellow"}.get(text)
+    return click.style(text, fg=colour) if colour else text
+
+
+def compact(value: Any, width: int = 100) -> str:
+    from actiontrace._views import _compact
+
+    return _compact(value, width)
+
+
+def name_of(rec: ActionRecord) -> str:
+    from actiontrace._views import short_name
+
+    return short_name(rec)
+
+
+def echo_json(value: Any) -> None:
+    import msgspec
+
+    click.echo(msgspec.json.format(msgspec.json.encode(value).decode(), indent=2))
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")(fn)
 
 
 # -- db ---------------------------------------------------------------------------------------
 
 
-@main.group()
+@cli.group()
 def db() -> None:
     """Manage the database schema (Alembic migrations bundled with actiontrace)."""
 
@@ -148,6 +385,253 @@ def current(obj: Context) -> None:
         engine.dispose()
     if rev is not None:
         click.echo(rev)
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=0),
+              help="At most this many flows.")
+@click.option("--since", type=TimeParam(), help="Only flows started since (10m, 2h, 1d, ISO).")
+@json_option
+@pass_ctx
+@friendly_errors
+def flows(obj: Context, limit: int, since: int | None, as_json: bool) -> None:
+    """List recent flows, newest first: token, start, root action, size, status, duration."""
+    found = obj.storage().list_flows(limit=limit, since=since)
+    if as_json:
+        echo_json(found)
+        return
+    for f in found:
+        root = f"{(f.concept_uri or '?').rpartition('::')[2]}::{f.action or '?'}"
+        errors = f" ({f.errors} failed)" if f.errors else ""
+        click.echo(
+            f"{f.flow_token}  {fmt_time(f.created_at)}  {click.style(root, bold=True)}  "
+            f"{f.actions} action{'s' if f.actions != 1 else ''}{errors}  "
+            f"{fmt_status(f.status)}  {fmt_duration(f.duration_us)}"
+        )
+
+
+def _flow_of(obj: Context, text: str) -> uuid.UUID:
+    """A flow token prefix, or else an action id prefix standing for its action's flow."""
+    try:
+        return resolve(obj, text, "flow")
+    except CliError as flow_error:
+        if "no flow token" not in flow_error.message:
+            raise
+        try:
+            action_id = resolve(obj, text, "action")
+        except CliError:
+            raise flow_error from None
+        return obj.storage().get_causal_chain(action_id)[-1].flow_token
+
+
+@cli.command()
+@click.argument("flow")
+@pass_ctx
+@friendly_errors
+def show(obj: Context, flow: str) -> None:
+    """Print the tree of FLOW (a flow token, or an action id: that action's flow)."""
+    trace = obj.storage().get_trace(_flow_of(obj, flow))
+    click.echo(f"flow {trace.flow_token}  module {trace.module}  {fmt_time(trace.created_at)}")
+    click.echo(trace.to_ascii(), nl=False)
+
+
+def render_why(chain: list[ActionRecord], syncs: list[str | None]) -> list[str]:
+    """The causal chain as numbered steps, each with how it follows from the one above."""
+    last = chain[-1]
+    lines = [
+        f"Why did {click.style(name_of(last), bold=True)} {compact(last.inputs, 60)} happen?",
+        f"flow {last.flow_token}",
+        "",
+    ]
+    for n, (rec, sync) in enumerate(zip(chain, syncs, strict=True), 1):
+        if n == 1:
+            how = ""
+        elif sync is not None:
+            how = f"──({click.style(sync, fg='cyan')})──> "
+        else:
+            how = "──(called inside)──> "
+        dur = f"  {fmt_duration(rec.duration_us)}" if rec.duration_us is not None else ""
+        lines.append(
+            f"{n:>2}. {how}[{click.style(name_of(rec), bold=True)}]  {fmt_status(rec.status)}"
+            f"{dur}  {fmt_time(rec.timestamp)}"
+        )
+        lines.append(f"      id      {rec.id}")
+        lines.append(f"      inputs  {compact(rec.inputs)}")
+        if rec.status != "running":
+            label = "error  " if rec.status == "error" else "outputs"
+            lines.append(f"      {label} {compact(rec.outputs)}")
+    return lines
+
+
+def _why(obj: Context, action_id: uuid.UUID) -> tuple[list[ActionRecord], list[str | None]]:
+    storage = obj.storage()
+    chain = storage.get_causal_chain(action_id)
+    syncs: list[str | None] = [None]
+    for rec in chain[1:]:
+        syncs.append(storage.find_producing_sync(rec.id))
+    return chain, syncs
+
+
+@cli.command()
+@click.argument("action_id")
+@json_option
+@pass_ctx
+@friendly_errors
+def why(obj: Context, action_id: str, as_json: bool) -> None:
+    """Explain why ACTION_ID happened: its causal chain, with the synchronization of each step."""
+    chain, syncs = _why(obj, resolve(obj, action_id, "action"))
+    if as_json:
+        echo_json([{"action": rec, "synchronization": s} for rec, s in zip(chain, syncs, strict=True)])
+        return
+    click.echo("\n".join(render_why(chain, syncs)))
+
+
+@cli.command()
+@click.option("--concept", help="Concept URI, exactly or as a '::' prefix (wkmp-ap).")
+@click.option("--action", "action_name", metavar="NAME", help="Action name, exactly.")
+@click.option("--input", "inputs", multiple=True, type=InputParam(),
+              help="KEY=VALUE the inputs must hold (VALUE is JSON if it parses). Repeatable.")
+@click.option("--since", type=TimeParam(), help="Started at or after (10m, 2h, 1d, ISO).")
+@click.option("--until", type=TimeParam(), help="Started at or before (10m, 2h, 1d, ISO).")
+@click.option("--flow", "flow_", metavar="FLOW", help="Only actions of this flow.")
+@click.option("--limit", "-n", default=100, show_default=True, type=click.IntRange(min=0),
+              help="At most this many actions (the oldest first).")
+@json_option
+@pass_ctx
+@friendly_errors
+def find(obj: Context, concept: str | None, action_name: str | None,
+         inputs: tuple[tuple[str, Any], ...], since: int | None, until: int | None,
+         flow_: str | None, limit: int, as_json: bool) -> None:
+    """Find actions, oldest first: id, start, action, status, duration, inputs, flow."""
+    from actiontrace._model import ActionFilter
+
+    time_range = None
+    if since is not None or until is not None:
+        time_range = (since if since is not None else 0,
+                      until if until is not None else 2**63 - 1)
+    found = obj.storage().find_actions(ActionFilter(
+        concept_uri=concept, action=action_name, time_range=time_range,
+        flow_token=None if flow_ is None else _flow_of(obj, flow_),
+        inputs=dict(inputs) or None, limit=limit,
+    ))
+    if as_json:
+        echo_json(found)
+        return
+    for rec in found:
+        click.echo(
+            f"{rec.id}  {fmt_time(rec.timestamp)}  {click.style(name_of(rec), bold=True)}  "
+            f"{fmt_status(rec.status)}  {fmt_duration(rec.duration_us)}  "
+            f"{compact(rec.inputs, 60)}  flow {rec.flow_token}"
+        )
+
+
+@cli.command()
+@click.argument("flow")
+@click.option("--format", "-f", "fmt", type=click.Choice(["dot", "mermaid", "json"]),
+              default="dot", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file instead of stdout.")
+@pass_ctx
+@friendly_errors
+def export(obj: Context, flow: str, fmt: str, output: str | None) -> None:
+    """Export FLOW as Graphviz DOT, Mermaid or JSON."""
+    trace = obj.storage().get_trace(_flow_of(obj, flow))
+    text = {"dot": trace.to_dot, "mermaid": trace.to_mermaid, "json": trace.to_json}[fmt]()
+    if not text.endswith("\n"):
+        text += "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise CliError(f"cannot write {output!r}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {output}", err=True)
+
+
+@cli.command()
+@click.option("--limit", "-n", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Rows per table.")
+@json_option
+@pass_ctx
+@friendly_errors
+def stats(obj: Context, limit: int, as_json: bool) -> None:
+    """Top synchronizations, longest causal chains, and latency per synchronization."""
+    storage = obj.storage()
+    top = storage.top_synchronizations(limit)
+    chains = storage.longest_chains(limit)
+    perf = {name: storage.sync_performance(name) for name, _ in top}
+    if as_json:
+        echo_json({
+            "top_synchronizations": [{"synchronization": n, "count": c} for n, c in top],
+            "longest_chains": [{"flow_token": t, "depth": d} for t, d in chains],
+            "latency_us": perf,
+        })
+        return
+    if not top and not chains:
+        click.echo("no flows recorded yet")
+        return
+    width = max([len("synchronization"), *(len(n) for n, _ in top)])
+    click.echo(click.style("Top synchronizations (actions produced)", bold=True))
+    for name, count in top:
+        click.echo(f"  {name:<{width}}  {count:>7}")
+    click.echo(click.style("\nLongest causal chains (actions on the longest path)", bold=True))
+    for token, depth in chains:
+        click.echo(f"  {token}  {depth:>4}")
+    click.echo(click.style("\nLatency of the actions each synchronization produced", bold=True))
+    click.echo(f"  {'synchronization':<{width}}  {'count':>7}  {'p50':>9}  {'p95':>9}  {'p99':>9}")
+    for name, m in perf.items():
+        click.echo(
+            f"  {name:<{width}}  {m.count:>7}  {fmt_duration(m.median):>9}  "
+            f"{fmt_duration(m.p95):>9}  {fmt_duration(m.p99):>9}"
+        )
+
+
+# -- demo -----------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--url", "demo_url", metavar="URL", default=None,
+              help="Database to fill (default: the global --url).")
+@pass_ctx
+@friendly_errors
+def demo(obj: Context, demo_url: str | None) -> None:
+    """Run the bundled music player into the database, then show why passage 42 played."""
+    from actiontrace import demo as app
+    from actiontrace._tracer import get_tracer
+    from actiontrace.storage._sql import mask_url
+
+    url = demo_url or obj.url
+    play, queued = app.run(url)
+    tracer = get_tracer()
+    storage: Any = tracer.storage
+    obj._storage = storage
+    n = len(app.DEMO_REQUESTS)
+    click.echo(f"Ran the demo music player ({n} web requests, one flow each) into {mask_url(url)}.")
+    click.echo("")
+    chain, syncs = _why(obj, play.id)
+    click.echo("\n".join(render_why(chain, syncs)))
+    if queued is not None:
+        # The play dequeued 42; an earlier request's flow had queued it.
+        click.echo("")
+        click.echo(click.style("And 42 was in the queue because, in an earlier request:", bold=True))
+        chain, syncs = _why(obj, queued.id)
+        click.echo("\n".join(render_why(chain, syncs)[3:]))
+    click.echo("")
+    click.echo(click.style("The flow that played it (actiontrace show):", bold=True))
+    click.echo(storage.get_trace(play.flow_token).to_ascii(), nl=False)
+    url_opt = "" if url == DEFAULT_URL else f" --url {mask_url(url)}"
+    click.echo("")
+    click.echo("Explore it:")
+    for line in (f"actiontrace{url_opt} flows", f"actiontrace{url_opt} why {play.id}",
+                 f"actiontrace{url_opt} find --action play_passage --input passage_id=42",
+                 f"actiontrace{url_opt} stats"):
+        click.echo(f"  {line}")
+    tracer.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,19 +11,41 @@ Concepts: Web, Authentication, AudioPlayer, Cooldown, Queue and Selector. The gl
 
 ``MusicPlayer().serve(requests)`` handles requests, one flow each. Run it with
 ``actiontrace demo`` (or ``python -m actiontrace.demo``) to fill a database and see why
-passage 42 played.
+passage 42 played; ``run(url)`` does the same from Python.
+
+The concepts log through structlog with ``attach_to_action``, so their log events are
+stored with the actions that emitted them (``actiontrace show`` lists them in the tree).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
+
+import structlog
 
 from actiontrace._context import flow
 from actiontrace._decorators import action, concept, synchronization
 from actiontrace._model import ActionRecord
+from actiontrace.contrib.structlog import attach_to_action
 
-__all__ = ["DEMO_REQUESTS", "MusicPlayer"]
+__all__ = ["DEFAULT_URL", "DEMO_REQUESTS", "DemoResult", "MusicPlayer", "run"]
+
+DEFAULT_URL = "sqlite:///actiontrace.db"
+
+
+def _quiet(logger: Any, method_name: str, event_dict: Any) -> Any:
+    raise structlog.DropEvent  # stored with the trace by attach_to_action, printed nowhere
+
+
+# A logger of the demo's own (not structlog's global configuration, which belongs to the
+# application that imports this module): events are attached to the running action and
+# then dropped. An application would put attach_to_action in structlog.configure().
+log = structlog.wrap_logger(
+    structlog.ReturnLogger(), processors=[attach_to_action, _quiet],
+    wrapper_class=structlog.BoundLogger, context_class=dict,
+)
 
 
 class AuthError(Exception):
@@ -39,7 +61,9 @@ class Authentication:
     def validate_token(self, token: str) -> dict[str, Any]:
         user = self._tokens.get(token)
         if user is None:
+            log.warning("token rejected", token=token)  # stored as "[REDACTED]"
             raise AuthError("unknown token")
+        log.info("token accepted", user_id=user)
         return {"valid": True, "user_id": user}
 
 
@@ -71,6 +95,7 @@ class Selector:
             candidate = self.library[self.position % len(self.library)]
             self.position += 1
             if candidate not in exclude:
+                log.info("selected", passage_id=candidate, recently_played=exclude)
                 return {"passage_id": candidate}
         return {"passage_id": None}
 
@@ -85,6 +110,7 @@ class AudioPlayer:
     def play_passage(self, passage_id: int) -> dict[str, Any]:
         self.clock += 180
         self.history.append(passage_id)
+        log.info("playing", passage_id=passage_id)
         return {"started_at": self.clock}
 
 
@@ -176,3 +202,55 @@ DEMO_REQUESTS: list[dict[str, Any]] = [
     {"path": "/play", "token": "tok-bob"},
     {"path": "/play", "token": "tok-alice"},
 ]
+
+
+class DemoResult(NamedTuple):
+    """What ``run`` recorded: the play of passage 42, and the enqueue that queued it."""
+
+    play: ActionRecord
+    queued: ActionRecord | None
+
+
+def run(url: str = DEFAULT_URL) -> DemoResult:
+    """Serve ``DEMO_REQUESTS`` into the database at ``url``; return the play of passage 42.
+
+    The global tracer is replaced (``configure(url=url, module="wkmp-ap")``) and left
+    flushed. Running it again into the same database adds new flows.
+
+    Raises:
+        ConfigurationError: the URL is unusable.
+        SchemaOutdated: the database is behind this version of actiontrace.
+        StorageError: the traces could not be written.
+    """
+    from actiontrace._exceptions import StorageError
+    from actiontrace._ids import now_us
+    from actiontrace._model import ActionFilter
+    from actiontrace._tracer import configure
+    from actiontrace.storage._sql import SqlAlchemyTraceStorage, mask_url
+
+    storage = SqlAlchemyTraceStorage(url)
+    storage._ensure()  # fail now, clearly, if the database is unreachable or outdated
+    tracer = configure(storage=storage, module="wkmp-ap")
+    started = now_us()
+    MusicPlayer().serve(DEMO_REQUESTS)
+    if not tracer.flush(30):
+        error = tracer.stats().get("last_error") or "timed out"
+        raise StorageError(f"could not write the demo's traces to {mask_url(url)}: {error}")
+    since = (started, 2**63 - 1)  # only this run's actions (the database may hold others)
+    plays = tracer.find_actions(ActionFilter(
+        concept_uri="wkmp-ap::AudioPlayer", action="play_passage",
+        inputs={"passage_id": 42}, time_range=since,
+    ))
+    if not plays:  # pragma: no cover - the requests above always play 42
+        raise StorageError("the demo did not play passage 42")
+    queued = tracer.find_actions(ActionFilter(
+        concept_uri="wkmp-ap::Queue", action="enqueue", inputs={"passage_id": 42},
+        time_range=since,
+    ))
+    return DemoResult(plays[-1], queued[-1] if queued else None)
+
+
+if __name__ == "__main__":  # python -m actiontrace.demo [--url URL]
+    from actiontrace.cli import main
+
+    main(["demo", *sys.argv[1:]])

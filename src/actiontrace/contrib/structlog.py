@@ -1,9 +1,15 @@
-"""structlog integration: put the flow and the running action on every event.
+"""structlog integration: the flow and the running action on every event, and the
+events themselves stored with the trace.
 
     import structlog
-    from actiontrace.contrib.structlog import add_flow_context
+    from actiontrace.contrib.structlog import add_flow_context, attach_to_action
 
-    structlog.configure(processors=[add_flow_context, structlog.processors.JSONRenderer()])
+    structlog.configure(processors=[
+        structlog.processors.add_log_level,
+        add_flow_context,         # flow_token / action_id on every event (for your logs)
+        attach_to_action,         # ... and a copy of the event stored with the action
+        structlog.processors.JSONRenderer(),
+    ])
 """
 
 from __future__ import annotations
@@ -11,9 +17,14 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from actiontrace._context import current_ids
+from actiontrace import _ids
+from actiontrace._capture import capture_value, settings
+from actiontrace._context import ID, OWNER, PART, current_frame, current_ids
 
-__all__ = ["add_flow_context"]
+__all__ = ["add_flow_context", "attach_to_action"]
+
+# Keys that describe the event rather than belong to it: not copied into ``fields``.
+_NOT_FIELDS = frozenset({"event", "level", "timestamp", "flow_token", "action_id"})
 
 
 def add_flow_context(
@@ -30,4 +41,38 @@ def add_flow_context(
         token, action_id = ids
         event_dict.setdefault("flow_token", str(token))
         event_dict.setdefault("action_id", None if action_id is None else str(action_id))
+    return event_dict
+
+
+def attach_to_action(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Store a copy of the event with the innermost running action's record.
+
+    The copy (level, event, the other key/values) is encoded when the event is logged,
+    and redacted like the action's inputs (secret-looking keys at any depth become
+    ``"[REDACTED]"``; the action's own ``redact=`` names count too). It travels with the
+    flow and is written with it, in the same transaction: ``ActionTrace.logs``,
+    ``to_ascii()`` and ``actiontrace show`` return it. The event dict itself is returned
+    unchanged; outside a flow nothing is stored.
+
+    The level is the event's ``level`` key if a processor before this one set it
+    (``structlog.processors.add_log_level``), else the logger method's name.
+    """
+    frame = current_frame.get()
+    if frame is None:
+        return event_dict
+    part = frame[PART]
+    owner = frame[OWNER] or frame
+    action_id = None if owner[ID] is None else part.full_id(owner)
+    spec = owner[0]
+    redactor = getattr(spec, "redactor", None) or settings.redactor
+    level = event_dict.get("level") or method_name or "info"
+    event = event_dict.get("event")
+    fields = {k: v for k, v in event_dict.items() if k not in _NOT_FIELDS}
+    now = _ids.now_us()
+    part.log_events.append((
+        _ids.new_id(now), action_id, now, str(level).lower(),
+        "" if event is None else str(event), capture_value(fields, redactor),
+    ))
     return event_dict

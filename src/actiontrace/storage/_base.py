@@ -12,13 +12,41 @@ A custom storage may subclass ``TraceStorage`` and override either ``save_trace`
 from __future__ import annotations
 
 import abc
+import re
 import uuid
 from collections.abc import Sequence
+from typing import Literal
 
-from actiontrace._model import ActionFilter, ActionRecord, ActionTrace, PerformanceMetrics
+from actiontrace._exceptions import ActionNotFound, TraceNotFound
+from actiontrace._model import (
+    ActionFilter,
+    ActionRecord,
+    ActionTrace,
+    FlowSummary,
+    PerformanceMetrics,
+)
 from actiontrace._record import FlowPart, from_trace, to_trace
 
-__all__ = ["TraceStorage"]
+__all__ = ["IdKind", "TraceStorage", "prefix_bounds"]
+
+IdKind = Literal["flow", "action"]
+_HEX = re.compile(r"[0-9a-f]{1,32}")
+
+
+def prefix_bounds(prefix: str) -> tuple[str, uuid.UUID, uuid.UUID]:
+    """Normalize an id prefix and return ``(hex, lowest, highest)`` UUIDs it covers.
+
+    The prefix is a UUID's text cut anywhere (dashes optional, any case).
+
+    Raises:
+        ValueError: the prefix is empty or holds something other than hex digits.
+    """
+    digits = prefix.strip().lower().replace("-", "")
+    if not _HEX.fullmatch(digits):
+        raise ValueError(
+            f"malformed id {prefix!r}: expected a UUID or the start of one (hex digits)"
+        )
+    return digits, uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
 
 
 class TraceStorage(abc.ABC):
@@ -83,3 +111,38 @@ class TraceStorage(abc.ABC):
     @abc.abstractmethod
     def sync_performance(self, sync_name: str) -> PerformanceMetrics:
         """Duration statistics of the actions the synchronization produced."""
+
+    # -- browsing (the command line); not abstract, so older custom storages keep working --
+
+    def list_flows(self, limit: int = 20, since: int | None = None) -> list[FlowSummary]:
+        """The most recent flows, newest first, each with its root action and size.
+
+        Args:
+            limit: at most this many flows.
+            since: only flows created at or after this time (µs since the epoch).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support list_flows()")
+
+    def resolve_prefix(self, prefix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
+        """The stored flow tokens (``kind="flow"``) or action ids starting with ``prefix``.
+
+        Returns at most ``limit`` ids, in id order: one means the prefix is unique. This
+        fallback only accepts a whole id (it checks the id exists); SQL and in-memory
+        storages match real prefixes.
+
+        Raises:
+            ValueError: the prefix is not hex digits (see ``prefix_bounds``).
+        """
+        digits, low, _ = prefix_bounds(prefix)
+        if len(digits) < 32:
+            raise NotImplementedError(
+                f"{type(self).__name__} only accepts whole ids, not prefixes"
+            )
+        try:
+            if kind == "flow":
+                self.get_trace(low)
+            else:
+                self.get_causal_chain(low)
+        except (TraceNotFound, ActionNotFound):
+            return []
+        return [low]

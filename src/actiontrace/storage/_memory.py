@@ -14,11 +14,13 @@ from actiontrace._model import (
     ActionFilter,
     ActionRecord,
     ActionTrace,
+    FlowSummary,
+    LogEvent,
     PerformanceMetrics,
     ProvenanceEdge,
 )
-from actiontrace._record import FlowPart, record_from_row
-from actiontrace.storage._base import TraceStorage
+from actiontrace._record import FlowPart, log_from_row, record_from_row
+from actiontrace.storage._base import IdKind, TraceStorage, prefix_bounds
 
 __all__ = ["InMemoryTraceStorage", "matches", "sort_key"]
 
@@ -57,7 +59,7 @@ def matches(rec: ActionRecord, f: ActionFilter) -> bool:
 
 
 class _Flow:
-    __slots__ = ("actions", "created_at", "edges", "module", "root")
+    __slots__ = ("actions", "created_at", "edges", "logs", "module", "root")
 
     def __init__(self, created_at: int, module: str) -> None:
         self.root: uuid.UUID | None = None
@@ -65,6 +67,7 @@ class _Flow:
         self.module = module
         self.actions: dict[uuid.UUID, ActionRecord] = {}
         self.edges: dict[tuple[uuid.UUID, uuid.UUID, str], ProvenanceEdge] = {}
+        self.logs: dict[uuid.UUID, LogEvent] = {}
 
 
 class InMemoryTraceStorage(TraceStorage):
@@ -103,6 +106,9 @@ class InMemoryTraceStorage(TraceStorage):
             fl.edges[key] = edge
             self._incoming.setdefault(edge.to_action, []).append(edge)
             self._by_sync.setdefault(sync, {})[edge.to_action] = None
+        for log_row in part.log_rows():
+            event = log_from_row(log_row, uuids)
+            fl.logs.setdefault(event.id, event)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -120,6 +126,7 @@ class InMemoryTraceStorage(TraceStorage):
                 provenance_edges=sorted(fl.edges.values(), key=lambda e: e.created_at),
                 created_at=fl.created_at,
                 module=fl.module,
+                logs=sorted(fl.logs.values(), key=lambda ev: (ev.timestamp, ev.id.int)),
             )
 
     def find_actions(self, filter: ActionFilter) -> list[ActionRecord]:
@@ -204,3 +211,33 @@ class InMemoryTraceStorage(TraceStorage):
     def sync_performance(self, sync_name: str) -> PerformanceMetrics:
         durations = [r.duration_us for r in self.find_by_sync(sync_name) if r.duration_us is not None]
         return PerformanceMetrics.from_durations(durations)
+
+    # -- browsing ----------------------------------------------------------------------------
+
+    def list_flows(self, limit: int = 20, since: int | None = None) -> list[FlowSummary]:
+        with self._lock:
+            chosen = [
+                (token, fl) for token, fl in self._flows.items()
+                if since is None or fl.created_at >= since
+            ]
+            chosen.sort(key=lambda kv: (kv[1].created_at, kv[0].int), reverse=True)
+            out = []
+            for token, fl in chosen[: max(limit, 0)]:
+                root = fl.actions.get(fl.root) if fl.root is not None else None
+                out.append(FlowSummary(
+                    flow_token=token, created_at=fl.created_at, module=fl.module,
+                    actions=len(fl.actions),
+                    errors=sum(1 for r in fl.actions.values() if r.status == "error"),
+                    root_action_id=fl.root,
+                    concept_uri=root.concept_uri if root else None,
+                    action=root.action if root else None,
+                    status=root.status if root else None,
+                    duration_us=root.duration_us if root else None,
+                ))
+        return out
+
+    def resolve_prefix(self, prefix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
+        digits, _, _ = prefix_bounds(prefix)
+        with self._lock:
+            pool = list(self._flows if kind == "flow" else self._actions)
+        return sorted(i for i in pool if i.hex.startswith(digits))[:limit]

@@ -1,10 +1,10 @@
-"""The SQL schema (SQLAlchemy Core): flows, actions and provenance edges.
+"""The SQL schema (SQLAlchemy Core): flows, actions, provenance edges and log events.
 
 Every table is prefixed ``actiontrace_`` so it never clashes with a host application's
 tables, and there are no foreign keys: parts of one flow arrive in any order, from any
 process. The Alembic migrations in ``migrations/versions`` must create exactly this
-(``tests/test_migrations.py`` fails when they drift apart). A later revision may add
-tables (e.g. ``actiontrace_log_events``) without touching these.
+(``tests/test_migrations.py`` fails when they drift apart). Revision 0001 created the
+first three tables; 0002 added ``actiontrace_log_events``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["VERSION_TABLE", "actions", "edges", "flows", "metadata"]
+__all__ = ["VERSION_TABLE", "actions", "edges", "flows", "log_events", "metadata"]
 
 VERSION_TABLE = "actiontrace_alembic_version"
 
@@ -82,4 +82,19 @@ edges = sa.Table(
     sa.Index("ix_actiontrace_edges_to", "to_action", "created_at"),
     sa.Index("ix_actiontrace_edges_sync", "synchronization", "created_at"),
     sa.Index("ix_actiontrace_edges_flow", "flow_token"),
+)
+
+log_events = sa.Table(
+    "actiontrace_log_events",
+    metadata,
+    # A UUIDv7 given when the event is logged: a retried batch stores it once.
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("flow_token", sa.Uuid(), nullable=False),
+    sa.Column("action_id", sa.Uuid(), nullable=True),  # NULL: logged outside any action
+    sa.Column("timestamp", sa.BigInteger(), nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("event", sa.Text(), nullable=False),
+    sa.Column("fields", Json, nullable=False),
+    sa.Index("ix_actiontrace_log_events_action", "action_id", "timestamp"),
+    sa.Index("ix_actiontrace_log_events_flow", "flow_token", "timestamp"),
 )

@@ -21,6 +21,7 @@ part per flow) costs one indexed scan.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -44,12 +45,14 @@ from actiontrace._model import (
     ActionFilter,
     ActionRecord,
     ActionTrace,
+    FlowSummary,
+    LogEvent,
     PerformanceMetrics,
     ProvenanceEdge,
 )
 from actiontrace._record import ActionRow, FlowPart
-from actiontrace.storage._base import TraceStorage
-from actiontrace.storage._schema import actions, edges, flows
+from actiontrace.storage._base import IdKind, TraceStorage, prefix_bounds
+from actiontrace.storage._schema import actions, edges, flows, log_events
 
 __all__ = ["SqlAlchemyTraceStorage", "make_engine", "mask_url"]
 
@@ -78,6 +81,21 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _owner_only(path: str) -> Any:
+    """A ``do_connect`` hook that creates the SQLite file ``0600`` before SQLite does.
+
+    Traces hold application data: the file (and its ``-wal``/``-shm``, which SQLite
+    creates with the database file's mode) must not be readable by other users.
+    """
+
+    def create(*_args: Any) -> None:
+        # If it exists, its mode stays (the owner chose it); any other error SQLite reports.
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+    return create
+
+
 def make_engine(url: str | sa.URL) -> sa.Engine:
     """Create an engine for ``url`` without connecting (for PostgreSQL).
 
@@ -102,6 +120,7 @@ def make_engine(url: str | sa.URL) -> sa.Engine:
     except (sa_exc.NoSuchModuleError, ImportError) as exc:
         raise ConfigurationError(f"unknown database driver in {shown!r}: {exc}") from None
     kwargs: dict[str, Any] = {}
+    private_file = ""
     if backend == "sqlite":
         path = parsed.database
         if path and path != ":memory:" and not path.startswith("file:"):
@@ -115,6 +134,7 @@ def make_engine(url: str | sa.URL) -> sa.Engine:
                     f"cannot create SQLite database {path!r}: directory {folder!r} is not writable"
                 )
             kwargs["connect_args"] = {"check_same_thread": False}
+            private_file = os.path.abspath(path)
         else:
             # One shared connection, or every thread would see its own empty database.
             kwargs["poolclass"] = sa.pool.StaticPool
@@ -131,6 +151,8 @@ def make_engine(url: str | sa.URL) -> sa.Engine:
         raise ConfigurationError(f"unusable database URL {shown!r}: {exc}") from None
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        if private_file:
+            sa.event.listen(engine, "do_connect", _owner_only(private_file))
     return engine
 
 
@@ -255,7 +277,8 @@ class SqlAlchemyTraceStorage(TraceStorage):
                 return isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
             msg = str(orig).lower()
             return isinstance(exc, sa_exc.OperationalError) and any(
-                s in msg for s in ("locked", "busy", "unable to open", "disk i/o", "full")
+                s in msg for s in ("locked", "busy", "unable to open", "disk i/o", "full",
+                                   "readonly")  # read-only: until someone fixes the mode
             )
         if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):
             return True
@@ -280,6 +303,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
         action_rows: list[tuple[Any, ...]] = []
         edge_rows = []
         foreign: list[str] = []  # edges into actions of other parts: those flows go stale
+        log_rows: list[tuple[Any, ...]] = []
         for part in parts:
             token = hexid(part.token)
             module = _pg_text(part.module) if pg else part.module
@@ -307,6 +331,12 @@ class SqlAlchemyTraceStorage(TraceStorage):
                 )
                 if t not in ids:
                     foreign.append(hexid(t))
+            for lid, _tok, aid, ts, level, event, fields in part.log_rows():
+                log_rows.append((
+                    hexid(lid), token, None if aid is None else hexid(aid), ts,
+                    _pg_text(level) if pg else level, _pg_text(event) if pg else event,
+                    _pg_json(fields) if pg else fields.decode(),
+                ))
         sql = self._sql
         with self.engine.begin() as conn:
             cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -318,6 +348,8 @@ class SqlAlchemyTraceStorage(TraceStorage):
                     cur.executemany(sql["edge"], edge_rows)
                 if foreign:
                     cur.executemany(sql["stale"], [(t,) for t in foreign])
+                if log_rows:
+                    cur.executemany(sql["log"], log_rows)
             finally:
                 cur.close()
 
@@ -372,6 +404,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
                 .where(e.flow_token == flow_token)
                 .order_by(e.created_at, e.to_action, e.from_action)
             ).all()
+            logs = self._logs(conn, flow_token)
         recs = [self._record(r) for r in rows]
         root = head[0] or (recs[0].id if recs else flow_token)
         return ActionTrace(
@@ -381,7 +414,48 @@ class SqlAlchemyTraceStorage(TraceStorage):
             provenance_edges=[ProvenanceEdge(*r) for r in edge_rows],
             created_at=head[1],
             module=head[2],
+            logs=logs,
         )
+
+    def _logs(self, conn: sa.Connection, flow_token: uuid.UUID) -> list[LogEvent]:
+        g = log_events.c
+        fields = sa.cast(g.fields, sa.Text) if self._pg else g.fields
+        rows = conn.execute(
+            sa.select(g.id, g.flow_token, g.action_id, g.timestamp, g.level, g.event, fields)
+            .where(g.flow_token == flow_token).order_by(g.timestamp, g.id)
+        ).all()
+        return [LogEvent(r[0], r[1], r[2], r[3], r[4], r[5], decode(r[6])) for r in rows]
+
+    # -- browsing ----------------------------------------------------------------------------
+
+    def list_flows(self, limit: int = 20, since: int | None = None) -> list[FlowSummary]:
+        """The most recent flows, newest first: one indexed scan, sizes counted per flow."""
+        f, a = flows.c, actions.c
+        recent = sa.select(f.flow_token, f.root_action_id, f.created_at, f.module)
+        if since is not None:
+            recent = recent.where(f.created_at >= since)
+        sub = recent.order_by(f.created_at.desc(), f.flow_token.desc()).limit(max(limit, 0)).subquery()
+        root = actions.alias("root")
+        n = sa.select(sa.func.count()).where(a.flow_token == sub.c.flow_token).scalar_subquery()
+        errors = (
+            sa.select(sa.func.count()).where(a.flow_token == sub.c.flow_token, a.status == "error")
+            .scalar_subquery()
+        )
+        stmt = (
+            sa.select(sub.c.flow_token, sub.c.created_at, sub.c.module, n, errors,
+                      sub.c.root_action_id, root.c.concept_uri, root.c.action, root.c.status,
+                      root.c.duration_us)
+            .select_from(sub.outerjoin(root, root.c.id == sub.c.root_action_id))
+            .order_by(sub.c.created_at.desc(), sub.c.flow_token.desc())
+        )
+        return [FlowSummary(*r) for r in self._fetch(stmt)]
+
+    def resolve_prefix(self, prefix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
+        """Ids starting with ``prefix``: a range scan on the primary key."""
+        _, low, high = prefix_bounds(prefix)
+        col = flows.c.flow_token if kind == "flow" else actions.c.id
+        stmt = sa.select(col).where(col.between(low, high)).order_by(col).limit(limit)
+        return [r[0] for r in self._fetch(stmt)]
 
     def find_actions(self, filter: ActionFilter) -> list[ActionRecord]:
         """Actions matching ``filter``, oldest first (ties in recording order)."""
@@ -647,6 +721,10 @@ _EDGE_INSERT = (
     "INSERT INTO actiontrace_edges (from_action, to_action, synchronization, flow_token, "
     "created_at) VALUES ({values}) ON CONFLICT DO NOTHING"
 )
+_LOG_INSERT = (
+    "INSERT INTO actiontrace_log_events (id, flow_token, action_id, \"timestamp\", level, "
+    "event, fields) VALUES ({values}) ON CONFLICT (id) DO NOTHING"
+)
 _STALE = (
     "UPDATE actiontrace_flows SET max_depth = NULL WHERE flow_token = "
     "(SELECT flow_token FROM actiontrace_actions WHERE id = {p})"
@@ -724,6 +802,7 @@ _SQLITE_SQL = {
     "flow": _FLOW_INSERT.format(values="?, ?, ?, ?, ?", least="min"),
     "edge": _EDGE_INSERT.format(values="?, ?, ?, ?, ?"),
     "stale": _STALE.format(p="?"),
+    "log": _LOG_INSERT.format(values="?, ?, ?, ?, ?, ?, ?"),
     "chain": _SQLITE_CHAIN,
     "depth": _SQLITE_DEPTH,
 }
@@ -734,6 +813,7 @@ _PG_SQL = {
     "flow": _FLOW_INSERT.format(values="%s::uuid, %s::uuid, %s, %s, %s", least="LEAST"),
     "edge": _EDGE_INSERT.format(values="%s::uuid, %s::uuid, %s, %s::uuid, %s"),
     "stale": _STALE.format(p="%s::uuid"),
+    "log": _LOG_INSERT.format(values="%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s::jsonb"),
     "chain": _PG_CHAIN,
     "depth": _PG_DEPTH,
 }
