@@ -65,6 +65,18 @@ class Sink(Protocol):
 
     def put(self, part: FlowPart) -> None: ...
 
+    def skip(self, part: FlowPart) -> None: ...
+
+
+def sampled(token: int, rate: float) -> bool:
+    """The sampling decision for a flow: a hash of its token against ``rate``.
+
+    It depends only on the token, so every process that records a part of the flow
+    (``continue_flow``) decides the same way without talking to the others.
+    """
+    mixed = ((token * 0x9E3779B97F4A7C15) >> 64) & 0xFFFFFFFF  # Fibonacci hashing
+    return mixed < rate * 0x100000000
+
 
 def default_module() -> str:
     """The running program's name: ``python -m pkg`` -> ``pkg``, ``app.py`` -> ``app``."""
@@ -85,21 +97,31 @@ class Recorder:
     the buffer and are never touched by a decorated call.
     """
 
-    def __init__(self, sink: Sink, module: str | None, max_reaction_depth: int) -> None:
+    def __init__(
+        self, sink: Sink, module: str | None, max_reaction_depth: int, sample_rate: float = 1.0
+    ) -> None:
         self._sink = sink
         self.module = module or default_module()
         self.max_reaction_depth = max_reaction_depth
+        self.sample_rate = sample_rate
         self._active: dict[int, FlowPart] = {}
 
     def _open(self, token: int, root_id: int | None, ts: int) -> FlowPart:
         part = FlowPart(token, root_id, ts, self.module)
         part.sink = self
+        if self.sample_rate < 1.0:
+            part.sampled = sampled(token, self.sample_rate)
         self._active[id(part)] = part
         return part
 
     def _close(self, part: FlowPart) -> None:
         self._active.pop(id(part), None)
-        self._sink.put(part)
+        # An unsampled flow was recorded all the same, so that one that holds an error
+        # can still be kept (with sampled=False); the others are dropped here.
+        if not part.sampled and not any(r[5] == "error" for r in part.records):
+            self._sink.skip(part)
+        else:
+            self._sink.put(part)
 
     def active_parts(self, token: int) -> list[FlowPart]:
         """Snapshots of the parts of flow ``token`` still running in this process."""

@@ -71,6 +71,9 @@ class ActionTrace(msgspec.Struct):
     created_at: int
     module: str
     logs: list[LogEvent] = []  # oldest first; empty unless a log processor attached some
+    # False when configure(sample_rate=...) did not sample the flow and it was kept only
+    # because it holds an error.
+    sampled: bool = True
 
     def to_ascii(self) -> str:
         """Render the flow as an indented tree (see docs/views.md)."""

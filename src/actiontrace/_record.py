@@ -100,6 +100,7 @@ class FlowPart:
         "edge_log",
         "fixed",
         "log_events",
+        "sampled",
         "module",
         "offset",
         "records",
@@ -117,6 +118,7 @@ class FlowPart:
         self.edge_log: list[tuple[int, int, str, int]] = []  # raw, as the hot path appends
         # Raw log events (see the module doc); only a log processor appends here.
         self.log_events: list[tuple[int, int | None, int, str, str, bytes]] = []
+        self.sampled = True  # configure(sample_rate=...)'s decision for this flow
         self.sink: Any = None  # the Recorder that closes it (not part of the stored form)
         # How this process turns perf_counter_ns into epoch time and local ids into UUIDv7.
         self.offset = _ids.EPOCH_OFFSET_NS
@@ -183,6 +185,7 @@ class FlowPart:
         copy.records = [r[:8] for r in list(self.records)]
         copy.edge_log = list(self.edge_log)
         copy.log_events = list(self.log_events)
+        copy.sampled = self.sampled
         copy.offset, copy.fixed = self.offset, self.fixed
         return copy
 
@@ -228,6 +231,7 @@ def to_trace(part: FlowPart) -> ActionTrace:
         created_at=part.created_at,
         module=part.module,
         logs=[log_from_row(row, uuids) for row in part.log_rows()],
+        sampled=part.sampled,
     )
 
 
@@ -253,6 +257,7 @@ def from_trace(trace: ActionTrace) -> FlowPart:
 
     part = FlowPart(trace.flow_token.int, trace.root_action_id.int, trace.created_at, trace.module)
     part.offset = 0  # times below are µs since the epoch, stored as ns
+    part.sampled = trace.sampled
     for rec in trace.actions.values():
         part.records.append([
             Named(rec.concept_uri, rec.action), rec.id.int,

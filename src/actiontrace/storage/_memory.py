@@ -59,7 +59,7 @@ def matches(rec: ActionRecord, f: ActionFilter) -> bool:
 
 
 class _Flow:
-    __slots__ = ("actions", "created_at", "edges", "logs", "module", "root")
+    __slots__ = ("actions", "created_at", "edges", "logs", "module", "root", "sampled")
 
     def __init__(self, created_at: int, module: str) -> None:
         self.root: uuid.UUID | None = None
@@ -68,6 +68,7 @@ class _Flow:
         self.actions: dict[uuid.UUID, ActionRecord] = {}
         self.edges: dict[tuple[uuid.UUID, uuid.UUID, str], ProvenanceEdge] = {}
         self.logs: dict[uuid.UUID, LogEvent] = {}
+        self.sampled = True
 
 
 class InMemoryTraceStorage(TraceStorage):
@@ -92,6 +93,7 @@ class InMemoryTraceStorage(TraceStorage):
         if fl is None:
             fl = self._flows[token] = _Flow(part.created_at, part.module)
         fl.created_at = min(fl.created_at, part.created_at)
+        fl.sampled = fl.sampled and part.sampled
         if part.root_id is not None:
             fl.root = as_uuid(part.root_id)
         for row in part.rows():
@@ -127,6 +129,7 @@ class InMemoryTraceStorage(TraceStorage):
                 created_at=fl.created_at,
                 module=fl.module,
                 logs=sorted(fl.logs.values(), key=lambda ev: (ev.timestamp, ev.id.int)),
+                sampled=fl.sampled,
             )
 
     def find_actions(self, filter: ActionFilter) -> list[ActionRecord]:

@@ -4,7 +4,7 @@ Every table is prefixed ``actiontrace_`` so it never clashes with a host applica
 tables, and there are no foreign keys: parts of one flow arrive in any order, from any
 process. The Alembic migrations in ``migrations/versions`` must create exactly this
 (``tests/test_migrations.py`` fails when they drift apart). Revision 0001 created the
-first three tables; 0002 added ``actiontrace_log_events``.
+first three tables; 0002 added ``actiontrace_log_events``; 0003 ``flows.sampled``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ flows = sa.Table(
     # Actions on the flow's longest causal path, computed when a flow arrives whole in
     # one part; NULL when it must be recomputed at query time (see _sql.py, "depth").
     sa.Column("max_depth", sa.Integer(), nullable=True),
+    # False when the flow was not sampled and is kept only because it holds an error.
+    sa.Column("sampled", sa.Boolean(), nullable=False, server_default=sa.true()),
     sa.Index("ix_actiontrace_flows_depth", "max_depth", "created_at"),
 )
 

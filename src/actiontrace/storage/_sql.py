@@ -310,7 +310,9 @@ class SqlAlchemyTraceStorage(TraceStorage):
             root = None if part.root_id is None else hexid(part.root_id)
             rows = list(part.rows())
             part_edges = part.edges
-            flow_rows.append((token, root, part.created_at, module, _part_depth(rows, part_edges)))
+            flow_rows.append((
+                token, root, part.created_at, module, _part_depth(rows, part_edges), part.sampled,
+            ))
             ids = set()
             for aid, _tok, parent, concept_uri, name, ts, dur, status, inp, out in rows:
                 ids.add(aid)
@@ -391,7 +393,8 @@ class SqlAlchemyTraceStorage(TraceStorage):
         f, a, e = flows.c, actions.c, edges.c
         with self.engine.connect() as conn:
             head = conn.execute(
-                sa.select(f.root_action_id, f.created_at, f.module).where(f.flow_token == flow_token)
+                sa.select(f.root_action_id, f.created_at, f.module, f.sampled)
+                .where(f.flow_token == flow_token)
             ).first()
             if head is None:
                 raise TraceNotFound(f"no trace for flow {flow_token}")
@@ -415,6 +418,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
             created_at=head[1],
             module=head[2],
             logs=logs,
+            sampled=bool(head[3]),
         )
 
     def _logs(self, conn: sa.Connection, flow_token: uuid.UUID) -> list[LogEvent]:
@@ -711,8 +715,9 @@ _ACTION_INSERT = (
     "WHERE actiontrace_actions.status = 'running'"
 )
 _FLOW_INSERT = (
-    "INSERT INTO actiontrace_flows (flow_token, root_action_id, created_at, module, max_depth) "
-    "VALUES ({values}) ON CONFLICT (flow_token) DO UPDATE SET "
+    "INSERT INTO actiontrace_flows (flow_token, root_action_id, created_at, module, max_depth, "
+    "sampled) VALUES ({values}) ON CONFLICT (flow_token) DO UPDATE SET "
+    "sampled = actiontrace_flows.sampled AND excluded.sampled, "
     "root_action_id = COALESCE(excluded.root_action_id, actiontrace_flows.root_action_id), "
     "created_at = {least}(actiontrace_flows.created_at, excluded.created_at), "
     "max_depth = NULL"  # a second part: recompute the depth at query time
@@ -799,7 +804,7 @@ _PG_PERF = (
 
 _SQLITE_SQL = {
     "action": _ACTION_INSERT.format(values=", ".join("?" * 10)),
-    "flow": _FLOW_INSERT.format(values="?, ?, ?, ?, ?", least="min"),
+    "flow": _FLOW_INSERT.format(values="?, ?, ?, ?, ?, ?", least="min"),
     "edge": _EDGE_INSERT.format(values="?, ?, ?, ?, ?"),
     "stale": _STALE.format(p="?"),
     "log": _LOG_INSERT.format(values="?, ?, ?, ?, ?, ?, ?"),
@@ -810,7 +815,7 @@ _PG_SQL = {
     "action": _ACTION_INSERT.format(
         values="%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb"
     ),
-    "flow": _FLOW_INSERT.format(values="%s::uuid, %s::uuid, %s, %s, %s", least="LEAST"),
+    "flow": _FLOW_INSERT.format(values="%s::uuid, %s::uuid, %s, %s, %s, %s", least="LEAST"),
     "edge": _EDGE_INSERT.format(values="%s::uuid, %s::uuid, %s, %s::uuid, %s"),
     "stale": _STALE.format(p="%s::uuid"),
     "log": _LOG_INSERT.format(values="%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s::jsonb"),
