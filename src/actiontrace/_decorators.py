@@ -339,11 +339,12 @@ def _end_auto_flow(part: Any) -> None:
     part.sink._close(part)
 
 
-def _record_of(rec: list[Any], part: Any) -> ActionRecord:
-    """The public (redacted) record of a raw record, for reactions."""
-    one = part.snapshot()
-    one.records = [rec[:8]]
-    return record_from_row(next(one.rows()))
+def _record_of(rec: list[Any], part: Any, owner: list[Any]) -> ActionRecord:
+    """The public (redacted) record of a raw record, for reactions.
+
+    ``owner`` is the frame the action was called in: its parent.
+    """
+    return record_from_row(part.row_of(rec, owner))
 
 
 def _reactions_to_run(spec: ActionSpec, record: ActionRecord, depth: int, part: Any):  # type: ignore[no-untyped-def]
@@ -361,7 +362,7 @@ def _reactions_to_run(spec: ActionSpec, record: ActionRecord, depth: int, part: 
 
 def _react(spec: ActionSpec, rec: list[Any], part: Any, owner: list[Any], depth: int) -> None:
     """Run the declared reactions to a sync action that just succeeded."""
-    record = _record_of(rec, part)
+    record = _record_of(rec, part, owner)
     for reaction in _reactions_to_run(spec, record, depth, part):
         token = current_frame.set(sync_frame(part, owner, reaction.name, rec[1], depth + 1))
         try:
@@ -381,7 +382,7 @@ async def _react_async(
     spec: ActionSpec, rec: list[Any], part: Any, owner: list[Any], depth: int
 ) -> None:
     """Run the declared reactions to an async action; they may be sync or async."""
-    record = _record_of(rec, part)
+    record = _record_of(rec, part, owner)
     for reaction in _reactions_to_run(spec, record, depth, part):
         token = current_frame.set(sync_frame(part, owner, reaction.name, rec[1], depth + 1))
         try:
