@@ -24,9 +24,10 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from _suite import pg_schema_url
 
 import actiontrace
 from actiontrace import action, concept, flow
@@ -134,23 +135,6 @@ def raw_sqlite(path: str, parts: list[FlowPart]) -> float:
     elapsed = time.perf_counter() - t0
     conn.close()
     return len(rows) / elapsed
-
-
-def pg_schema_url(base: str) -> tuple[str, Callable[[], None]]:
-    import sqlalchemy as sa
-
-    name = f"at_bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base, poolclass=sa.pool.NullPool)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {name}")
-    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={name}"})
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {name} CASCADE")
-        admin.dispose()
-
-    return url.render_as_string(hide_password=False), drop
 
 
 def main(argv: list[str] | None = None) -> None:

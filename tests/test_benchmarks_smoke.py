@@ -1,0 +1,57 @@
+"""The benchmark suite still runs: ``benchmarks/run_all.py --quick --no-write`` prints its table.
+
+A smoke test, not a measurement: tiny sizes, no figure is checked, only that every
+benchmark ran and produced a row (so the suite cannot rot while the library changes).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# One row each section must print (case names, as the table shows them).
+EXPECTED_ROWS = [
+    ("overhead", "bare call"),
+    ("overhead", "actiontrace (memory, hot path)"),
+    ("overhead", "actiontrace (memory, flushed)"),
+    ("overhead", "actiontrace (disabled)"),
+    ("overhead", "actiontrace (SQLite, flushed)"),
+    ("overhead", "actiontrace (PostgreSQL, flushed)"),
+    ("overhead", "eliot log_call"),
+    ("requests", "actiontrace (SQLite, durable)"),
+    ("async", "actiontrace (hot path)"),
+    ("threads", "actiontrace (SQLite, flushed)"),
+    ("flow size", "actiontrace (SQLite, flushed), flows of 1,000"),
+    ("store size", "get_causal_chain (10-action flow) @ 5,000 actions"),
+    ("store size", "sync_performance @ 5,000 actions"),
+    ("memory", "bytes per buffered action, flows of 10"),
+    ("memory", "peak RSS, 100,000 actions waiting for a stalled writer"),
+]
+
+
+def test_quick_suite_prints_the_table(tmp_path: Path) -> None:
+    docs_before = (REPO / "docs" / "performance.md").read_bytes()
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick", "--no-write",
+         "--plot", str(tmp_path / "scaling.png"), "--docs", str(tmp_path / "performance.md")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    assert re.search(r"^benchmark\s+case\s+median\s+unit", out, re.MULTILINE), out
+    for group, case in EXPECTED_ROWS:
+        line = next((ln for ln in out.splitlines()
+                     if ln.startswith(group) and f" {case} " in ln), None)
+        assert line is not None, f"no row {group!r} / {case!r} in:\n{out}"
+        if "PostgreSQL" in case and "skipped" in line:
+            continue  # ACTIONTRACE_TEST_PG_URL unset: the row says so
+        assert re.search(r"\s\d[\d,.]*\s", line), f"no figure in: {line}"
+    assert "failed:" not in out, out
+    # --no-write: nothing written, neither in docs/ nor where --docs/--plot point.
+    assert (REPO / "docs" / "performance.md").read_bytes() == docs_before
+    assert not (tmp_path / "performance.md").exists()
+    assert not (tmp_path / "scaling.png").exists()
