@@ -33,6 +33,7 @@ writer stores them in the same transaction as its actions.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -59,6 +60,7 @@ class Named(NamedTuple):
         return settings.redactor
 
 
+@functools.lru_cache(maxsize=1024)  # root names repeat: one Named per name
 def split_root(root: str) -> Named:
     """``"app::Web::handle"`` -> concept ``"app::Web"``, action ``"handle"``."""
     concept, sep, name = root.rpartition("::")
