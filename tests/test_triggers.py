@@ -575,3 +575,25 @@ class TestContinueFlow:
         """A flow token that is not a UUID is a ValueError."""
         with pytest.raises(ValueError, match="UUID"):
             actiontrace.continue_flow("not-a-uuid")
+
+
+def test_cut_cascade_leaves_an_error_record() -> None:
+    """Where a runaway cascade is stopped, an error record says so, even with no flow."""
+    tracer = actiontrace.configure(max_reaction_depth=3)
+
+    @action(concept="t::Loop")
+    def tick(n: int) -> int:
+        return n
+
+    @synchronization("Again", when=tick)
+    def again(record: ActionRecord) -> None:
+        tick(record.inputs["n"] + 1)
+
+    with pytest.raises(ReactionLimitError):
+        tick(0)  # no flow: the action starts its own
+    (cut,) = tracer.find_actions(actiontrace.ActionFilter(concept_uri="actiontrace", action="reaction_limit"))
+    assert cut.status == "error" and cut.outputs["error_type"] == "actiontrace._exceptions.ReactionLimitError"
+    assert cut.inputs == {"synchronization": "Again", "limit": 3}
+    assert tracer.find_producing_sync(cut.id) == "Again"
+    chain = tracer.get_causal_chain(cut.id)
+    assert [r.inputs.get("n") for r in chain[:-1]] == [0, 1, 2, 3]

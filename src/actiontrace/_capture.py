@@ -92,15 +92,18 @@ NULL = b"null"
 class Redactor:
     """Decide which names are secrets, and blank them out at any depth.
 
-    A name is secret when any configured word is a case-insensitive substring of it.
+    A name is secret when any configured word is a case-insensitive substring of it,
+    with ``-`` and ``_`` taken as the same (HTTP headers: ``X-Api-Key``, ``Set-Cookie``).
     """
 
     __slots__ = ("_pattern", "names")
 
     def __init__(self, names: Iterable[str]) -> None:
-        self.names = tuple(dict.fromkeys(n.lower() for n in names if n))
+        self.names = tuple(dict.fromkeys(_norm(n) for n in names if n))
         if self.names:
-            alternatives = b"|".join(re.escape(n.encode()) for n in self.names)
+            alternatives = b"|".join(
+                re.escape(n.encode()).replace(b"_", b"[-_]") for n in self.names
+            )
             self._pattern: re.Pattern[bytes] | None = re.compile(alternatives)
         else:
             self._pattern = None
@@ -113,7 +116,7 @@ class Redactor:
         """Return True if ``name`` matches a redacted word."""
         if not isinstance(name, str):
             return False
-        low = name.lower()
+        low = _norm(name)
         return any(n in low for n in self.names)
 
     def may_contain(self, data: bytes) -> bool:
@@ -129,6 +132,10 @@ class Redactor:
         if isinstance(obj, list):
             return [self.apply(v) for v in obj]
         return obj
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("-", "_")
 
 
 settings = _Settings()

@@ -52,7 +52,7 @@ from actiontrace._context import (
 )
 from actiontrace._exceptions import ReactionLimitError
 from actiontrace._model import ActionRecord
-from actiontrace._record import record_from_row
+from actiontrace._record import Named, record_from_row
 
 __all__ = ["ActionSpec", "action", "concept", "synchronization"]
 
@@ -347,23 +347,47 @@ def _record_of(rec: list[Any], part: Any, owner: list[Any]) -> ActionRecord:
     return record_from_row(part.row_of(rec, owner))
 
 
-def _reactions_to_run(spec: ActionSpec, record: ActionRecord, depth: int, part: Any):  # type: ignore[no-untyped-def]
+def _reactions_to_run(  # type: ignore[no-untyped-def]
+    spec: ActionSpec, record: ActionRecord, depth: int, part: Any, rec: list[Any]
+):
     limit = part.sink.max_reaction_depth
     for reaction in list(spec.reactions):
         if reaction.where is not None and not reaction.where(record):
             continue
         if depth >= limit:
-            raise ReactionLimitError(
+            error = ReactionLimitError(
                 f"declared reactions nested deeper than max_reaction_depth={limit} "
                 f"(at {reaction.name!r} reacting to {spec.key!r})"
             )
+            _record_cut(part, rec, reaction.name, error)
+            raise error
         yield reaction
+
+
+_LIMIT_SPEC = Named("actiontrace", "reaction_limit")
+
+
+def _record_cut(part: Any, rec: list[Any], sync_name: str, error: BaseException) -> None:
+    """Leave an error record where a runaway cascade was stopped, caused by its trigger.
+
+    The triggering action's own record stays ``ok`` (API.md §2), so without this a
+    cascade cut short in a flow an action started for itself would leave no trace.
+    """
+    now = _ids.perf_ns()
+    aid = _ids.local_counter.__next__()
+    limit = part.sink.max_reaction_depth
+    inputs = capture_value({"synchronization": sync_name, "limit": limit}, settings.redactor)
+    part.records.append([
+        _LIMIT_SPEC, aid, rec[2], now, 0, "error", inputs,
+        capture_error(error, settings.redactor),
+    ])
+    part.edge_log.append((rec[1], aid, sync_name, now))
 
 
 def _react(spec: ActionSpec, rec: list[Any], part: Any, owner: list[Any], depth: int) -> None:
     """Run the declared reactions to a sync action that just succeeded."""
     record = _record_of(rec, part, owner)
-    for reaction in _reactions_to_run(spec, record, depth, part):
+    for reaction in _reactions_to_run(spec, record, depth, part, rec):
         token = current_frame.set(sync_frame(part, owner, reaction.name, rec[1], depth + 1))
         try:
             result = reaction.func(record)
@@ -383,7 +407,7 @@ async def _react_async(
 ) -> None:
     """Run the declared reactions to an async action; they may be sync or async."""
     record = _record_of(rec, part, owner)
-    for reaction in _reactions_to_run(spec, record, depth, part):
+    for reaction in _reactions_to_run(spec, record, depth, part, rec):
         token = current_frame.set(sync_frame(part, owner, reaction.name, rec[1], depth + 1))
         try:
             result = reaction.func(record)
