@@ -191,3 +191,67 @@ class TestConfiguration:
 
         ping()
         assert [r.outputs for r in tracer.find_actions(action="ping")] == ["pong"]
+
+
+class TestBulkPath:
+    """Batches large enough for PostgreSQL's COPY path keep every storage rule."""
+
+    def test_large_batch_hostile_values_and_duplicates(self, storage: Any) -> None:
+        """200 actions in one batch, NULs and big ints included, a part written twice."""
+        import actiontrace
+        from actiontrace import ActionFilter, action, flow
+
+        tracer = actiontrace.ActionTracer(storage, flush_interval=3600)
+        actiontrace._context.install(tracer)
+
+        @action(concept="bulk::Echo")
+        def echo(value: Any) -> Any:
+            return value
+
+        values = ["nul\x00char", 2**80, "ünï\u2028cödé", {"k": "\\u0000 not a NUL"}, None]
+        with flow("bulk::Web::req") as token:
+            for i in range(200):
+                echo(values[i % len(values)])
+        part = next(iter(tracer._buffer._queue))  # the part, before the writer takes it
+        assert tracer.flush(30)
+        storage.write_parts([part, part])  # the same actions twice in one batch: stored once
+        stored = storage.get_trace(token)
+        echoes = [r for r in stored.actions.values() if r.action == "echo"]
+        assert len(echoes) == 200
+        got = [r.inputs["value"] for r in echoes[:5]]
+        assert got[1] == 2**80 and got[2] == "ünï\u2028cödé" and got[3] == {"k": "\\u0000 not a NUL"}
+        assert got[0] in ("nul\x00char", "nul\ufffdchar")  # PostgreSQL cannot hold NUL
+        assert len(tracer.find_actions(ActionFilter(concept_uri="bulk::Echo"))) == 200
+        tracer.shutdown()
+
+    def test_parts_of_one_flow_in_one_large_batch_merge(self, storage: Any) -> None:
+        """100 flows, each recorded as two parts, written in a single batch."""
+        import actiontrace
+        from actiontrace import action, continue_flow, flow
+        from actiontrace._ids import as_uuid
+
+        tracer = actiontrace.ActionTracer(storage, flush_interval=3600)
+        actiontrace._context.install(tracer)
+
+        @action(concept="bulk::Two")
+        def step(n: int) -> int:
+            return n
+
+        tokens = []
+        for i in range(100):
+            with flow("bulk::Web::req") as token:
+                step(i)
+            part = tracer._buffer._queue[-1]  # still queued: the writer waits for flush()
+            trigger = as_uuid(part.full_id(part.records[1]))
+            with continue_flow(token, trigger=trigger, synchronization="Remote"):
+                step(-i)
+            tokens.append((token, as_uuid(part.root_id)))
+        assert len(tracer._buffer._queue) == 200
+        assert tracer.flush(30)
+        for token, root in tokens:
+            trace = storage.get_trace(token)
+            assert trace.root_action_id == root and len(trace.actions) == 3
+            (edge,) = trace.provenance_edges
+            assert [r.action for r in storage.get_causal_chain(edge.to_action)] == ["req", "step", "step"]
+        assert {depth for _, depth in storage.longest_chains(5)} == {3}
+        tracer.shutdown()

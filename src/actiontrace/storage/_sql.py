@@ -1,7 +1,7 @@
 """``SqlAlchemyTraceStorage``: SQLite and PostgreSQL through SQLAlchemy Core.
 
 Writes bypass SQLAlchemy's statement layer: one transaction per batch, and the raw DBAPI
-cursor's ``executemany`` with precomputed parameter tuples (docs/performance-sql.md:
+cursor's ``executemany`` with precomputed parameter tuples (docs/performance.md:
 Core's executemany reached ~95k rows/s on SQLite where the raw cursor reaches ~135k).
 JSON documents are inserted as the text the recorder already encoded, never re-encoded.
 
@@ -26,6 +26,7 @@ import os
 import re
 import threading
 import uuid
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -208,6 +209,18 @@ def _part_depth(rows: list[ActionRow], part_edges: list[tuple[int, int, str, int
 
 # -- the storage --------------------------------------------------------------------------------
 
+_STORAGES: weakref.WeakSet[SqlAlchemyTraceStorage] = weakref.WeakSet()
+_INHERITED: list[Any] = []  # pools inherited across fork; never used nor closed
+
+
+def _after_fork_in_child() -> None:
+    for storage in list(_STORAGES):
+        storage._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 
 class SqlAlchemyTraceStorage(TraceStorage):
     """Traces in SQLite or PostgreSQL, through SQLAlchemy 2 Core.
@@ -238,6 +251,17 @@ class SqlAlchemyTraceStorage(TraceStorage):
         self._ready = False
         self._ready_lock = threading.Lock()
         self._sql = _PG_SQL if self._pg else _SQLITE_SQL
+        _STORAGES.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's pooled connections (and any pool or schema lock its writer held
+        # at the fork) must not be used here: a new pool, same engine. close=False leaves
+        # the parent's connections alone (SQLAlchemy's documented recipe for fork).
+        self._ready_lock = threading.Lock()
+        # Keep the old pool referenced: collected, its connections would be closed from
+        # here (for psycopg, a Terminate sent on the parent's socket).
+        _INHERITED.append(self.engine.pool)
+        self.engine.dispose(close=False)
 
     def __repr__(self) -> str:
         return f"<SqlAlchemyTraceStorage {self.engine.url.render_as_string(hide_password=True)}>"
@@ -282,6 +306,24 @@ class SqlAlchemyTraceStorage(TraceStorage):
             )
         if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):
             return True
+        # A raw DBAPI error: write_parts runs executemany on the driver's own cursor, so
+        # "database is locked", "disk is full" or a server shutting down mid-batch arrive
+        # unwrapped. Classify them as their SQLAlchemy wrapper (they used to be taken for
+        # bad data, and dropped after three attempts).
+        import sqlite3
+
+        if isinstance(exc, sqlite3.Error):
+            operational = isinstance(exc, sqlite3.OperationalError)
+            cls = sa_exc.OperationalError if operational else sa_exc.DatabaseError
+            return self.is_transient(cls(None, None, exc))  # type: ignore[arg-type]
+        if self._pg:
+            try:
+                import psycopg
+            except ImportError:  # pragma: no cover
+                pass
+            else:
+                if isinstance(exc, psycopg.Error):
+                    return self.is_transient(sa_exc.DBAPIError(None, None, exc))  # type: ignore[arg-type]
         return isinstance(exc, OSError | TimeoutError)
 
     def describe_error(self, exc: BaseException) -> str:
@@ -343,10 +385,17 @@ class SqlAlchemyTraceStorage(TraceStorage):
         with self.engine.begin() as conn:
             cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
-                cur.executemany(sql["flow"], flow_rows)
-                if action_rows:
+                if pg and len(flow_rows) >= _PG_COPY_MIN:
+                    _pg_copy_upsert(cur, "flows", flow_rows)
+                else:
+                    cur.executemany(sql["flow"], flow_rows)
+                if pg and len(action_rows) >= _PG_COPY_MIN:
+                    _pg_copy_upsert(cur, "actions", action_rows)
+                elif action_rows:
                     cur.executemany(sql["action"], action_rows)
-                if edge_rows:
+                if pg and len(edge_rows) >= _PG_COPY_MIN:
+                    _pg_copy_upsert(cur, "edges", edge_rows)
+                elif edge_rows:
                     cur.executemany(sql["edge"], edge_rows)
                 if foreign:
                     cur.executemany(sql["stale"], [(t,) for t in foreign])
@@ -634,8 +683,9 @@ def _needle(key: str, value: Any) -> str:
 
 
 def _sqlite_path(key: str) -> str | None:
-    # SQLite's JSON path syntax has no escape for '"' inside a quoted label.
-    return None if '"' in key else f'$."{key}"'
+    # SQLite's JSON path syntax has no escape for '"' inside a quoted label, and reads a
+    # backslash there as one (a key holding either never matched): scan those instead.
+    return None if '"' in key or "\\" in key else f'$."{key}"'
 
 
 _NUMERIC = ("integer", "real")
@@ -707,6 +757,56 @@ def _sqlite_member(sub: Any, typ: Any, val: Any, raw: Any, v: Any, top: bool) ->
 
 _COLS = ("id", "flow_token", "parent_id", "concept_uri", "action", "timestamp",
          "duration_us", "status", "inputs", "outputs")
+# PostgreSQL bulk path: COPY a batch into a temporary table, then one INSERT .. SELECT
+# with the same conflict rules. psycopg's pipelined executemany reached ~30,000 actions/s
+# here; COPY removes the per-row statement round trips (docs/performance.md).
+_PG_COPY_MIN = 64  # below this, executemany is as fast and needs no temp table
+_PG_COPY = {
+    "actions": (
+        "id, flow_token, parent_id, concept_uri, action, \"timestamp\", duration_us, status, "
+        "inputs, outputs",
+        # DISTINCT ON: the same id twice in one batch would make ON CONFLICT DO UPDATE fail.
+        "INSERT INTO actiontrace_actions ({cols}) SELECT DISTINCT ON (id) {cols} FROM {tmp} "
+        "ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
+        "duration_us = excluded.duration_us, outputs = excluded.outputs "
+        "WHERE actiontrace_actions.status = 'running'",
+    ),
+    "flows": (
+        "flow_token, root_action_id, created_at, module, max_depth, sampled",
+        # Parts of one flow in the same batch merge here as they do across batches.
+        "INSERT INTO actiontrace_flows ({cols}) SELECT flow_token, "
+        "(array_agg(root_action_id) FILTER (WHERE root_action_id IS NOT NULL))[1], "
+        "min(created_at), min(module), "
+        "CASE WHEN count(*) = 1 THEN max(max_depth) END, bool_and(sampled) "
+        "FROM {tmp} GROUP BY flow_token "
+        "ON CONFLICT (flow_token) DO UPDATE SET "
+        "sampled = actiontrace_flows.sampled AND excluded.sampled, "
+        "root_action_id = COALESCE(excluded.root_action_id, actiontrace_flows.root_action_id), "
+        "created_at = LEAST(actiontrace_flows.created_at, excluded.created_at), "
+        "max_depth = NULL",
+    ),
+    "edges": (
+        "from_action, to_action, synchronization, flow_token, created_at",
+        "INSERT INTO actiontrace_edges ({cols}) SELECT {cols} FROM {tmp} ON CONFLICT DO NOTHING",
+    ),
+}
+
+
+def _pg_copy_upsert(cur: Any, table: str, rows: list[tuple[Any, ...]]) -> None:
+    cols, upsert = _PG_COPY[table]
+    tmp = f"actiontrace_copy_{table}"
+    # A temporary table lives as long as the connection (the pool keeps it) and its rows
+    # as long as the transaction.
+    cur.execute(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {tmp} "
+        f"(LIKE actiontrace_{table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    with cur.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    cur.execute(upsert.format(cols=cols, tmp=tmp))
+
+
 _ACTION_INSERT = (
     "INSERT INTO actiontrace_actions (id, flow_token, parent_id, concept_uri, action, "
     '"timestamp", duration_us, status, inputs, outputs) VALUES ({values}) '
