@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: .venv venv test demo bench clean
+.PHONY: .venv venv test demo bench bench-full clean
 
 .venv venv: $(STAMP)
 
@@ -22,8 +22,22 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/actiontrace --url sqlite:///actiontrace.db demo
 
+# One table of every benchmark (docs/performance.md, docs/img/scaling.png); a few minutes.
+# `benchmarks/run_all.py --quick --no-write` is the < 1 minute smoke run.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# Fault matrix row 8 and row 3 at full size (docs/reliability.md): a 10-minute soak with
+# PostgreSQL restarted every 2 minutes, then 1,000,000 actions against a dead database.
+# Starts PostgreSQL clusters of its own (scripts/pg-test-server).
+soak: $(STAMP)
+	$(BIN)/python tests/soak.py --duration 600 --restart-every 120
+	ACTIONTRACE_RELIABILITY_ACTIONS=1000000 $(BIN)/python -m pytest -s -p no:cacheprovider \
+		tests/test_reliability_journal.py -k test_many_actions_against_a_dead_database
+
+# The same with the store grown to 10 million actions (takes much longer).
+bench-full: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --store-sizes 10000,1000000,10000000
 
 clean:
 	rm -rf $(VENV) build dist site .pytest_cache .hypothesis src/*.egg-info

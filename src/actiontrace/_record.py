@@ -98,16 +98,16 @@ class FlowPart:
     """What this process recorded of one flow; handed to the buffer when it ends."""
 
     __slots__ = (
+        "_idmap",
         "created_at",
         "edge_log",
         "fixed",
         "log_events",
-        "sampled",
-        "_idmap",
         "module",
         "offset",
         "records",
         "root_id",
+        "sampled",
         "sink",
         "token",
     )

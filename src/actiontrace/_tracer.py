@@ -22,6 +22,7 @@ from actiontrace._context import (
 )
 from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNotFound
 from actiontrace._ids import as_uuid, new_id
+from actiontrace._journal import open_journal
 from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
 from actiontrace._record import FlowPart, Named, split_root, to_trace
 from actiontrace._writer import Buffer, WriterStats
@@ -39,6 +40,8 @@ TRACER_OPTIONS = {
     "full_wait": 0.05,
     "recent_traces": 1_000,
     "query_flush_timeout": 5.0,
+    "sample_rate": 1.0,
+    "journal": None,  # overflow journal directory: None = default place, False = none
 }
 # Options that change process-wide capture settings.
 CAPTURE_OPTIONS = ("redact", "max_value_bytes")
@@ -66,6 +69,11 @@ class ActionTracer(Recorder):
         full_wait: seconds a flow waits for room when the buffer is full.
         recent_traces: how many recently written flows to keep in memory (the LRU).
         query_flush_timeout: how long a query waits for the writer before it reads.
+        sample_rate: the share of flows kept (0..1), decided per flow at its start from
+            its token; a flow not sampled is still recorded, and kept (marked
+            ``sampled=False``) if any of its actions ended in error.
+        journal: where batches go while the storage is unavailable (a directory;
+            default next to a SQLite file, else the per-user state directory; False: none).
     """
 
     def __init__(
@@ -100,12 +108,16 @@ class ActionTracer(Recorder):
             flush_interval=opts["flush_interval"],
             full_wait=opts["full_wait"],
             recent=opts["recent_traces"],
+            journal=open_journal(self.storage, opts["journal"]),
             **({"describe_error": describe} if describe else {}),
         )
         self.query_flush_timeout: float = opts["query_flush_timeout"]
         self._started: list[tuple[Any, Any, list[Any], FlowPart]] = []
         self._started_lock = threading.Lock()
-        super().__init__(self._buffer, module, opts["max_reaction_depth"])
+        rate = opts["sample_rate"]
+        if not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
+            raise ConfigurationError(f"sample_rate must be a number from 0 to 1, got {rate!r}")
+        super().__init__(self._buffer, module, opts["max_reaction_depth"], float(rate))
 
     def __repr__(self) -> str:
         return f"<ActionTracer module={self.module!r} storage={type(self.storage).__name__}>"
@@ -275,6 +287,7 @@ def _merge(stored: ActionTrace | None, parts: list[ActionTrace]) -> ActionTrace:
     seen = {(e.from_action, e.to_action, e.synchronization) for e in edges}
     root = base.root_action_id if stored is not None else None
     created = base.created_at
+    sampled = all(t.sampled for t in ([stored] if stored is not None else []) + parts)
     for p in parts:
         actions.update(p.actions)
         for e in p.provenance_edges:
@@ -294,6 +307,7 @@ def _merge(stored: ActionTrace | None, parts: list[ActionTrace]) -> ActionTrace:
         created_at=created,
         module=base.module,
         logs=sorted(logs.values(), key=lambda e: (e.timestamp, e.id.int)),
+        sampled=sampled,
     )
 
 

@@ -3,23 +3,35 @@
 An ended flow part is appended to a deque (the only thing the application thread does,
 ~40 ns); a daemon thread takes parts off in batches and hands each batch to the storage
 in one call (one transaction for SQL storages). Nothing here ever raises into the
-application.
+application, and nothing here does I/O on the application's thread.
 
-Policies (docs/deployment.md says the same):
+Policies (docs/reliability.md and docs/deployment.md say the same):
 
-* **Full buffer**: at most ``max_queue`` actions wait. A flow that ends when the buffer
-  is full wakes the writer and waits up to ``full_wait`` seconds (default 0.05) for
-  room; if there is still none, the part is dropped and counted in ``dropped`` and a
-  warning is logged (at most one every 10 s).
-* **Failing storage**: a batch that fails is retried with exponential backoff (0.05 s
-  doubling up to 5 s) for as long as the error is transient (the database is down or
-  locked); the backlog meanwhile grows up to ``max_queue``. A batch that keeps failing
-  for a reason that is not transient is written part by part, and the parts that
-  still fail are dropped and counted.
+* **Storage unavailable** (a *transient* error: the database is down, locked, full,
+  read-only): the writer retries with exponential backoff (0.05 s doubling up to 5 s).
+  Meanwhile, once the outage has lasted ``spill_after`` seconds (default 1) or the
+  in-memory backlog exceeds ``spill_at`` actions (default ``max_queue // 2``), the
+  batches it cannot write go to the overflow journal (``actiontrace._journal``: a local
+  append-only file, one fsync'd frame per batch), and the in-memory backlog stays small.
+  When the storage answers again the writer replays the journal (its own file first,
+  then any left behind by processes that died), interleaved with new batches.
+* **Full buffer**: at most ``max_queue`` actions wait in memory. A flow that ends when the
+  buffer is full (the writer cannot even keep up by spilling, or there is no journal)
+  wakes the writer and waits up to ``full_wait`` seconds (default 0.05) for room; if there
+  is still none, the part is dropped and counted in ``dropped`` and a warning is logged
+  (at most one every 10 s). A batch the journal cannot take either (disk full) is
+  dropped and counted the same way.
+* **Errors that retrying cannot fix** (bad data): after three attempts the batch is
+  written part by part, and the parts that still fail are dropped and counted.
 * **Exit**: an ``atexit`` hook flushes every live tracer (up to ``exit_timeout``
-  seconds, default 10), so a process that records and simply exits loses nothing.
-* **fork**: the child starts with an empty buffer and no writer thread (one is
-  started on its first flow); it never writes what its parent had queued.
+  seconds, default 10, ``ACTIONTRACE_EXIT_TIMEOUT``). When the storage is unavailable at
+  exit, the backlog goes to the journal at once instead of waiting, and the next process
+  to use the same journal directory stores it.
+* **fork**: the child starts with an empty buffer and no writer thread (one is started
+  on its first flow); it never writes what its parent had queued or journaled.
+
+``flush()`` is True only when everything recorded before it is in the *storage* (frames
+this process journaled included, once replayed).
 """
 
 from __future__ import annotations
@@ -33,13 +45,18 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from actiontrace._journal import Journal, ReplayCursor, actions_in
 from actiontrace._record import FlowPart
 
 __all__ = ["Buffer", "WriterStats"]
 
 log = logging.getLogger("actiontrace")
+
+RESCAN_EVERY = 60.0  # seconds between looks for journals that other processes left behind
+LOCKED_RESCAN = 2.0  # ... when one was locked by another process at the last look
 
 
 class _Flush:
@@ -56,9 +73,10 @@ class WriterStats(dict[str, Any]):
 
 
 class _RateLimitedWarning:
-    def __init__(self, every: float) -> None:
+    def __init__(self, every: float, level: int = logging.WARNING) -> None:
         self.every = every
-        self.last = 0.0
+        self.level = level
+        self.last = -every
         self.suppressed = 0
 
     def __call__(self, msg: str, *args: Any) -> None:
@@ -66,7 +84,7 @@ class _RateLimitedWarning:
         if now - self.last >= self.every:
             if self.suppressed:
                 msg += f" ({self.suppressed} similar warnings suppressed)"
-            log.warning(msg, *args)
+            log.log(self.level, msg, *args)
             self.last, self.suppressed = now, 0
         else:
             self.suppressed += 1
@@ -76,7 +94,22 @@ _BUFFERS: weakref.WeakSet[Buffer] = weakref.WeakSet()
 
 
 class Buffer:
-    """Bounded queue of ended flow parts plus the thread that writes them."""
+    """Bounded queue of ended flow parts plus the thread that writes them.
+
+    Args:
+        write: stores a batch of parts (one transaction); raises on failure.
+        is_transient: whether a write error may go away by itself (retry, spill).
+        max_queue: actions that may wait in memory before ``put`` waits, then drops.
+        batch_size: actions per write.
+        flush_interval: seconds the writer sleeps when idle.
+        full_wait: seconds ``put`` waits for room when the queue is full.
+        recent: how many recently written flows to keep (the tracer's LRU).
+        describe_error: one line for an error (passwords masked).
+        journal: the overflow journal, or None to keep everything in memory.
+        spill_at: backlog (actions) beyond which an unavailable storage's batches go
+            to the journal at once (default ``max_queue // 2``).
+        spill_after: seconds of outage after which every batch goes to the journal.
+    """
 
     def __init__(
         self,
@@ -89,6 +122,9 @@ class Buffer:
         full_wait: float = 0.05,
         recent: int = 1_000,
         describe_error: Callable[[BaseException], str] = lambda exc: f"{type(exc).__name__}: {exc}",
+        journal: Journal | None = None,
+        spill_at: int | None = None,
+        spill_after: float = 1.0,
     ) -> None:
         self._write = write
         self._is_transient = is_transient
@@ -97,8 +133,13 @@ class Buffer:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.full_wait = full_wait
+        self.journal = journal
+        self.spill_at = max_queue // 2 if spill_at is None else spill_at
+        self.spill_after = spill_after
         self._recent_size = recent
         self._warn = _RateLimitedWarning(10.0)
+        self._warn_journal = _RateLimitedWarning(10.0)
+        self._warn_drop = _RateLimitedWarning(10.0, logging.ERROR)
         self._init_state()
         _BUFFERS.add(self)
 
@@ -107,16 +148,42 @@ class Buffer:
         self._wake = threading.Event()
         self._room = threading.Condition(threading.Lock())
         self._lock = threading.Lock()
+        # Held around every storage call: a fork waits (briefly) for the write in flight,
+        # so the child never inherits a half-done transaction (SQLite's per-process lock
+        # table would then refuse the child every write to that file).
+        self._io = threading.Lock()
+        self._io_held_for_fork = False
         self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._queued_actions = 0  # waiting in the queue; guarded by _lock
+        self._stopping = False  # the writer exits once the queue is empty
+        self._closing = False  # stop() is running: spill at once rather than wait
+        self._queued_actions = 0  # waiting in the queue or held by the writer; under _lock
+        self._held = 0  # actions of the batch the writer holds (counted in _queued_actions)
         self.recent: OrderedDict[int, list[FlowPart]] = OrderedDict()
         self.counters = {
             "recorded": 0, "written": 0, "dropped": 0, "retries": 0, "failed_batches": 0,
+            "unsampled": 0,  # actions of flows configure(sample_rate=...) left out
+            "journaled": 0, "replayed": 0, "journal_errors": 0, "torn_frames": 0,
         }
         self.last_error: str | None = None
+        # Storage health, shared by live batches and replays (writer thread only).
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._delay = 0.05
+        # Journal replay state (writer thread only).
+        self._own_files: dict[Path, int] = {}  # files this buffer spilled -> actions in them
+        self._own_pending = 0  # actions journaled by this buffer and not yet replayed
+        self._cursor: ReplayCursor | None = None
+        self._orphans: list[Path] = []
+        self._next_scan = 0.0  # 0: scan for other processes' journals at the next chance
+        self._waiting: list[_Flush] = []  # flushes that wait for our journal to be replayed
 
     # -- application side ---------------------------------------------------------------
+
+    def skip(self, part: FlowPart) -> None:
+        """Count an ended part that sampling leaves out (it is not written)."""
+        with self._lock:
+            self.counters["recorded"] += len(part.records)
+            self.counters["unsampled"] += len(part.records)
 
     def put(self, part: FlowPart) -> None:
         """Queue an ended part for writing. Never raises, never blocks for long."""
@@ -151,10 +218,11 @@ class Buffer:
         return self._queued_actions + n <= self.max_queue
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued before the call is written.
+        """Wait until everything queued before the call is in storage.
 
         Returns True when it all is; False on timeout, or when something queued since
-        the previous flush was dropped or could not be written. Never raises.
+        the previous flush was dropped, could not be written, or (while closing) went
+        to the journal only. Never raises.
         """
         try:
             marker = _Flush(self.counters["dropped"])
@@ -170,15 +238,24 @@ class Buffer:
             return False
 
     def stats(self) -> WriterStats:
-        """Snapshot of the counters, the backlog and the last write error."""
+        """Snapshot of the counters, the backlog, the journal and the last write error."""
         s = WriterStats(self.counters)
         s["queued"] = self._queued_actions
+        s["journal_pending"] = self._own_pending
+        s["storage_down"] = self._down_since is not None
         s["last_error"] = self.last_error
         s["writer_alive"] = self._thread is not None and self._thread.is_alive()
+        s["journal_dir"] = None if self.journal is None else str(self.journal.directory)
         return s
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Flush, then stop the writer thread. Returns whether all was written."""
+        """Flush, then stop the writer thread. Returns whether all was written.
+
+        If the storage is unavailable, what is queued goes to the journal (when there is
+        one) instead of waiting for it; the result is then False.
+        """
+        self._closing = True
+        self._wake.set()
         ok = self.flush(timeout)
         self._stopping = True
         self._wake.set()
@@ -187,7 +264,16 @@ class Buffer:
             thread.join(1.0 if timeout is None else min(timeout, 1.0))
             if not thread.is_alive():
                 self._thread = None  # a later put() or flush() starts a new writer
+                self._release_cursor()
+                if self.journal is not None:
+                    # Unlock our file: another tracer or process may replay it now.
+                    self.journal.close_current()
+        self._closing = False
         return ok
+
+    def busy(self) -> bool:
+        """Whether anything is queued, held by the writer, or journaled and not replayed."""
+        return bool(self._queue or self._queued_actions or self._own_pending)
 
     # -- writer side ----------------------------------------------------------------------
 
@@ -195,7 +281,7 @@ class Buffer:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
-            self._stopping = False
+            self._stopping = False  # (_closing stays: stop() may be what started us)
             self._thread = threading.Thread(
                 target=self._run, name="actiontrace-writer", daemon=True
             )
@@ -210,63 +296,164 @@ class Buffer:
             except BaseException as exc:
                 self.last_error = self._describe(exc)
                 log.exception("actiontrace: writer error")
+                time.sleep(0.05)  # never spin on a bug
             if self._stopping and not self._queue:
                 return
 
     def _drain(self) -> None:
+        while True:
+            progressed = False
+            if self._queue:
+                self._drain_batch()
+                progressed = True
+            if self._replay_ready():
+                progressed = self._replay_step() or progressed
+            if not progressed:
+                return
+
+    def _drain_batch(self) -> None:
+        batch: list[FlowPart] = []
+        size = 0
+        marker: _Flush | None = None
         queue = self._queue
-        while queue:
-            batch: list[FlowPart] = []
-            size = 0
-            marker: _Flush | None = None
-            with self._lock:
-                while queue and size < self.batch_size:
-                    item = queue.popleft()
-                    if isinstance(item, _Flush):
-                        marker = item
-                        break
-                    batch.append(item)
-                    size += len(item.records) or 1
-            lost = self._write_batch(batch) if batch else 0
+        with self._lock:
+            while queue and size < self.batch_size:
+                item = queue.popleft()
+                if isinstance(item, _Flush):
+                    marker = item
+                    break
+                batch.append(item)
+                size += len(item.records) or 1
+        self._held = size
+        lost = self._store(batch) if batch else 0
+        self._release_held()
+        if marker is None:
+            return
+        if lost or self.counters["dropped"] > marker.dropped_before:
+            marker.ok = False
+        if self._own_pending and not (self._closing and self._down_since is not None):
+            self._waiting.append(marker)  # set once our journal is replayed
+        else:
+            if self._own_pending:
+                marker.ok = False  # durable in the journal, not in storage
+            marker.event.set()
+
+    def _release_held(self) -> None:
+        # The batch the writer holds leaves the in-memory count: written, or encoded for
+        # the journal (its frame is a fraction of its size, and its fsync may take 100 ms
+        # on a busy disk: the application must not wait for that).
+        size, self._held = self._held, 0
+        if size:
             with self._lock:
                 self._queued_actions -= size
             with self._room:
                 self._room.notify_all()
-            if lost and marker is not None:
-                marker.ok = False
-            if marker is not None:
-                if self.counters["dropped"] > marker.dropped_before:
-                    marker.ok = False
-                marker.event.set()
 
-    def _write_batch(self, batch: list[FlowPart]) -> int:
-        """Write a batch, retrying; returns how many actions were lost."""
+    # storage health ----------------------------------------------------------------------
+
+    def _mark_down(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+        self._retry_at = now + self._delay
+        self._delay = min(self._delay * 2, 5.0)
+        self.counters["retries"] += 1
+        self.last_error = self._describe(exc)
+        if self._closing:
+            self._release_waiting(ok=False)  # exiting: our journal waits for the next run
+
+    def _mark_up(self) -> None:
+        if self._down_since is not None:
+            log.info("actiontrace: storage available again after %.1f s",
+                     time.monotonic() - self._down_since)
+            self._down_since = None
+            self._next_scan = 0.0
+        self._delay = 0.05
+        self._retry_at = 0.0
+
+    def _should_spill(self) -> bool:
+        if self.journal is None or self._down_since is None:
+            return False
+        return (
+            self._closing
+            or self._queued_actions > self.spill_at
+            or time.monotonic() - self._down_since >= self.spill_after
+        )
+
+    def _store(self, batch: list[FlowPart]) -> int:
+        """Write a batch (or journal it); returns how many actions were lost."""
+        attempts = 0  # failures that are not transient
+        outages = 0  # transient failures of this batch
         delay = 0.05
-        attempts = 0
         while True:
-            try:
-                self._write(batch)
-            except BaseException as exc:  # noqa: BLE001
-                attempts += 1
-                self.counters["retries"] += 1
-                self.last_error = self._describe(exc)
-                self._warn("actiontrace: writing %d flows failed (%s); retrying",
-                           len(batch), self.last_error)
-                if self._stopping and attempts >= 3:
-                    return self._give_up(batch)
-                if not self._is_transient(exc) and attempts >= 3:
-                    return self._write_one_by_one(batch)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self._written(batch)
-            return 0
+            if time.monotonic() >= self._retry_at:
+                try:
+                    with self._io:
+                        self._write(batch)
+                except BaseException as exc:  # noqa: BLE001 - nothing reaches the app
+                    if self._is_transient(exc):
+                        outages += 1
+                        self._mark_down(exc)
+                        self._warn("actiontrace: writing %d flows failed (%s); retrying",
+                                   len(batch), self.last_error)
+                    else:
+                        attempts += 1
+                        self.counters["retries"] += 1
+                        self.last_error = self._describe(exc)
+                        self._warn("actiontrace: writing %d flows failed (%s); retrying",
+                                   len(batch), self.last_error)
+                        if attempts >= 3:
+                            return self._write_one_by_one(batch)
+                        time.sleep(delay)
+                        delay *= 2
+                        continue
+                else:
+                    self._mark_up()
+                    self._written(batch)
+                    return 0
+            # The storage is unavailable.
+            if self._should_spill():
+                if self._spill(batch):
+                    return 0
+                return self._give_up(batch)  # the journal failed too
+            if self._stopping and outages >= 3:
+                return self._give_up(batch)  # exiting, nowhere to keep it
+            self._wait_retry()
+
+    def _wait_retry(self) -> None:
+        # Sleep until the next attempt, but look often: the backlog may cross spill_at,
+        # or stop() may begin, and either means spilling now.
+        while True:
+            left = self._retry_at - time.monotonic()
+            if left <= 0 or self._should_spill() or self._stopping:
+                return
+            self._wake.wait(min(left, 0.02))
+            self._wake.clear()
+
+    def _spill(self, batch: list[FlowPart]) -> bool:
+        assert self.journal is not None
+        n = actions_in(batch)
+        try:
+            data = self.journal.encode(batch)
+            self._release_held()
+            path, _size = self.journal.append_frame(data)
+        except Exception as exc:  # noqa: BLE001 - a failing journal must not stop the writer
+            self.counters["journal_errors"] += 1
+            self.last_error = f"journal: {type(exc).__name__}: {exc}"
+            self._warn_journal("actiontrace: cannot write the overflow journal in %s (%s)",
+                               self.journal.directory, self.last_error)
+            return False
+        self.counters["journaled"] += n
+        self._own_files[path] = self._own_files.get(path, 0) + n
+        self._own_pending += n
+        return True
 
     def _write_one_by_one(self, batch: list[FlowPart]) -> int:
         lost = 0
         for part in batch:
             try:
-                self._write([part])
+                with self._io:
+                    self._write([part])
             except BaseException as exc:  # noqa: BLE001
                 self.last_error = self._describe(exc)
                 lost += self._give_up([part])
@@ -274,15 +461,16 @@ class Buffer:
                 self._written([part])
         return lost
 
-    def _give_up(self, parts: list[FlowPart]) -> int:
-        n = sum(len(p.records) for p in parts)
+    def _give_up(self, parts: Sequence[FlowPart]) -> int:
+        n = actions_in(parts)
         self.counters["dropped"] += n
         self.counters["failed_batches"] += 1
-        log.error("actiontrace: could not write %d actions (%s); dropped", n, self.last_error)
+        self._warn_drop("actiontrace: could not write %d actions (%s); dropped", n,
+                        self.last_error)
         return n
 
     def _written(self, batch: list[FlowPart]) -> None:
-        self.counters["written"] += sum(len(p.records) for p in batch)
+        self.counters["written"] += actions_in(batch)
         recent = self.recent
         for part in batch:
             recent.setdefault(part.token, []).append(part)
@@ -290,9 +478,128 @@ class Buffer:
         while len(recent) > self._recent_size:
             recent.popitem(last=False)
 
+    # journal replay -------------------------------------------------------------------------
+
+    def _replay_ready(self) -> bool:
+        if self.journal is None or (self._down_since is not None and time.monotonic() < self._retry_at):
+            return False
+        if self._cursor is not None or self._own_files or self._orphans:
+            return True
+        if self._closing or self._stopping:
+            return False  # do not start on other processes' journals while exiting
+        if time.monotonic() >= self._next_scan:
+            self._next_scan = time.monotonic() + RESCAN_EVERY
+            self._orphans = self.journal.files()
+            return bool(self._orphans)
+        return False
+
+    def _replay_step(self) -> bool:
+        """Store one journal frame (or open/close a file). Returns whether it progressed."""
+        journal = self.journal
+        assert journal is not None
+        if self._cursor is None:
+            self._cursor = self._next_cursor()
+            if self._cursor is None:
+                return False
+        cursor = self._cursor
+        parts = cursor.next_frame()
+        if parts is None:  # end of the file (or a torn tail)
+            if cursor.torn_bytes:
+                self.counters["torn_frames"] += 1
+                log.warning("actiontrace: skipped a torn frame (%d bytes) at the end of %s",
+                            cursor.torn_bytes, cursor.path)
+            cursor.finish()
+            self._cursor = None
+            self._file_done(cursor.path)
+            return True
+        try:
+            with self._io:
+                self._write(parts)
+        except BaseException as exc:  # noqa: BLE001 - nothing reaches the app
+            if self._is_transient(exc):
+                self._mark_down(exc)
+                return False
+            self.last_error = self._describe(exc)
+            lost = self._write_one_by_one(parts)  # counts what fails as dropped
+            self.counters["written"] -= actions_in(parts) - lost
+            self.counters["replayed"] += actions_in(parts) - lost
+            cursor.stored()
+            return True
+        self._mark_up()
+        self.counters["replayed"] += actions_in(parts)
+        cursor.stored()
+        return True
+
+    def _next_cursor(self) -> ReplayCursor | None:
+        journal = self.journal
+        assert journal is not None
+        if journal.current is not None:
+            # The storage answers again: close our append file and replay it first.
+            own = journal.release_current()
+            if own is not None:
+                return own
+        while self._own_files:
+            path = next(iter(self._own_files))
+            cursor = journal.open_replay(path)
+            if cursor is not None:
+                cursor.own = True
+                return cursor
+            if not path.exists():
+                self._file_done(path)  # another process replayed it for us
+            else:
+                return None  # another process is replaying it: wait for it
+        while self._orphans:
+            path = self._orphans.pop(0)
+            cursor = journal.open_replay(path)
+            if cursor is not None:
+                return cursor
+            if path.exists():
+                # Held by another process: appending (alive) or replaying it. Look again
+                # soon, in case that process is about to exit or give up.
+                self._next_scan = min(self._next_scan, time.monotonic() + LOCKED_RESCAN)
+        return None
+
+    def _file_done(self, path: Path) -> None:
+        n = self._own_files.pop(path, 0)
+        self._own_pending -= n
+        if not self._own_files:
+            self._own_pending = 0
+            self._release_waiting(ok=True)
+
+    def _release_waiting(self, ok: bool) -> None:
+        waiting, self._waiting = self._waiting, []
+        for marker in waiting:
+            marker.ok = marker.ok and ok
+            marker.event.set()
+
+    def _release_cursor(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
+
+FORK_WAIT = 5.0  # seconds a fork waits for a write in flight before going ahead
+
+
+def _before_fork() -> None:
+    for buf in list(_BUFFERS):
+        if buf._thread is not None and threading.current_thread() is not buf._thread:
+            buf._io_held_for_fork = buf._io.acquire(timeout=FORK_WAIT)
+
+
+def _after_fork_in_parent() -> None:
+    for buf in list(_BUFFERS):
+        if buf._io_held_for_fork:
+            buf._io_held_for_fork = False
+            buf._io.release()
+
 
 def _after_fork_in_child() -> None:
     for buf in list(_BUFFERS):
+        if buf._cursor is not None:
+            buf._cursor.close()  # the parent's descriptor keeps its lock
+        if buf.journal is not None:
+            buf.journal.forget_after_fork()
         buf._init_state()
 
 
@@ -300,9 +607,12 @@ def _flush_all_at_exit() -> None:
     timeout = float(os.environ.get("ACTIONTRACE_EXIT_TIMEOUT", "10"))
     deadline = time.monotonic() + timeout
     for buf in list(_BUFFERS):
-        if buf._queue:
+        if buf.busy():
             buf.stop(max(deadline - time.monotonic(), 0.1))
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 atexit.register(_flush_all_at_exit)
