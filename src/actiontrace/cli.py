@@ -335,20 +335,25 @@ def _engine(url: str) -> Any:
     return make_engine(url)
 
 
+def _move_schema(obj: Context, step: str, rev: str) -> None:
+    """Run ``_migrate.upgrade`` or ``_migrate.downgrade`` to ``rev`` and say where it is."""
+    from actiontrace.storage import _migrate
+
+    engine = _engine(obj.url)
+    try:
+        getattr(_migrate, step)(engine, rev)
+        click.echo(f"actiontrace schema at {_migrate.current(engine) or 'base'}")
+    finally:
+        engine.dispose()
+
+
 @db.command()
 @click.argument("rev", default="head")
 @pass_ctx
 @friendly_errors
 def upgrade(obj: Context, rev: str) -> None:
     """Upgrade the schema to REV (default: head)."""
-    from actiontrace.storage import _migrate
-
-    engine = _engine(obj.url)
-    try:
-        _migrate.upgrade(engine, rev)
-        click.echo(f"actiontrace schema at {_migrate.current(engine) or 'base'}")
-    finally:
-        engine.dispose()
+    _move_schema(obj, "upgrade", rev)
 
 
 @db.command()
@@ -357,14 +362,7 @@ def upgrade(obj: Context, rev: str) -> None:
 @friendly_errors
 def downgrade(obj: Context, rev: str) -> None:
     """Downgrade the schema to REV (``base`` removes every actiontrace table)."""
-    from actiontrace.storage import _migrate
-
-    engine = _engine(obj.url)
-    try:
-        _migrate.downgrade(engine, rev)
-        click.echo(f"actiontrace schema at {_migrate.current(engine) or 'base'}")
-    finally:
-        engine.dispose()
+    _move_schema(obj, "downgrade", rev)
 
 
 @db.command()
