@@ -114,6 +114,20 @@ class Recorder:
         self._active[id(part)] = part
         return part
 
+    def _open_root(self, root: str, inputs: bytes) -> list[Any]:
+        """Open a new flow and record its root action, running; return the root record.
+
+        The root record is also the flow's top frame (see the layout above).
+        """
+        t0 = _ids.perf_ns()
+        ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
+        root_id = new_id(ts)
+        part = self._open(new_id(ts), root_id, ts)
+        rec = [split_root(root), root_id, None, t0, None, RUNNING, inputs, None,
+               part, None, None, None, None, 0]
+        part.records.append(rec)
+        return rec
+
     def _close(self, part: FlowPart) -> None:
         self._active.pop(id(part), None)
         # An unsampled flow was recorded all the same, so that one that holds an error
@@ -229,20 +243,12 @@ class flow:
         if not _Runtime.enabled:
             self._part = None
             return uuid.uuid4()
-        recorder = current_recorder()
         inputs = capture_value(self._inputs if self._inputs is not None else {}, settings.redactor)
-        t0 = _ids.perf_ns()
-        ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
-        token, root_id = new_id(ts), new_id(ts)
-        part = recorder._open(token, root_id, ts)
-        # The root record is also the flow's top frame.
-        self._rec = [split_root(self._root), root_id, None, t0, None, RUNNING, inputs, None,
-                     part, None, None, None, None, 0]
-        part.records.append(self._rec)
-        self._part = part
+        self._rec = current_recorder()._open_root(self._root, inputs)
+        self._part = self._rec[PART]
         self._prev = current_frame.get()
         self._reset = current_frame.set(self._rec)
-        return as_uuid(token)
+        return as_uuid(self._part.token)
 
     def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
         if self._part is None:  # recording was disabled when the block started

@@ -17,6 +17,7 @@ from actiontrace._context import (
     SYNC,
     TRIGGER,
     Recorder,
+    _as_int,
     current_frame,
     current_recorder,
 )
@@ -24,7 +25,7 @@ from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNot
 from actiontrace._ids import as_uuid, new_id
 from actiontrace._journal import open_journal
 from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
-from actiontrace._record import FlowPart, Named, split_root, to_trace
+from actiontrace._record import FlowPart, Named, to_trace
 from actiontrace._writer import Buffer, WriterStats
 from actiontrace.storage._base import TraceStorage
 from actiontrace.storage._memory import InMemoryTraceStorage
@@ -48,12 +49,7 @@ CAPTURE_OPTIONS = ("redact", "max_value_bytes")
 
 
 def _uuid(value: uuid.UUID | str, what: str = "id") -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise ValueError(f"{what} must be a UUID, got {value!r}") from None
+    return value if isinstance(value, uuid.UUID) else as_uuid(_as_int(value, what))
 
 
 class ActionTracer(Recorder):
@@ -129,17 +125,12 @@ class ActionTracer(Recorder):
 
         Prefer ``with flow(...)``, which cannot forget to end the flow.
         """
-        t0 = _ids.perf_ns()
-        ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
-        token, root_id = new_id(ts), new_id(ts)
-        part = self._open(token, root_id, ts)
-        rec = [split_root(root_action), root_id, None, t0, None, "running", b"{}", None,
-               part, None, None, None, None, 0]
-        part.records.append(rec)
+        rec = self._open_root(root_action, b"{}")
+        part = rec[PART]
         reset = current_frame.set(rec)
         with self._started_lock:
-            self._started.append((reset, current_frame.get(), rec, part))
-        return as_uuid(token)
+            self._started.append((reset, rec, rec, part))
+        return as_uuid(part.token)
 
     def end_flow(self) -> None:
         """End the flow the last ``start_flow`` in this context started, and store it."""
