@@ -463,7 +463,10 @@ class Buffer:
 
     def _give_up(self, parts: Sequence[FlowPart]) -> int:
         n = actions_in(parts)
-        self.counters["dropped"] += n
+        # put() bumps "dropped" on the application's threads under the same lock: without
+        # it, this read-modify-write could lose one of the two increments.
+        with self._lock:
+            self.counters["dropped"] += n
         self.counters["failed_batches"] += 1
         self._warn_drop("actiontrace: could not write %d actions (%s); dropped", n,
                         self.last_error)
