@@ -18,7 +18,7 @@ from logging.config import fileConfig
 import sqlalchemy as sa
 from alembic import context
 
-from actiontrace.storage._schema import VERSION_TABLE, metadata
+from actiontrace.storage._schema import VERSION_TABLE, for_dialect, metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:
@@ -34,6 +34,16 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
     return True
 
 
+def include_object_for(dialect: str) -> object:
+    """Leave out the model objects that exist on another dialect only."""
+
+    def include_object(obj: object, name: str | None, type_: str, reflected: bool,
+                       compare_to: object) -> bool:
+        return reflected or for_dialect(obj, dialect)
+
+    return include_object
+
+
 def _url() -> str:
     return os.environ.get("ACTIONTRACE_URL") or "sqlite:///actiontrace.db"
 
@@ -44,6 +54,7 @@ def _configure(connection: sa.Connection) -> None:
         target_metadata=target_metadata,
         version_table=VERSION_TABLE,
         include_name=include_name,
+        include_object=include_object_for(connection.dialect.name),
         # SQLite cannot ALTER most things: batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,

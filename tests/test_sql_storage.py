@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import actiontrace
 from actiontrace import ActionFilter, ConfigurationError, SqlAlchemyTraceStorage
@@ -255,3 +256,97 @@ class TestBulkPath:
             assert [r.action for r in storage.get_causal_chain(edge.to_action)] == ["req", "step", "step"]
         assert {depth for _, depth in storage.longest_chains(5)} == {3}
         tracer.shutdown()
+
+
+class TestInputValueIndex:
+    """SQLite's index of input values (migration 0004): added to in bulk by the writer,
+    the newest actions scanned; find_actions answers the same either way."""
+
+    @staticmethod
+    def _write(store: SqlAlchemyTraceStorage, n: int, start: int = 0) -> None:
+        from actiontrace._ids import new_id
+        from actiontrace._record import FlowPart, Named
+
+        for i in range(start, start + n):  # one action per batch
+            part = FlowPart(new_id(), None, 1_000 + i, "idx")
+            part.offset = 0
+            part.records.append([Named("idx::C", "act"), new_id(), None, (1_000 + i) * 1000,
+                                 1000, "ok", b'{"k":%d,"s":"v%d"}' % (i % 5, i % 3), b"null"])
+            store.write_parts([part])
+
+    @staticmethod
+    def _state(store: SqlAlchemyTraceStorage) -> tuple[int, int]:
+        with store.engine.connect() as conn:
+            indexed = conn.exec_driver_sql(
+                "SELECT count(DISTINCT action_id) FROM actiontrace_input_values").scalar()
+            start = conn.exec_driver_sql(
+                "SELECT coalesce(max(last_rowid), 0) FROM actiontrace_input_values_state"
+            ).scalar()
+        return int(indexed or 0), int(start or 0)
+
+    def _timestamps(self, store: SqlAlchemyTraceStorage, **wanted: Any) -> list[int]:
+        got = store.find_actions(ActionFilter(concept_uri="idx::C", action="act", inputs=wanted))
+        return [r.timestamp - 1_000 for r in got]
+
+    def test_indexed_and_newest_actions_are_both_found(self, tmp_path: Path) -> None:
+        store = SqlAlchemyTraceStorage(f"sqlite:///{tmp_path}/i.db")
+        store.input_index_every = 7
+        self._write(store, 30)
+        indexed, start = self._state(store)
+        assert indexed == 28 and start == 28  # four bulk additions of 7; 2 newest not yet
+        assert self._timestamps(store, k=3) == [3, 8, 13, 18, 23, 28]
+        assert self._timestamps(store, k=4, s="v2") == [14, 29]
+        assert self._timestamps(store, s="v0", k=0) == [0, 15]
+        store.close()
+
+    def test_renumbered_rowids_start_the_index_over(self, tmp_path: Path) -> None:
+        """If the state no longer names the action at its rowid (as after a VACUUM that
+        renumbered rows, which cannot be forced), queries scan everything and the next
+        bulk addition indexes every action again."""
+        store = SqlAlchemyTraceStorage(f"sqlite:///{tmp_path}/r.db")
+        store.input_index_every = 10
+        self._write(store, 20)
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM actiontrace_input_values WHERE action_id IN "
+                                 "(SELECT action_id FROM actiontrace_input_values LIMIT 10)")
+            conn.exec_driver_sql("UPDATE actiontrace_input_values_state SET last_id = NULL")
+        assert self._timestamps(store, k=1) == [1, 6, 11, 16]
+        self._write(store, 10, start=20)
+        assert self._state(store) == (21, 21)  # the first write after it indexed all 21
+        assert self._timestamps(store, k=1) == [1, 6, 11, 16, 21, 26]
+        store.close()
+
+    def test_migration_indexes_the_actions_already_stored(self, tmp_path: Path) -> None:
+        from actiontrace.storage import _migrate
+
+        url = f"sqlite:///{tmp_path}/m.db"
+        _migrate.upgrade(url, "0003")
+        old = SqlAlchemyTraceStorage(url)
+        old._ready = True  # write with the 0003 schema (this version's writer adds to 0004's)
+        old._sqlite_index_inputs = lambda cur: None  # type: ignore[method-assign]
+        self._write(old, 12)
+        old.close()
+        _migrate.upgrade(url)
+        store = SqlAlchemyTraceStorage(url)
+        assert self._state(store) == (12, 12)
+        assert self._timestamps(store, k=2) == [2, 7]
+        store.close()
+
+    def test_the_index_drives_the_query(self, tmp_path: Path) -> None:
+        """The plan looks values up in the index instead of walking the concept's actions."""
+        store = SqlAlchemyTraceStorage(f"sqlite:///{tmp_path}/p.db")
+        self._write(store, 3)
+        seen: list[tuple[str, Any]] = []
+
+        def keep(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+            seen.append((statement, params))
+
+        sa.event.listen(store.engine, "before_cursor_execute", keep)
+        self._timestamps(store, k=1)
+        statement, params = seen[-1]
+        with store.engine.connect() as conn:
+            plan = " | ".join(r[3] for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + statement, params))
+        assert "actiontrace_input_values USING PRIMARY KEY (key=? AND value=?)" in plan, plan
+        assert "ix_actiontrace_actions_concept" not in plan, plan
+        store.close()

@@ -299,6 +299,34 @@ class TestFindActions:
         assert names(n=2**70) == ["big"]
         assert names(nope=1) == []
 
+    def test_inputs_values_an_index_could_confuse(self, storage: Any) -> None:
+        """Strings that read as numbers, long strings sharing a prefix, equal numbers of
+        different types, across several batches: each finds exactly its own actions."""
+        long = "x" * 64
+        values = {
+            "str42": "42", "int42": 42, "sp42": " 42", "str1e5": "1e5", "int1e5": 100000,
+            "strnull": "null", "none": None, "longa": long + "a", "longb": long + "b",
+            "uni": "\u00e9" * 70, "f15": 1.5, "f2": 2.0, "i2": 2, "hex": "0x10", "i16": 16,
+            "negzero": -0.0, "zero": 0, "bigf": 2.0**60, "empty": "",
+        }
+        ids = {}
+        for i, (name, v) in enumerate(values.items()):
+            b = PartBuilder()  # one part, and one batch, each: later batches must be found too
+            ids[name] = b.add("in", name, 700 + i, inputs={"s": v})
+            storage.write_parts([b.part])
+        back = {u(v): k for k, v in ids.items()}
+
+        def names(v: Any) -> list[str]:
+            return [back[r.id] for r in storage.find_actions(ActionFilter(inputs={"s": v}))]
+
+        for name in ("str42", "int42", "sp42", "str1e5", "int1e5", "strnull", "none", "longa",
+                     "longb", "uni", "f15", "hex", "i16", "empty"):
+            assert names(values[name]) == [name], name
+        assert names(2) == names(2.0) == ["f2", "i2"]
+        assert names(0) == names(-0.0) == ["negzero", "zero"]
+        assert names(2**60) == ["bigf"]
+        assert names(long) == []
+
     def test_inputs_with_other_filters(self, storage: Any) -> None:
         """An inputs filter combines with concept, action and limit (recorded actions)."""
         tracer = record_into(storage)

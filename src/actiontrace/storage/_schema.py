@@ -4,7 +4,11 @@ Every table is prefixed ``actiontrace_`` so it never clashes with a host applica
 tables, and there are no foreign keys: parts of one flow arrive in any order, from any
 process. The Alembic migrations in ``migrations/versions`` must create exactly this
 (``tests/test_migrations.py`` fails when they drift apart). Revision 0001 created the
-first three tables; 0002 added ``actiontrace_log_events``; 0003 ``flows.sampled``.
+first three tables; 0002 added ``actiontrace_log_events``; 0003 ``flows.sampled``; 0004 the
+index of input values (a GIN index on PostgreSQL, ``actiontrace_input_values`` on SQLite).
+
+Objects that exist on one dialect only say so in ``info["dialect"]`` (and ``ddl_if``);
+``migrations/env.py``'s ``include_object`` leaves them out of the other's comparisons.
 """
 
 from __future__ import annotations
@@ -12,7 +16,17 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-__all__ = ["VERSION_TABLE", "actions", "edges", "flows", "log_events", "metadata"]
+__all__ = [
+    "VERSION_TABLE",
+    "actions",
+    "edges",
+    "flows",
+    "for_dialect",
+    "input_values",
+    "input_values_state",
+    "log_events",
+    "metadata",
+]
 
 VERSION_TABLE = "actiontrace_alembic_version"
 
@@ -69,7 +83,47 @@ actions = sa.Table(
     sa.Index("ix_actiontrace_actions_flow", "flow_token", "timestamp"),
     sa.Index("ix_actiontrace_actions_concept", "concept_uri", "action", "timestamp"),
     sa.Index("ix_actiontrace_actions_timestamp", "timestamp"),
+    # find_actions(inputs=...) on PostgreSQL: `inputs @> '{"k": v}'` is a GIN probe.
+    sa.Index(
+        "ix_actiontrace_actions_inputs", "inputs", postgresql_using="gin",
+        postgresql_ops={"inputs": "jsonb_path_ops"}, info={"dialect": "postgresql"},
+    ).ddl_if(dialect="postgresql"),
 )
+
+# find_actions(inputs=...) on SQLite, which has no index over JSON members: one row per
+# top-level scalar member of each action's inputs, added by the writer in SQL, in bulk
+# (_sql.py, _SQLITE_INPUT_VALUES; input_values_state says how far it reaches). ``value`` is the member as SQLite reads it (strings cut
+# to 64 characters, null as the text 'null'), in a NUMERIC column so 1 and 1.0 meet. It
+# only narrows the candidates: the exact JSON comparison still runs on each of them.
+input_values = sa.Table(
+    "actiontrace_input_values",
+    metadata,
+    sa.Column("key", sa.Text(), primary_key=True),
+    sa.Column("value", sa.Numeric(), primary_key=True),
+    sa.Column("action_id", sa.Uuid(), primary_key=True),
+    sqlite_with_rowid=False,
+    info={"dialect": "sqlite"},
+)
+
+
+# How far actiontrace_input_values reaches: the writer indexes actions in bulk, every
+# MERGE_ROWS actions (_sql.py), so the newest are not in it yet; queries scan those (the
+# actions above ``last_rowid``). ``last_id`` is the id of that action: if a VACUUM has
+# renumbered the rowids, it no longer matches, and both sides start again from rowid 0.
+input_values_state = sa.Table(
+    "actiontrace_input_values_state",
+    metadata,
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("last_rowid", sa.BigInteger(), nullable=False),
+    sa.Column("last_id", sa.Uuid(), nullable=True),
+    info={"dialect": "sqlite"},
+)
+
+
+def for_dialect(obj: object, dialect: str) -> bool:
+    """Whether schema object ``obj`` exists on ``dialect`` (see the module doc)."""
+    info = getattr(obj, "info", None) or {}
+    return info.get("dialect", dialect) == dialect
 
 edges = sa.Table(
     "actiontrace_edges",

@@ -1,9 +1,14 @@
 """``SqlAlchemyTraceStorage``: SQLite and PostgreSQL through SQLAlchemy Core.
 
-Writes bypass SQLAlchemy's statement layer: one transaction per batch, and the raw DBAPI
-cursor's ``executemany`` with precomputed parameter tuples (docs/performance.md:
-Core's executemany reached ~95k rows/s on SQLite where the raw cursor reaches ~135k).
-JSON documents are inserted as the text the recorder already encoded, never re-encoded.
+Writes bypass SQLAlchemy's statement layer: one transaction per batch, on the raw DBAPI
+cursor with precomputed parameters: multi-row INSERTs on SQLite, COPY into a temporary
+table on PostgreSQL (docs/performance.md: Core's executemany reached ~95k rows/s on
+SQLite where the raw cursor reaches ~135k, and multi-row statements more). JSON
+documents are inserted as the text the recorder already encoded, never re-encoded.
+
+Filtering by input values: a GIN index on PostgreSQL; on SQLite, which cannot index JSON
+members, a table of (key, value, action) that the writer fills in bulk
+(``_sqlite_index_inputs``), the newest actions being scanned until then.
 
 Queries are SQLAlchemy Core (or, for the recursive ones, dialect-specific SQL text) and
 every analyzer call is an SQL aggregate: nothing loads all traces into Python.
@@ -22,8 +27,10 @@ part per flow) costs one indexed scan.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
+import sqlite3
 import threading
 import uuid
 import weakref
@@ -53,7 +60,7 @@ from actiontrace._model import (
 )
 from actiontrace._record import ActionRow, FlowPart
 from actiontrace.storage._base import IdKind, TraceStorage, prefix_bounds
-from actiontrace.storage._schema import actions, edges, flows, log_events
+from actiontrace.storage._schema import actions, edges, flows, input_values, log_events
 
 __all__ = ["SqlAlchemyTraceStorage", "make_engine", "mask_url"]
 
@@ -251,6 +258,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
         self._ready = False
         self._ready_lock = threading.Lock()
         self._sql = _PG_SQL if self._pg else _SQLITE_SQL
+        self._sqlite_vars: int | None = None
         _STORAGES.add(self)
 
     def _after_fork_in_child(self) -> None:
@@ -385,24 +393,48 @@ class SqlAlchemyTraceStorage(TraceStorage):
         with self.engine.begin() as conn:
             cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
-                if pg and len(flow_rows) >= _PG_COPY_MIN:
-                    _pg_copy_upsert(cur, "flows", flow_rows)
+                if not pg:
+                    limit = self._max_vars(conn)
+                    _sqlite_insert(cur, "flow", flow_rows, limit)
+                    _sqlite_insert(cur, "action", action_rows, limit)
+                    self._sqlite_index_inputs(cur)
+                    _sqlite_insert(cur, "edge", edge_rows, limit)
+                    _sqlite_insert(cur, "log", log_rows, limit)
                 else:
-                    cur.executemany(sql["flow"], flow_rows)
-                if pg and len(action_rows) >= _PG_COPY_MIN:
-                    _pg_copy_upsert(cur, "actions", action_rows)
-                elif action_rows:
-                    cur.executemany(sql["action"], action_rows)
-                if pg and len(edge_rows) >= _PG_COPY_MIN:
-                    _pg_copy_upsert(cur, "edges", edge_rows)
-                elif edge_rows:
-                    cur.executemany(sql["edge"], edge_rows)
+                    for table, kind, rows_ in (("flows", "flow", flow_rows),
+                                               ("actions", "action", action_rows),
+                                               ("edges", "edge", edge_rows),
+                                               ("log_events", "log", log_rows)):
+                        if len(rows_) >= _PG_COPY_MIN and table in _PG_COPY:
+                            _pg_copy_upsert(cur, table, rows_)
+                        elif rows_:
+                            cur.executemany(sql[kind], rows_)
                 if foreign:
                     cur.executemany(sql["stale"], [(t,) for t in foreign])
-                if log_rows:
-                    cur.executemany(sql["log"], log_rows)
             finally:
                 cur.close()
+
+    # Actions are added to actiontrace_input_values in bulk, once this many have arrived
+    # since the last time: a B-tree keyed by value takes a page write per distinct value
+    # per transaction, so indexing each 5,000-action batch made SQLite's work 2.8x longer
+    # (docs/performance.md). Queries scan the (at most this many) newest actions instead.
+    input_index_every = 20_000
+
+    def _sqlite_index_inputs(self, cur: Any) -> None:
+        # Inside the write transaction (the inserts above took SQLite's write lock), so
+        # no other process moves the state or adds actions until commit.
+        top = cur.execute(_SQLITE_LAST_ROWID).fetchone()[0] or 0
+        start = cur.execute(_SQLITE_INDEX_START).fetchone()[0]
+        if top - start >= self.input_index_every:
+            cur.execute(_SQLITE_INPUT_VALUES, (start, top))
+            cur.execute(_SQLITE_SET_STATE, (top, top))
+
+    def _max_vars(self, conn: sa.Connection) -> int:
+        # Bound parameters one statement may hold: 32,766 since SQLite 3.32, 999 before.
+        if self._sqlite_vars is None:
+            raw = conn.connection.driver_connection
+            self._sqlite_vars = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        return self._sqlite_vars
 
     # -- reading helpers ---------------------------------------------------------------------
 
@@ -514,15 +546,25 @@ class SqlAlchemyTraceStorage(TraceStorage):
         """Actions matching ``filter``, oldest first (ties in recording order)."""
         a = actions.c
         stmt = self._select_actions()
+        concept, name = a.concept_uri, a.action
+        by_value = None
+        if filter.inputs and not self._pg and filter.flow_token is None:
+            by_value = _sqlite_by_value(filter.inputs)
+            if by_value is not None:
+                # The input-value index drives; the other filters are checked on its
+                # candidates. Without statistics, SQLite's planner would rather walk the
+                # concept index (75,000 actions of one concept/action at 1M), so those
+                # columns are kept out of its reach with a unary +.
+                concept, name = _unindexed(concept), _unindexed(name)
+                stmt = stmt.where(by_value)
         if filter.concept_uri is not None:
             c = filter.concept_uri
             # Exact, or a range scan over "c::..." (":;" is the next string after "::").
             stmt = stmt.where(sa.or_(
-                a.concept_uri == c,
-                sa.and_(a.concept_uri >= c + "::", a.concept_uri < c + ":;"),
+                concept == c, sa.and_(concept >= c + "::", concept < c + ":;"),
             ))
         if filter.action is not None:
-            stmt = stmt.where(a.action == filter.action)
+            stmt = stmt.where(name == filter.action)
         if filter.flow_token is not None:
             stmt = stmt.where(a.flow_token == filter.flow_token)
         if filter.time_range is not None:
@@ -539,9 +581,18 @@ class SqlAlchemyTraceStorage(TraceStorage):
         if self._pg:
             # Containment finds candidates; it is looser than equality for nested values
             # ({"a": {"x": 1, "y": 2}} contains {"a": {"x": 1}}), so those compare exactly.
-            doc = msgspec.json.encode(wanted).decode()
-            clauses = [col.op("@>", is_comparison=True)(sa.cast(sa.literal(doc, sa.Text), col.type))]
+            def contains(doc: Any) -> Any:
+                text = sa.literal(msgspec.json.encode(doc).decode(), sa.Text)
+                return col.op("@>", is_comparison=True)(sa.cast(text, col.type))
+
+            plain = {k: v for k, v in wanted.items() if _float_twin(v) is None}
+            clauses = [contains(plain)] if plain else []
             for k, v in wanted.items():
+                twin = _float_twin(v)
+                if twin is not None:
+                    # jsonb compares numbers as exact decimals, Python as binary floats:
+                    # 2**60 recorded as a float is stored 1.152921504606847e18.
+                    clauses.append(sa.or_(contains({k: v}), contains({k: twin})))
                 if isinstance(v, dict | list):
                     clauses.append(
                         col.op("->")(sa.literal(k, sa.Text))
@@ -550,13 +601,14 @@ class SqlAlchemyTraceStorage(TraceStorage):
             return clauses
         # A cheap necessary condition first: inputs are stored exactly as msgspec encodes
         # them (compact, deterministic escaping), so a record holding k == v contains the
-        # text '"k":<v>' (for a number, at least '"k":<int part>'). instr() rules out most
+        # text '"k":<v>' (for a number, at least '"k":'). instr() rules out most
         # rows before the JSON functions, which re-parse the document on every call,
         # run at all (docs/performance.md: 112 -> see there, at 1M actions).
         needles = [sa.func.instr(col, _needle(k, v)) > 0 for k, v in wanted.items()]
-        return [sa.and_(
+        clauses = [sa.and_(
             *needles, sa.func.json_type(col) == "object", _sqlite_match(col, wanted, True),
         )]
+        return clauses
 
     def find_producing_sync(self, action_id: uuid.UUID) -> str | None:
         """The synchronization of the action's earliest incoming edge, or None."""
@@ -677,9 +729,67 @@ def _needle(key: str, value: Any) -> str:
     head = msgspec.json.encode(key).decode() + ":"
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return head + msgspec.json.encode(value).decode()
-    if isinstance(value, int):
-        return head + str(value)  # also a prefix of the same number stored as a float
-    return head  # floats and containers: only the key is certain
+    return head  # numbers (2 may be stored as 2.0, 1e16 or -0.0) and containers: the key
+
+
+def _unindexed(col: Any) -> Any:
+    return sa.literal_column(f"+{col.table.name}.{col.name}", col.type)
+
+
+def _sqlite_by_value(wanted: dict[str, Any]) -> Any:
+    """The candidates for ``wanted`` from the input-value index, or None when no wanted
+    member can be looked up there: the actions it holds with one of the members, and the
+    newest actions, which it does not hold yet (a rowid range). The exact comparison
+    (``_inputs_clauses``) still decides."""
+    for k, v in wanted.items():
+        probe = _indexed_value(v)
+        if probe is not None:
+            iv = input_values.c
+            other = actions.alias("cand")
+            rowid = sa.literal_column("cand.rowid")
+            indexed = sa.select(rowid).select_from(other).where(other.c.id.in_(
+                sa.select(iv.action_id).where(iv.key == sa.literal(k, sa.Text), iv.value == probe)
+            ))
+            newest = sa.select(rowid).select_from(other).where(
+                rowid > sa.text(f"({_SQLITE_INDEX_START_EXPR})")
+            )
+            return sa.literal_column("actiontrace_actions.rowid").in_(
+                sa.union_all(indexed, newest)
+            )
+    return None
+
+
+def _float_twin(v: Any) -> Any:
+    """For a whole number beyond 2**53 that a float holds exactly, its other form."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or abs(v) < 2**53:
+        return None
+    if isinstance(v, float):
+        return int(v) if v.is_integer() else None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if f == v else None
+
+
+def _indexed_value(v: Any) -> Any:
+    """SQL for ``v`` as ``actiontrace_input_values.value`` holds it, or None when members
+    equal to ``v`` are not all in that index (containers, inexact numbers)."""
+    if v is None:
+        return sa.literal("null", sa.Text)
+    if isinstance(v, bool):
+        return sa.literal(int(v), sa.Integer)  # json_each reads true as 1
+    if isinstance(v, float):
+        # SQLite may round a decimal text differently from Python in the last place;
+        # whole numbers are exact either way.
+        if not (v.is_integer() and abs(v) < 2**53):
+            return None
+        v = int(v)
+    if isinstance(v, int):
+        return sa.literal(v, sa.Integer) if -(2**63) <= v < 2**63 else None
+    if isinstance(v, str):
+        return sa.func.substr(sa.literal(v, sa.Text), 1, 64)
+    return None
 
 
 def _sqlite_path(key: str) -> str | None:
@@ -807,16 +917,81 @@ def _pg_copy_upsert(cur: Any, table: str, rows: list[tuple[Any, ...]]) -> None:
     cur.execute(upsert.format(cols=cols, tmp=tmp))
 
 
+def _marks(n: int) -> str:
+    return "(" + ", ".join("?" * n) + ")"
+
+
+# SQLite: rows go in multi-row INSERTs of up to _SQLITE_ROWS rows. Python's sqlite3 lets
+# go of the GIL around each statement step; with executemany that is once per row, and
+# each time the writer must win the GIL back from the application thread (which holds it
+# for up to sys.getswitchinterval()), so the writer crawled while the application was
+# busy. One step per 200 rows does the same SQL work with 200 times fewer hand-overs, and
+# SQLite parses and plans the statement once per chunk (docs/performance.md).
+_SQLITE_ROWS = 200
+
+
+@functools.lru_cache(maxsize=32)
+def _sqlite_multi(kind: str, width: int, n_rows: int) -> str:
+    one = _SQLITE_SQL[kind]
+    marks = _marks(width)
+    return one.replace(f"VALUES {marks}", "VALUES " + ", ".join([marks] * n_rows), 1)
+
+
+def _sqlite_insert(cur: Any, kind: str, rows: list[tuple[Any, ...]], max_vars: int) -> None:
+    """Insert ``rows`` with ``kind``'s statement, in multi-row chunks."""
+    if not rows:
+        return
+    width = len(rows[0])
+    k = max(1, min(_SQLITE_ROWS, max_vars // width))
+    full = len(rows) - len(rows) % k
+    if k > 1 and full:
+        sql = _sqlite_multi(kind, width, k)
+        flat = [v for row in rows[:full] for v in row]
+        step = k * width
+        for i in range(0, len(flat), step):
+            cur.execute(sql, flat[i:i + step])
+    if full < len(rows):
+        cur.executemany(_SQLITE_SQL[kind], rows[full:])
+
+
+_SQLITE_LAST_ROWID = "SELECT max(rowid) FROM actiontrace_actions"
+# The input-value index (_schema.input_values) covers the actions up to this rowid; the
+# ones above it are scanned by queries. 0 when the state row is missing, or names an
+# action that is not at its rowid any more (a VACUUM renumbered them): everything over.
+_SQLITE_INDEX_START_EXPR = (
+    "coalesce((SELECT CASE WHEN s.last_id = (SELECT a.id FROM actiontrace_actions a "
+    "WHERE a.rowid = s.last_rowid) THEN s.last_rowid ELSE 0 END "
+    "FROM actiontrace_input_values_state s WHERE s.name = 'inputs'), 0)"
+)
+_SQLITE_INDEX_START = "SELECT " + _SQLITE_INDEX_START_EXPR
+# Index the actions in a rowid range, in one statement sorted by the index's key (one
+# pass over its pages; SQLite walks the JSON without the GIL). Migration 0004 holds the
+# same SQL for the actions stored before it.
+_SQLITE_INPUT_VALUES = (
+    "INSERT OR IGNORE INTO actiontrace_input_values (key, value, action_id) "
+    "SELECT j.key, CASE j.type WHEN 'text' THEN substr(j.atom, 1, 64) "
+    "WHEN 'null' THEN 'null' ELSE j.atom END, a.id "
+    "FROM actiontrace_actions a, json_each(a.inputs) j "
+    "WHERE a.rowid > ? AND a.rowid <= ? AND json_type(a.inputs) = 'object' "
+    "AND j.type NOT IN ('object', 'array') ORDER BY 1, 2, 3"
+)
+_SQLITE_SET_STATE = (
+    "INSERT INTO actiontrace_input_values_state (name, last_rowid, last_id) "
+    "VALUES ('inputs', ?, (SELECT id FROM actiontrace_actions WHERE rowid = ?)) "
+    "ON CONFLICT (name) DO UPDATE SET last_rowid = excluded.last_rowid, "
+    "last_id = excluded.last_id"
+)
+
 _ACTION_INSERT = (
     "INSERT INTO actiontrace_actions (id, flow_token, parent_id, concept_uri, action, "
-    '"timestamp", duration_us, status, inputs, outputs) VALUES ({values}) '
+    '"timestamp", duration_us, status, inputs, outputs) VALUES {values} '
     "ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
     "duration_us = excluded.duration_us, outputs = excluded.outputs "
     "WHERE actiontrace_actions.status = 'running'"
 )
 _FLOW_INSERT = (
     "INSERT INTO actiontrace_flows (flow_token, root_action_id, created_at, module, max_depth, "
-    "sampled) VALUES ({values}) ON CONFLICT (flow_token) DO UPDATE SET "
+    "sampled) VALUES {values} ON CONFLICT (flow_token) DO UPDATE SET "
     "sampled = actiontrace_flows.sampled AND excluded.sampled, "
     "root_action_id = COALESCE(excluded.root_action_id, actiontrace_flows.root_action_id), "
     "created_at = {least}(actiontrace_flows.created_at, excluded.created_at), "
@@ -824,11 +999,11 @@ _FLOW_INSERT = (
 )
 _EDGE_INSERT = (
     "INSERT INTO actiontrace_edges (from_action, to_action, synchronization, flow_token, "
-    "created_at) VALUES ({values}) ON CONFLICT DO NOTHING"
+    "created_at) VALUES {values} ON CONFLICT DO NOTHING"
 )
 _LOG_INSERT = (
     "INSERT INTO actiontrace_log_events (id, flow_token, action_id, \"timestamp\", level, "
-    "event, fields) VALUES ({values}) ON CONFLICT (id) DO NOTHING"
+    "event, fields) VALUES {values} ON CONFLICT (id) DO NOTHING"
 )
 _STALE = (
     "UPDATE actiontrace_flows SET max_depth = NULL WHERE flow_token = "
@@ -903,22 +1078,22 @@ _PG_PERF = (
 )
 
 _SQLITE_SQL = {
-    "action": _ACTION_INSERT.format(values=", ".join("?" * 10)),
-    "flow": _FLOW_INSERT.format(values="?, ?, ?, ?, ?, ?", least="min"),
-    "edge": _EDGE_INSERT.format(values="?, ?, ?, ?, ?"),
+    "action": _ACTION_INSERT.format(values=_marks(10)),
+    "flow": _FLOW_INSERT.format(values=_marks(6), least="min"),
+    "edge": _EDGE_INSERT.format(values=_marks(5)),
     "stale": _STALE.format(p="?"),
-    "log": _LOG_INSERT.format(values="?, ?, ?, ?, ?, ?, ?"),
+    "log": _LOG_INSERT.format(values=_marks(7)),
     "chain": _SQLITE_CHAIN,
     "depth": _SQLITE_DEPTH,
 }
 _PG_SQL = {
     "action": _ACTION_INSERT.format(
-        values="%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb"
+        values="(%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)"
     ),
-    "flow": _FLOW_INSERT.format(values="%s::uuid, %s::uuid, %s, %s, %s, %s", least="LEAST"),
-    "edge": _EDGE_INSERT.format(values="%s::uuid, %s::uuid, %s, %s::uuid, %s"),
+    "flow": _FLOW_INSERT.format(values="(%s::uuid, %s::uuid, %s, %s, %s, %s)", least="LEAST"),
+    "edge": _EDGE_INSERT.format(values="(%s::uuid, %s::uuid, %s, %s::uuid, %s)"),
     "stale": _STALE.format(p="%s::uuid"),
-    "log": _LOG_INSERT.format(values="%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s::jsonb"),
+    "log": _LOG_INSERT.format(values="(%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s::jsonb)"),
     "chain": _PG_CHAIN,
     "depth": _PG_DEPTH,
 }
