@@ -106,6 +106,20 @@ class JournalPart(FlowPart):
         """The stored rows, as they were when the part was journaled."""
         return iter(self.records)  # type: ignore[arg-type]
 
+    def sql_rows(self) -> tuple[list[tuple[Any, ...]], dict[int, str]]:
+        """The stored rows with hex ids (see ``FlowPart.sql_rows``)."""
+        hexes = {r[0]: r[0].to_bytes(16).hex() for r in self.records}
+        token = self.token.to_bytes(16).hex()
+        rows = [
+            (hexes[r[0]], token, None if r[2] is None else r[2].to_bytes(16).hex(), *r[3:])
+            for r in self.records
+        ]
+        return rows, hexes
+
+    def hex_id(self, any_id: int) -> str:
+        """Rows already hold full ids."""
+        return any_id.to_bytes(16).hex()
+
     @property
     def edges(self) -> list[tuple[int, int, str, int]]:
         """The stored edges ``(from_id, to_id, synchronization, created_us)``."""
