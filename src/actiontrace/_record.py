@@ -170,13 +170,7 @@ class FlowPart:
         get = full.get
         for r in records:
             spec = r[0]
-            inp, out = r[6], r[7]
-            if inp.find(b"{", 1) > 0 or len(inp) > limit:
-                inp = finish(inp, spec.redactor)
-            if out is None:
-                out = NULL
-            elif out.find(b"{") >= 0 or len(out) > limit:
-                out = finish(out, spec.redactor)
+            inp, out = _stored(r[6], r[7], spec, limit)
             parent = r[2]
             yield new(ActionRow, (
                 get(r[1], r[1]), token, None if parent is None else get(parent, parent),
@@ -211,12 +205,7 @@ class FlowPart:
             if parent is not None:
                 # A parent is recorded before its children: its hex is known by now.
                 parent = hexes.get(parent) or self.hex_id(parent)
-            if inp.find(b"{", 1) > 0 or len(inp) > limit:
-                inp = finish(inp, spec.redactor)
-            if res is None:
-                res = NULL
-            elif res.find(b"{") >= 0 or len(res) > limit:
-                res = finish(res, spec.redactor)
+            inp, res = _stored(inp, res, spec, limit)
             add((aid_hex, token, parent, spec.concept_uri, spec.name, (t0 + off) // 1000,
                  None if dur is None else dur // 1000, status, inp, res))
         return out, hexes
@@ -254,6 +243,20 @@ class FlowPart:
         copy.sampled = self.sampled
         copy.offset, copy.fixed = self.offset, self.fixed
         return copy
+
+
+def _stored(inp: bytes, out: bytes | None, spec: Any, limit: int) -> tuple[bytes, bytes]:
+    """Inputs and outputs as stored: nested secret keys redacted, oversized values cut.
+
+    Encodings without a nested mapping and within the limit are stored as they are.
+    """
+    if inp.find(b"{", 1) > 0 or len(inp) > limit:
+        inp = finish(inp, spec.redactor)
+    if out is None:
+        out = NULL
+    elif out.find(b"{") >= 0 or len(out) > limit:
+        out = finish(out, spec.redactor)
+    return inp, out
 
 
 def record_from_row(row: ActionRow, uuids: dict[int, uuid.UUID] | None = None) -> ActionRecord:
