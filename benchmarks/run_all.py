@@ -13,6 +13,8 @@ Sections (``--sections`` picks some), each in this one process unless said other
   separate flows, durable in SQLite: µs per request and requests/s.
 * async / threads: 200 concurrent tasks, 8 threads, in ns per action.
 * flow size: ns per call as flows grow, in memory and in SQLite.
+* throughput: actions/s into SQLite (and PostgreSQL), end to end (recorded, then
+  flushed) and through the writer alone, next to plain sqlite3 inserting the same rows.
 * store size: the queries of API.md §4 and the analyzer as one SQLite store grows.
 * memory: bytes per buffered action and the peak RSS with 1,000,000 actions waiting for
   a stalled writer (each in a fresh process, so the peak is its own).
@@ -40,9 +42,10 @@ import overhead
 import query_latency
 import report
 import seed_requests
+import sql_throughput
 from _suite import REPO, Row, machine, progress, summarize, timed
 
-SECTIONS = ("overhead", "requests", "concurrency", "flows", "store", "memory")
+SECTIONS = ("overhead", "requests", "concurrency", "flows", "throughput", "store", "memory")
 FULL_STORE = "10000,1000000,10000000"
 
 
@@ -59,6 +62,7 @@ class Plan:
     flow_sizes: tuple[int, ...] = (1, 10, 100, 1_000, 10_000)
     flow_n: int = 100_000
     flow_durable_n: int = 30_000
+    throughput_n: int = 100_000
     store_sizes: tuple[int, ...] = (10_000, 100_000)
     store_repeat: int = 20
     mem_actions: int = 100_000
@@ -71,7 +75,7 @@ QUICK = Plan(
     overhead=overhead.Config(n=10_000, durable_n=2_000, peer_n=1_000, logfire_n=1_000,
                              repeat=3, peers=True, logfire=False),
     requests=200, tasks=20, async_k=10, threads=4, thread_flows=2, thread_k=100,
-    flow_sizes=(1, 10, 100, 1_000), flow_n=5_000, flow_durable_n=2_000,
+    flow_sizes=(1, 10, 100, 1_000), flow_n=5_000, flow_durable_n=2_000, throughput_n=5_000,
     store_sizes=(1_000, 5_000), store_repeat=5,
     mem_actions=20_000, rss_actions=100_000, mem_repeat=1,
 )
@@ -181,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         with timed("flow size", timings):
             rows += flow_scaling.measure(list(plan.flow_sizes), plan.flow_n,
                                          plan.flow_durable_n, max(3, plan.repeat - 2))
+    if "throughput" in sections:
+        with timed("throughput", timings):
+            rows += sql_throughput.measure(plan.throughput_n, max(3, plan.repeat - 2))
     if "store" in sections:
         with timed("store size", timings):
             rows += store_rows(plan.store_sizes, plan.store_repeat)

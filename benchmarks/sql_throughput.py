@@ -8,9 +8,10 @@ Three figures per backend, medians of ``--runs`` runs, in actions per second:
   the background writer running, then ``flush()``: the wall time of both.
 * ``writer``: ``write_parts`` alone on the same parts, in the writer's batches (5,000
   actions, one transaction each) -- what the background thread sustains.
-* ``raw sqlite3``: the same action rows inserted with ``sqlite3`` ``executemany`` into
-  the same schema and indexes (WAL, synchronous=NORMAL), one transaction per 5,000: the
-  ceiling for SQLite on this machine.
+* ``raw sqlite3 executemany`` / ``raw sqlite3 multi-row``: the same action rows inserted
+  with plain ``sqlite3`` into the same schema and indexes (WAL, synchronous=NORMAL), one
+  transaction per 5,000, by ``executemany`` or by the writer's 200-row INSERTs: the
+  ceiling for SQLite on this machine (actions only: no flows, edges or input index).
 
 PostgreSQL is measured when ``ACTIONTRACE_TEST_PG_URL`` is set (in a throwaway schema).
 """
@@ -20,14 +21,12 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from _suite import pg_schema_url
+from _suite import Row, pg_schema_url, row_from
 
 import actiontrace
 from actiontrace import action, concept, flow
@@ -114,7 +113,7 @@ def writer_only(make: Callable[[], SqlAlchemyTraceStorage], parts: list[FlowPart
     return n / elapsed
 
 
-def raw_sqlite(path: str, parts: list[FlowPart]) -> float:
+def raw_sqlite(path: str, parts: list[FlowPart], multi: bool = False) -> float:
     upgrade(f"sqlite:///{path}")
     rows = [
         (f"{r.id:032x}", f"{r.flow_token:032x}",
@@ -127,14 +126,69 @@ def raw_sqlite(path: str, parts: list[FlowPart]) -> float:
     conn.execute("PRAGMA synchronous=NORMAL")
     sql = ("INSERT INTO actiontrace_actions (id, flow_token, parent_id, concept_uri, action, "
            '"timestamp", duration_us, status, inputs, outputs) VALUES (?,?,?,?,?,?,?,?,?,?)')
+    k = 200
+    many = sql.replace("VALUES (" + ",".join("?" * 10) + ")",
+                       "VALUES " + ", ".join(["(" + ",".join("?" * 10) + ")"] * k))
     t0 = time.perf_counter()
     for i in range(0, len(rows), BATCH):
         conn.execute("BEGIN")
-        conn.executemany(sql, rows[i:i + BATCH])
+        batch = rows[i:i + BATCH]
+        if multi:
+            full = len(batch) - len(batch) % k
+            flat = [v for row in batch[:full] for v in row]
+            for j in range(0, len(flat), 10 * k):
+                conn.execute(many, flat[j:j + 10 * k])
+            batch = batch[full:]
+        conn.executemany(sql, batch)
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0
     conn.close()
     return len(rows) / elapsed
+
+
+def measure(n: int, runs: int) -> list[Row]:
+    """The suite's rows (benchmarks/run_all.py): medians of ``runs`` runs of ``n`` actions."""
+    parts = collect_parts(n)
+    results: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        count = iter(range(10**9))
+
+        def fresh(tag: str) -> str:
+            return os.path.join(tmp, f"{tag}{next(count)}.db")
+
+        def sqlite_store() -> SqlAlchemyTraceStorage:
+            return SqlAlchemyTraceStorage(f"sqlite:///{fresh('w')}")
+
+        for _ in range(runs):  # interleaved, one run of each per round
+            for key, fn in (
+                (("SQLite", "end to end"), lambda: end_to_end(f"sqlite:///{fresh('e')}", n)),
+                (("SQLite", "writer"), lambda: writer_only(sqlite_store, parts)),
+                (("raw sqlite3", "executemany"), lambda: raw_sqlite(fresh("r"), parts)),
+                (("raw sqlite3", "multi-row"), lambda: raw_sqlite(fresh("m"), parts, True)),
+            ):
+                results.setdefault(key, []).append(fn())
+    base = os.environ.get("ACTIONTRACE_TEST_PG_URL")
+    if base:
+        for _ in range(runs):
+            for key, fn in (
+                (("PostgreSQL", "end to end"), lambda u: end_to_end(u, n)),
+                (("PostgreSQL", "writer"),
+                 lambda u: writer_only(lambda: SqlAlchemyTraceStorage(u), parts)),
+            ):
+                url, drop = pg_schema_url(base)
+                try:
+                    results.setdefault(key, []).append(fn(url))
+                finally:
+                    drop()
+    rows = []
+    for (backend, measure_), samples in results.items():
+        what = {"end to end": "recorded in flows of 10, then flush()",
+                "writer": "write_parts alone, batches of 5,000",
+                "executemany": "actions only, no actiontrace code",
+                "multi-row": "actions only, 200-row INSERTs"}[measure_]
+        rows.append(row_from("throughput", f"{backend}, {measure_}", samples, "actions/s",
+                             note=f"{what}; {n:,} actions per run"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,46 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--actions", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args(argv)
-    n, runs = args.actions, args.runs
-    print(f"actiontrace SQL write throughput: {n:,} actions per run, median of {runs} runs, "
-          f"flows of {FLOW_SIZE}, python {sys.version.split()[0]}, sqlite "
+    print(f"actiontrace SQL write throughput: {args.actions:,} actions per run, median of "
+          f"{args.runs} runs, flows of {FLOW_SIZE}, python {sys.version.split()[0]}, sqlite "
           f"{sqlite3.sqlite_version}, {os.cpu_count()} cpus")
-    parts = collect_parts(n)
-    results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        def fresh(tag: str) -> str:
-            fresh.i += 1  # type: ignore[attr-defined]
-            return os.path.join(tmp, f"{tag}{fresh.i}.db")  # type: ignore[attr-defined]
-        fresh.i = 0  # type: ignore[attr-defined]
-        results["sqlite"] = {
-            "end-to-end": statistics.median(
-                end_to_end(f"sqlite:///{fresh('e')}", n) for _ in range(runs)),
-            "writer": statistics.median(
-                writer_only(lambda: SqlAlchemyTraceStorage(f"sqlite:///{fresh('w')}"), parts)
-                for _ in range(runs)),
-            "raw sqlite3": statistics.median(raw_sqlite(fresh("r"), parts) for _ in range(runs)),
-        }
-    base = os.environ.get("ACTIONTRACE_TEST_PG_URL")
-    if base:
-        pg: dict[str, Any] = {}
-        e2e, wr = [], []
-        for _ in range(runs):
-            url, drop = pg_schema_url(base)
-            try:
-                e2e.append(end_to_end(url, n))
-            finally:
-                drop()
-            url, drop = pg_schema_url(base)
-            try:
-                wr.append(writer_only(lambda u=url: SqlAlchemyTraceStorage(u), parts))
-            finally:
-                drop()
-        pg["end-to-end"], pg["writer"] = statistics.median(e2e), statistics.median(wr)
-        results["postgresql"] = pg
-    print(f"{'backend':<12} {'measure':<12} {'actions/s':>12}")
-    for backend, figures in results.items():
-        for measure, value in figures.items():
-            print(f"{backend:<12} {measure:<12} {value:>12,.0f}")
+    print(f"{'measure':<36} {'actions/s':>12}")
+    for row in measure(args.actions, args.runs):
+        print(f"{row.case:<36} {row.value or 0:>12,.0f}")
 
 
 if __name__ == "__main__":
