@@ -8,7 +8,7 @@ PostgreSQL: a GIN index (jsonb_path_ops) on ``actiontrace_actions.inputs``, whic
 bulk).
 
 On a large PostgreSQL store the index build holds a lock that blocks writes while it
-runs (about 1 s per 100,000 actions); the writer keeps its backlog meanwhile.
+runs; the writer keeps its backlog meanwhile (docs/storage.md says how to avoid it).
 
 Revision ID: 0004
 Revises: 0003
@@ -29,12 +29,12 @@ depends_on: str | Sequence[str] | None = None
 
 # The writer's statement (storage/_sql.py, _SQLITE_INPUT_VALUES) over every stored action.
 _BACKFILL = (
-    "INSERT OR IGNORE INTO actiontrace_input_values (key, value, action_id) "
-    "SELECT j.key, CASE j.type WHEN 'text' THEN substr(j.atom, 1, 64) "
-    "WHEN 'null' THEN 'null' ELSE j.atom END, a.id "
+    "INSERT OR IGNORE INTO actiontrace_input_values (key, value, concept_uri, action, "
+    "action_id) SELECT j.key, CASE j.type WHEN 'text' THEN substr(j.atom, 1, 64) "
+    "WHEN 'null' THEN 'null' ELSE j.atom END, a.concept_uri, a.action, a.id "
     "FROM actiontrace_actions a, json_each(a.inputs) j "
     "WHERE json_type(a.inputs) = 'object' AND j.type NOT IN ('object', 'array') "
-    "ORDER BY 1, 2, 3"
+    "ORDER BY 1, 2, 3, 4, 5"
 )
 _STATE = (
     "INSERT INTO actiontrace_input_values_state (name, last_rowid, last_id) "
@@ -45,17 +45,23 @@ _STATE = (
 
 def upgrade() -> None:
     if op.get_context().dialect.name == "postgresql":
+        # IF NOT EXISTS: on a large store it can be built beforehand, CONCURRENTLY
+        # (docs/storage.md), which a migration's transaction cannot do.
         op.create_index(
             "ix_actiontrace_actions_inputs", "actiontrace_actions", ["inputs"],
             postgresql_using="gin", postgresql_ops={"inputs": "jsonb_path_ops"},
+            if_not_exists=True,
         )
         return
     op.create_table(
         "actiontrace_input_values",
         sa.Column("key", sa.Text(), nullable=False),
         sa.Column("value", sa.Numeric(), nullable=False),
+        sa.Column("concept_uri", sa.Text(), nullable=False),
+        sa.Column("action", sa.Text(), nullable=False),
         sa.Column("action_id", sa.Uuid(), nullable=False),
-        sa.PrimaryKeyConstraint("key", "value", "action_id", name="pk_actiontrace_input_values"),
+        sa.PrimaryKeyConstraint("key", "value", "concept_uri", "action", "action_id",
+                                name="pk_actiontrace_input_values"),
         sqlite_with_rowid=False,
     )
     op.create_table(

@@ -91,8 +91,9 @@ actions = sa.Table(
 )
 
 # find_actions(inputs=...) on SQLite, which has no index over JSON members: one row per
-# top-level scalar member of each action's inputs, added by the writer in SQL, in bulk
-# (_sql.py, _SQLITE_INPUT_VALUES; input_values_state says how far it reaches). ``value`` is the member as SQLite reads it (strings cut
+# top-level scalar member of each action's inputs, with the action's concept and name,
+# added by the writer in SQL, in bulk (_sql.py, _SQLITE_INPUT_VALUES; input_values_state
+# says how far it reaches). ``value`` is the member as SQLite reads it (strings cut
 # to 64 characters, null as the text 'null'), in a NUMERIC column so 1 and 1.0 meet. It
 # only narrows the candidates: the exact JSON comparison still runs on each of them.
 input_values = sa.Table(
@@ -100,6 +101,10 @@ input_values = sa.Table(
     metadata,
     sa.Column("key", sa.Text(), primary_key=True),
     sa.Column("value", sa.Numeric(), primary_key=True),
+    # The concept and action narrow a lookup before any action row is read: at 10M
+    # actions a value shared by 9,000 actions of all concepts cost 434 ms without them.
+    sa.Column("concept_uri", sa.Text(), primary_key=True),
+    sa.Column("action", sa.Text(), primary_key=True),
     sa.Column("action_id", sa.Uuid(), primary_key=True),
     sqlite_with_rowid=False,
     info={"dialect": "sqlite"},

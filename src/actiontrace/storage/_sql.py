@@ -561,7 +561,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
         concept, name = a.concept_uri, a.action
         by_value = None
         if filter.inputs and not self._pg and filter.flow_token is None:
-            by_value = _sqlite_by_value(filter.inputs)
+            by_value = _sqlite_by_value(filter.inputs, filter.concept_uri, filter.action)
             if by_value is not None:
                 # The input-value index drives; the other filters are checked on its
                 # candidates. Without statistics, SQLite's planner would rather walk the
@@ -748,20 +748,27 @@ def _unindexed(col: Any) -> Any:
     return sa.literal_column(f"+{col.table.name}.{col.name}", col.type)
 
 
-def _sqlite_by_value(wanted: dict[str, Any]) -> Any:
+def _sqlite_by_value(wanted: dict[str, Any], concept: str | None, name: str | None) -> Any:
     """The candidates for ``wanted`` from the input-value index, or None when no wanted
-    member can be looked up there: the actions it holds with one of the members, and the
-    newest actions, which it does not hold yet (a rowid range). The exact comparison
-    (``_inputs_clauses``) still decides."""
+    member can be looked up there: the actions it holds with one of the members (and the
+    concept and action asked for), and the newest actions, which it does not hold yet (a
+    rowid range). The exact comparison (``_inputs_clauses``) still decides."""
     for k, v in wanted.items():
         probe = _indexed_value(v)
         if probe is not None:
             iv = input_values.c
+            lookup = sa.select(iv.action_id).where(
+                iv.key == sa.literal(k, sa.Text), iv.value == probe)
+            if concept is not None:
+                lookup = lookup.where(sa.or_(
+                    iv.concept_uri == concept,
+                    sa.and_(iv.concept_uri >= concept + "::", iv.concept_uri < concept + ":;"),
+                ))
+            if name is not None:
+                lookup = lookup.where(iv.action == name)
             other = actions.alias("cand")
             rowid = sa.literal_column("cand.rowid")
-            indexed = sa.select(rowid).select_from(other).where(other.c.id.in_(
-                sa.select(iv.action_id).where(iv.key == sa.literal(k, sa.Text), iv.value == probe)
-            ))
+            indexed = sa.select(rowid).select_from(other).where(other.c.id.in_(lookup))
             newest = sa.select(rowid).select_from(other).where(
                 rowid > sa.text(f"({_SQLITE_INDEX_START_EXPR})")
             )
@@ -1001,12 +1008,12 @@ _SQLITE_INDEX_START = "SELECT " + _SQLITE_INDEX_START_EXPR
 # pass over its pages; SQLite walks the JSON without the GIL). Migration 0004 holds the
 # same SQL for the actions stored before it.
 _SQLITE_INPUT_VALUES = (
-    "INSERT OR IGNORE INTO actiontrace_input_values (key, value, action_id) "
-    "SELECT j.key, CASE j.type WHEN 'text' THEN substr(j.atom, 1, 64) "
-    "WHEN 'null' THEN 'null' ELSE j.atom END, a.id "
+    "INSERT OR IGNORE INTO actiontrace_input_values (key, value, concept_uri, action, "
+    "action_id) SELECT j.key, CASE j.type WHEN 'text' THEN substr(j.atom, 1, 64) "
+    "WHEN 'null' THEN 'null' ELSE j.atom END, a.concept_uri, a.action, a.id "
     "FROM actiontrace_actions a, json_each(a.inputs) j "
     "WHERE a.rowid > ? AND a.rowid <= ? AND json_type(a.inputs) = 'object' "
-    "AND j.type NOT IN ('object', 'array') ORDER BY 1, 2, 3"
+    "AND j.type NOT IN ('object', 'array') ORDER BY 1, 2, 3, 4, 5"
 )
 _SQLITE_SET_STATE = (
     "INSERT INTO actiontrace_input_values_state (name, last_rowid, last_id) "
