@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -354,14 +355,32 @@ def _reactions_to_run(  # type: ignore[no-untyped-def]
     for reaction in list(spec.reactions):
         if reaction.where is not None and not reaction.where(record):
             continue
-        if depth >= limit:
+        if depth >= limit or _stack_nearly_full():
+            why = (f"max_reaction_depth={limit}" if depth >= limit else
+                   f"the interpreter's stack (sys.getrecursionlimit()={sys.getrecursionlimit()})")
             error = ReactionLimitError(
-                f"declared reactions nested deeper than max_reaction_depth={limit} "
-                f"(at {reaction.name!r} reacting to {spec.key!r})"
+                f"declared reactions nested deeper than {why} "
+                f"(at {reaction.name!r} reacting to {spec.key!r}, depth {depth})"
             )
             _record_cut(part, rec, reaction.name, error)
             raise error
         yield reaction
+
+
+_STACK_MARGIN = 150  # frames kept free for recording the cut and unwinding
+
+
+def _stack_nearly_full() -> bool:
+    """Whether the stack is within _STACK_MARGIN frames of the recursion limit.
+
+    A max_reaction_depth above what the stack holds must still end in ReactionLimitError,
+    not RecursionError. Walking to that frame is O(depth), paid once per reaction.
+    """
+    try:
+        sys._getframe(max(0, sys.getrecursionlimit() - _STACK_MARGIN))
+    except ValueError:
+        return False
+    return True
 
 
 _LIMIT_SPEC = Named("actiontrace", "reaction_limit")
