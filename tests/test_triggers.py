@@ -592,7 +592,7 @@ def test_cut_cascade_leaves_an_error_record() -> None:
     with pytest.raises(ReactionLimitError):
         tick(0)  # no flow: the action starts its own
     (cut,) = tracer.find_actions(actiontrace.ActionFilter(concept_uri="actiontrace", action="reaction_limit"))
-    assert cut.status == "error" and cut.outputs["error_type"] == "actiontrace._exceptions.ReactionLimitError"
+    assert cut.status == "error" and cut.outputs["error_type"] == "actiontrace.ReactionLimitError"
     assert cut.inputs == {"synchronization": "Again", "limit": 3}
     assert tracer.find_producing_sync(cut.id) == "Again"
     chain = tracer.get_causal_chain(cut.id)

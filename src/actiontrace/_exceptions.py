@@ -50,3 +50,11 @@ class SchemaOutdated(StorageError):
 
 class ConfigurationError(ValueError):
     """A configuration value (URL, option, storage) is unusable."""
+
+
+# Named by the public module, where users import them from: a recorded error_type reads
+# "actiontrace.ReactionLimitError", and tracebacks and pickles name the public path.
+for _cls in (TraceNotFound, ActionNotFound, ReactionLimitError, StorageError, SchemaOutdated,
+             ConfigurationError):
+    _cls.__module__ = "actiontrace"
+del _cls
