@@ -29,12 +29,12 @@ depends_on: str | Sequence[str] | None = None
 
 # The writer's statement (storage/_sql.py, _SQLITE_INPUT_VALUES) over every stored action.
 _BACKFILL = (
-    "INSERT OR IGNORE INTO actiontrace_input_values (key, value, concept_uri, action, "
-    "action_id) SELECT j.key, CASE j.type WHEN 'text' THEN substr(j.atom, 1, 64) "
-    "WHEN 'null' THEN 'null' ELSE j.atom END, a.concept_uri, a.action, a.id "
+    "INSERT OR IGNORE INTO actiontrace_input_values (key, value, action_id, concept_uri, "
+    "action) SELECT j.key, CASE j.type WHEN 'text' THEN substr(j.atom, 1, 64) "
+    "WHEN 'null' THEN 'null' ELSE j.atom END, a.id, a.concept_uri, a.action "
     "FROM actiontrace_actions a, json_each(a.inputs) j "
     "WHERE json_type(a.inputs) = 'object' AND j.type NOT IN ('object', 'array') "
-    "ORDER BY 1, 2, 3, 4, 5"
+    "ORDER BY 1, 2, 3"
 )
 _STATE = (
     "INSERT INTO actiontrace_input_values_state (name, last_rowid, last_id) "
@@ -57,11 +57,10 @@ def upgrade() -> None:
         "actiontrace_input_values",
         sa.Column("key", sa.Text(), nullable=False),
         sa.Column("value", sa.Numeric(), nullable=False),
+        sa.Column("action_id", sa.Uuid(), nullable=False),
         sa.Column("concept_uri", sa.Text(), nullable=False),
         sa.Column("action", sa.Text(), nullable=False),
-        sa.Column("action_id", sa.Uuid(), nullable=False),
-        sa.PrimaryKeyConstraint("key", "value", "concept_uri", "action", "action_id",
-                                name="pk_actiontrace_input_values"),
+        sa.PrimaryKeyConstraint("key", "value", "action_id", name="pk_actiontrace_input_values"),
         sqlite_with_rowid=False,
     )
     op.create_table(

@@ -1008,12 +1008,12 @@ _SQLITE_INDEX_START = "SELECT " + _SQLITE_INDEX_START_EXPR
 # pass over its pages; SQLite walks the JSON without the GIL). Migration 0004 holds the
 # same SQL for the actions stored before it.
 _SQLITE_INPUT_VALUES = (
-    "INSERT OR IGNORE INTO actiontrace_input_values (key, value, concept_uri, action, "
-    "action_id) SELECT j.key, CASE j.type WHEN 'text' THEN substr(j.atom, 1, 64) "
-    "WHEN 'null' THEN 'null' ELSE j.atom END, a.concept_uri, a.action, a.id "
+    "INSERT OR IGNORE INTO actiontrace_input_values (key, value, action_id, concept_uri, "
+    "action) SELECT j.key, CASE j.type WHEN 'text' THEN substr(j.atom, 1, 64) "
+    "WHEN 'null' THEN 'null' ELSE j.atom END, a.id, a.concept_uri, a.action "
     "FROM actiontrace_actions a, json_each(a.inputs) j "
     "WHERE a.rowid > ? AND a.rowid <= ? AND json_type(a.inputs) = 'object' "
-    "AND j.type NOT IN ('object', 'array') ORDER BY 1, 2, 3, 4, 5"
+    "AND j.type NOT IN ('object', 'array') ORDER BY 1, 2, 3"
 )
 _SQLITE_SET_STATE = (
     "INSERT INTO actiontrace_input_values_state (name, last_rowid, last_id) "
