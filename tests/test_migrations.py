@@ -297,3 +297,23 @@ def test_alembic_upgrade_from_checkout(tmp_path: Path) -> None:
     res = subprocess.run([str(BIN / "alembic"), "current"], cwd=REPO, capture_output=True,
                          text=True, timeout=120, check=False, env={**os.environ, "ACTIONTRACE_URL": url})
     assert res.returncode == 0 and _migrate.head() in res.stdout
+
+
+def test_head_constant_is_alembics_head() -> None:
+    """_migrate.HEAD (the fast check on first use) names the newest migration."""
+    assert _migrate.head() == _migrate.HEAD
+
+
+def test_first_use_at_head_does_not_import_alembic(tmp_path: Path) -> None:
+    """A store already at head is opened and queried without importing Alembic."""
+    url = f"sqlite:///{tmp_path}/h.db"
+    _migrate.upgrade(url)
+    code = (
+        "import sys\n"
+        "from actiontrace import ActionFilter, SqlAlchemyTraceStorage\n"
+        f"SqlAlchemyTraceStorage({url!r}).find_actions(ActionFilter())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "False"
