@@ -32,7 +32,13 @@ ENDINGS = {
     "sys.exit": ("sys.exit(3)", {3}),
     "exception": ("raise RuntimeError('boom')", {1}),
     # A real SIGINT (Ctrl-C): KeyboardInterrupt unwinds main; exit status 1 or -SIGINT.
-    "KeyboardInterrupt": ("os.kill(os.getpid(), signal.SIGINT); signal.pause()", {1, -2, 130}),
+    # Python's own handler first: a child started from a background job inherits SIGINT
+    # ignored (bash does that to `cmd &`), and then it would wait in pause() forever.
+    "KeyboardInterrupt": (
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "os.kill(os.getpid(), signal.SIGINT); signal.pause()",
+        {1, -2, 130},
+    ),
 }
 
 
