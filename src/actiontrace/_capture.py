@@ -236,8 +236,8 @@ def capture_value(value: Any, redactor: Redactor) -> bytes:
             data = encode(_sanitize(value, 0, set()))
         except BaseException:  # noqa: BLE001 - hostile values may raise anything
             data = encode(_safe_repr(value))
-    if data.find(b"{") >= 0 or len(data) > settings.max_value_bytes:
-        data = finish(data, redactor)
+    if (data.find(b"{") >= 0 and data != b"{}") or len(data) > settings.max_value_bytes:
+        data = finish(data, redactor)  # (a flow's root has inputs {} unless given some)
     return data
 
 
