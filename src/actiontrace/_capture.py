@@ -87,6 +87,7 @@ _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 encode: Callable[[Any], bytes] = _encoder.encode
 decode: Callable[[bytes | str], Any] = msgspec.json.Decoder().decode
 NULL = b"null"
+EMPTY = b"{}"  # the inputs of a root given none: nothing to redact or cut
 
 
 class Redactor:
@@ -236,8 +237,8 @@ def capture_value(value: Any, redactor: Redactor) -> bytes:
             data = encode(_sanitize(value, 0, set()))
         except BaseException:  # noqa: BLE001 - hostile values may raise anything
             data = encode(_safe_repr(value))
-    if (data.find(b"{") >= 0 and data != b"{}") or len(data) > settings.max_value_bytes:
-        data = finish(data, redactor)  # (a flow's root has inputs {} unless given some)
+    if data.find(b"{") >= 0 or len(data) > settings.max_value_bytes:
+        data = finish(data, redactor)
     return data
 
 

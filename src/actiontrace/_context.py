@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from actiontrace import _ids
-from actiontrace._capture import NULL, capture_error, capture_value, settings
+from actiontrace._capture import EMPTY, NULL, capture_error, capture_value, settings
 from actiontrace._ids import as_uuid, new_id, now_us
 from actiontrace._record import RUNNING, FlowPart, split_root
 
@@ -243,7 +243,7 @@ class flow:
         if not _Runtime.enabled:
             self._part = None
             return uuid.uuid4()
-        inputs = capture_value(self._inputs if self._inputs is not None else {}, settings.redactor)
+        inputs = EMPTY if self._inputs is None else capture_value(self._inputs, settings.redactor)
         self._rec = current_recorder()._open_root(self._root, inputs)
         self._part = self._rec[PART]
         self._prev = current_frame.get()

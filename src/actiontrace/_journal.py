@@ -116,10 +116,6 @@ class JournalPart(FlowPart):
         ]
         return rows, hexes
 
-    def hex_id(self, any_id: int) -> str:
-        """Rows already hold full ids."""
-        return any_id.to_bytes(16).hex()
-
     @property
     def edges(self) -> list[tuple[int, int, str, int]]:
         """The stored edges ``(from_id, to_id, synchronization, created_us)``."""

@@ -185,34 +185,29 @@ class FlowPart:
         writer, which pays for every step here while the application waits for the GIL:
         rows are ``(id, flow_token, parent_id, concept_uri, action, timestamp_us,
         duration_us, status, inputs, outputs)`` with ids as 32 hex digits and the JSON
-        documents as bytes; the map takes every id of the part (local ones included) to
-        its hex, for the edges.
+        documents as bytes; the map takes the full id of every action of the part to its
+        hex, for the edges (``edges`` gives full ids).
         """
-        off, fixed, mask = self.offset, self.fixed, _ids.COUNTER_MASK
+        off = self.offset
         limit = settings.max_value_bytes
         token = self.token.to_bytes(16).hex()
+        records = list(self.records)
+        get = self._id_map().get  # kept for ``edges``, which need the same map
         hexes: dict[int, str] = {}
         out: list[tuple[Any, ...]] = []
         add = out.append
-        for r in list(self.records):
+        for r in records:
             spec, aid, parent, t0, dur, status, inp, res = r[:8]
-            if aid < LOCAL_LIMIT:
-                aid_hex = hexes[aid] = (
-                    ((((t0 + off) // 1_000_000) << 80) | fixed | (aid & mask)).to_bytes(16).hex()
-                )
-            else:
-                aid_hex = hexes[aid] = aid.to_bytes(16).hex()
+            aid = get(aid, aid)
+            aid_hex = hexes[aid] = aid.to_bytes(16).hex()
             if parent is not None:
                 # A parent is recorded before its children: its hex is known by now.
-                parent = hexes.get(parent) or self.hex_id(parent)
+                parent = get(parent, parent)
+                parent = hexes.get(parent) or parent.to_bytes(16).hex()
             inp, res = _stored(inp, res, spec, limit)
             add((aid_hex, token, parent, spec.concept_uri, spec.name, (t0 + off) // 1000,
                  None if dur is None else dur // 1000, status, inp, res))
         return out, hexes
-
-    def hex_id(self, any_id: int) -> str:
-        """32 hex digits of an id of this part (local or full)."""
-        return self._id_map().get(any_id, any_id).to_bytes(16).hex()
 
     @property
     def edges(self) -> list[tuple[int, int, str, int]]:

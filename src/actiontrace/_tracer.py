@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from actiontrace import _capture, _context, _ids
-from actiontrace._capture import NULL, capture_value, settings
+from actiontrace._capture import EMPTY, NULL, capture_value, settings
 from actiontrace._context import (
     ID,
     LAST,
@@ -167,7 +167,7 @@ class ActionTracer(Recorder):
         redactor = settings.redactor
         rec = [
             Named(concept_uri, action), aid, None, t0, 0, "ok",
-            capture_value({} if inputs is None else inputs, redactor),
+            EMPTY if inputs is None else capture_value(inputs, redactor),
             capture_value(outputs, redactor),
         ]
         if frame is None:

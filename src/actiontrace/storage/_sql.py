@@ -1,8 +1,8 @@
 """``SqlAlchemyTraceStorage``: SQLite and PostgreSQL through SQLAlchemy Core.
 
 Writes bypass SQLAlchemy's statement layer: one transaction per batch, on the raw DBAPI
-cursor with precomputed parameters: multi-row INSERTs on SQLite, COPY into a temporary
-table on PostgreSQL (docs/performance.md: Core's executemany reached ~95k rows/s on
+cursor with precomputed parameters: multi-row INSERTs on SQLite, COPY on PostgreSQL
+(docs/performance.md: Core's executemany reached ~95k rows/s on
 SQLite where the raw cursor reaches ~135k, and multi-row statements more). JSON
 documents are inserted as the text the recorder already encoded, never re-encoded.
 
@@ -182,9 +182,6 @@ def _pg_text(s: str) -> str:
 
 
 # -- write-time depth ---------------------------------------------------------------------------
-
-
-_MISSING: Any = object()
 
 
 def _hexid(value: int) -> str:
@@ -570,11 +567,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
                 concept, name = _unindexed(concept), _unindexed(name)
                 stmt = stmt.where(by_value)
         if filter.concept_uri is not None:
-            c = filter.concept_uri
-            # Exact, or a range scan over "c::..." (":;" is the next string after "::").
-            stmt = stmt.where(sa.or_(
-                concept == c, sa.and_(concept >= c + "::", concept < c + ":;"),
-            ))
+            stmt = stmt.where(_concept_is(concept, filter.concept_uri))
         if filter.action is not None:
             stmt = stmt.where(name == filter.action)
         if filter.flow_token is not None:
@@ -617,10 +610,9 @@ class SqlAlchemyTraceStorage(TraceStorage):
         # rows before the JSON functions, which re-parse the document on every call,
         # run at all (docs/performance.md: 112 -> see there, at 1M actions).
         needles = [sa.func.instr(col, _needle(k, v)) > 0 for k, v in wanted.items()]
-        clauses = [sa.and_(
+        return [sa.and_(
             *needles, sa.func.json_type(col) == "object", _sqlite_match(col, wanted, True),
         )]
-        return clauses
 
     def find_producing_sync(self, action_id: uuid.UUID) -> str | None:
         """The synchronization of the action's earliest incoming edge, or None."""
@@ -744,6 +736,12 @@ def _needle(key: str, value: Any) -> str:
     return head  # numbers (2 may be stored as 2.0, 1e16 or -0.0) and containers: the key
 
 
+def _concept_is(col: Any, concept: str) -> Any:
+    """``concept`` exactly, or a concept below it: a range scan over "concept::..."
+    (":;" is the next string after "::")."""
+    return sa.or_(col == concept, sa.and_(col >= concept + "::", col < concept + ":;"))
+
+
 def _unindexed(col: Any) -> Any:
     return sa.literal_column(f"+{col.table.name}.{col.name}", col.type)
 
@@ -760,10 +758,7 @@ def _sqlite_by_value(wanted: dict[str, Any], concept: str | None, name: str | No
             lookup = sa.select(iv.action_id).where(
                 iv.key == sa.literal(k, sa.Text), iv.value == probe)
             if concept is not None:
-                lookup = lookup.where(sa.or_(
-                    iv.concept_uri == concept,
-                    sa.and_(iv.concept_uri >= concept + "::", iv.concept_uri < concept + ":;"),
-                ))
+                lookup = lookup.where(_concept_is(iv.concept_uri, concept))
             if name is not None:
                 lookup = lookup.where(iv.action == name)
             other = actions.alias("cand")
@@ -925,7 +920,7 @@ _PG_COPY = {
 # a lost commit acknowledgement) or an action stored running (update merges) conflicts,
 # and then the savepoint is rolled back and the batch upserted through the temporary
 # table. Straight in, each row is written once instead of twice, and no sort runs for
-# DISTINCT ON: the writer's wait on the server went down by ~40% (docs/performance.md).
+# DISTINCT ON: the writer's wait on the server went down by ~30% (docs/performance.md).
 _PG_DIRECT = ("actions", "edges")
 
 
