@@ -40,13 +40,12 @@ from actiontrace._capture import (
 from actiontrace._context import (
     DEPTH,
     ID,
-    LAST,
     OWNER,
     PART,
     TRIGGER,
     base_frame,
-    current_frame,
     current_recorder,
+    frame_var,
     on_change,
     recording_enabled,
     sync_frame,
@@ -158,9 +157,8 @@ _HOT: dict[str, Any] = {}
 def _refresh_hot() -> None:
     _HOT.update(
         _at_disabled=not recording_enabled(),
-        _at_get=current_frame.get,
-        _at_set=current_frame.set,
-        _at_reset=current_frame.reset,
+        _at_get=frame_var.get,
+        _at_set=frame_var.set,
         _at_perf=_ids.perf_ns,
         _at_next=_ids.local_counter.__next__,
         _at_encode=encode,
@@ -181,6 +179,11 @@ def _refresh_hot() -> None:
 # Callgrind counts (docs/performance.md) drove each choice: `b"{" in data` raised and
 # swallowed a TypeError per call (~1,800 instructions), `bytes.find` parses its
 # arguments the slow way (~700), and building a UUIDv7 int here cost ~750.
+# Concurrency (docs/concepts.md): the call ends by *setting* (enclosing frame, own id),
+# the context-local "most recently completed", where it used to reset the context and
+# write the id into the enclosing frame, a slot that sibling asyncio tasks shared. The
+# set costs a Token and the two pairs cost small tuples: callgrind, main thread, per call
+# in flows of 1,000: 15,750-15,880 -> 16,430 instructions (~+600, ~75 ns).
 # Names are prefixed _at_ so they cannot collide with the action's parameters.
 #
 # {SIG} the action's parameters; {INPUTS} the inputs dict; {CALL} the arguments passed
@@ -190,11 +193,11 @@ def _at_make(_at_spec, _at_func, _at_auto, _at_In):
     {ASYNC}def _at_wrapper({SIG}):
         if _at_disabled:
             return {AWAIT}_at_func({CALL})
-        _at_cur = _at_get()
+        _at_cur = _at_get()[0]
         if _at_cur is None:
             return {AWAIT}_at_auto(_at_wrapper, _at_func, {ARGS}, {KWARGS})
         _at_part = _at_cur[8]
-        _at_owner = _at_cur[10] or _at_cur
+        _at_owner = _at_cur[9] or _at_cur
         _at_id = _at_next()
         try:
             _at_in = _at_encode({INPUTS})
@@ -203,30 +206,28 @@ def _at_make(_at_spec, _at_func, _at_auto, _at_In):
         _at_t0 = _at_perf()
         # The record, which is also this call's frame (see _context for the layout).
         _at_rec = [_at_spec, _at_id, _at_owner[1], _at_t0, None, "running", _at_in, None,
-                   _at_part, None, None, None, None, _at_cur[13]]
+                   _at_part, None, None, None, _at_cur[12]]
         _at_part.records.append(_at_rec)
-        if _at_cur[11] is not None:
-            _at_part.edge_log.append((_at_cur[12], _at_id, _at_cur[11], _at_t0))
-        _at_token = _at_set(_at_rec)
+        if _at_cur[10] is not None:
+            _at_part.edge_log.append((_at_cur[11], _at_id, _at_cur[10], _at_t0))
+        _at_set((_at_rec, None))
         try:
             _at_result = {AWAIT}_at_func({CALL})
         except BaseException as _at_exc:  # noqa: BLE001 - tracing never raises into the app
             _at_rec[4] = _at_perf() - _at_t0
             _at_rec[7] = _at_capture_error(_at_exc, _at_spec.redactor)
             _at_rec[5] = "error"
-            _at_owner[9] = _at_id
             raise
         finally:
-            _at_reset(_at_token)
+            _at_set((_at_cur, _at_id))
         _at_rec[4] = _at_perf() - _at_t0
         try:
             _at_rec[7] = _at_encode(_at_result)
         except BaseException:  # noqa: BLE001 - tracing never raises into the app
             _at_rec[7] = _at_capture_value(_at_result, _at_spec.redactor)
         _at_rec[5] = "ok"
-        _at_owner[9] = _at_id
         if _at_spec.reactions:
-            {AWAIT}_at_react{SUFFIX}(_at_spec, _at_rec, _at_part, _at_owner, _at_cur[13])
+            {AWAIT}_at_react{SUFFIX}(_at_spec, _at_rec, _at_part, _at_owner, _at_cur[12])
         return _at_result
     return _at_wrapper
 """
@@ -307,13 +308,13 @@ def _auto_flow(wrapper: Callable[..., Any], func: Callable[..., Any], args: Any,
     """Run a root action (no flow active) in a flow of its own."""
     try:
         part = current_recorder()._open(_ids.new_id(), None, _ids.now_us())
-        token = current_frame.set(base_frame(part))
+        token = frame_var.set((base_frame(part), None))
     except BaseException:  # noqa: BLE001 - tracing must not stop the call
         return func(*args, **kwargs)
     try:
         return wrapper(*args, **kwargs)
     finally:
-        current_frame.reset(token)
+        frame_var.reset(token)
         _end_auto_flow(part)
 
 
@@ -322,13 +323,13 @@ async def _auto_flow_async(
 ) -> Any:
     try:
         part = current_recorder()._open(_ids.new_id(), None, _ids.now_us())
-        token = current_frame.set(base_frame(part))
+        token = frame_var.set((base_frame(part), None))
     except BaseException:  # noqa: BLE001 - tracing never raises into the app
         return await func(*args, **kwargs)
     try:
         return await wrapper(*args, **kwargs)
     finally:
-        current_frame.reset(token)
+        frame_var.reset(token)
         _end_auto_flow(part)
 
 
@@ -403,15 +404,33 @@ def _record_cut(part: Any, rec: list[Any], sync_name: str, error: BaseException)
     part.edge_log.append((rec[1], aid, sync_name, now))
 
 
+def _enter_reaction(
+    part: Any, owner: list[Any], name: str, rec: list[Any], depth: int
+) -> list[Any] | None:
+    """Enter a reaction's frame; return the frame to go back to (``_leave_frame``)."""
+    cur, last = frame_var.get()
+    frame_var.set((sync_frame(part, owner, name, rec[1], depth + 1), last))
+    return cur
+
+
+def _leave_frame(cur: list[Any] | None) -> None:
+    """Back to ``cur`` after a synchronization frame, keeping what completed inside.
+
+    Synchronization frames are transparent: an action completed inside counts as
+    completed in the enclosing action, so the context's "last completed" is kept.
+    """
+    frame_var.set((cur, frame_var.get()[1]))
+
+
 def _react(spec: ActionSpec, rec: list[Any], part: Any, owner: list[Any], depth: int) -> None:
     """Run the declared reactions to a sync action that just succeeded."""
     record = _record_of(rec, part, owner)
     for reaction in _reactions_to_run(spec, record, depth, part, rec):
-        token = current_frame.set(sync_frame(part, owner, reaction.name, rec[1], depth + 1))
+        back = _enter_reaction(part, owner, reaction.name, rec, depth)
         try:
             result = reaction.func(record)
         finally:
-            current_frame.reset(token)
+            _leave_frame(back)
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
@@ -427,13 +446,13 @@ async def _react_async(
     """Run the declared reactions to an async action; they may be sync or async."""
     record = _record_of(rec, part, owner)
     for reaction in _reactions_to_run(spec, record, depth, part, rec):
-        token = current_frame.set(sync_frame(part, owner, reaction.name, rec[1], depth + 1))
+        back = _enter_reaction(part, owner, reaction.name, rec, depth)
         try:
             result = reaction.func(record)
             if inspect.isawaitable(result):
                 await result
         finally:
-            current_frame.reset(token)
+            _leave_frame(back)
 
 
 _refresh_hot()
@@ -564,10 +583,13 @@ def concept(uri: str) -> Callable[[type[T]], type[T]]:
 # --- @synchronization ---------------------------------------------------------------------
 
 
-def _direct_sync_frame(cur: list[Any], name: str) -> list[Any]:
-    """The frame of a synchronization called directly inside ``cur`` (API.md §2)."""
+def _direct_sync_frame(cur: list[Any], last: int | None, name: str) -> list[Any]:
+    """The frame of a synchronization called directly inside ``cur`` (API.md §2).
+
+    ``last`` is the action most recently completed in ``cur``'s owner, in this context.
+    """
     owner = cur[OWNER] or cur
-    trigger = owner[LAST]
+    trigger = last
     if trigger is None:
         trigger = owner[ID]
     if trigger is None:  # a base frame: continue_flow's trigger, else the flow root
@@ -613,27 +635,27 @@ def synchronization(
         if inspect.iscoroutinefunction(func):
 
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                cur = current_frame.get()
+                cur, last = frame_var.get()
                 if cur is None:
                     return await func(*args, **kwargs)
-                token = current_frame.set(_direct_sync_frame(cur, sync_name))
+                frame_var.set((_direct_sync_frame(cur, last, sync_name), last))
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    current_frame.reset(token)
+                    _leave_frame(cur)
 
             wrapper: Callable[..., Any] = run_async
         else:
 
             def run(*args: Any, **kwargs: Any) -> Any:
-                cur = current_frame.get()
+                cur, last = frame_var.get()
                 if cur is None:
                     return func(*args, **kwargs)
-                token = current_frame.set(_direct_sync_frame(cur, sync_name))
+                frame_var.set((_direct_sync_frame(cur, last, sync_name), last))
                 try:
                     return func(*args, **kwargs)
                 finally:
-                    current_frame.reset(token)
+                    _leave_frame(cur)
 
             wrapper = run
         functools.update_wrapper(wrapper, func)
