@@ -42,6 +42,7 @@ from actiontrace._context import (
     ID,
     OWNER,
     PART,
+    SYNC,
     TRIGGER,
     base_frame,
     current_recorder,
@@ -52,7 +53,7 @@ from actiontrace._context import (
 )
 from actiontrace._exceptions import ReactionLimitError
 from actiontrace._model import ActionRecord
-from actiontrace._record import Named, record_from_row
+from actiontrace._record import RUNNING, Named, record_from_row
 
 __all__ = ["ActionSpec", "action", "concept", "synchronization"]
 
@@ -73,6 +74,21 @@ class Reaction:
         self.is_async = inspect.iscoroutinefunction(func)
 
 
+def _kind(func: Callable[..., Any]) -> str:
+    """``"sync"``, ``"async"``, ``"generator"`` or ``"asyncgen"``: how a call runs."""
+    probe = func
+    if not (inspect.isfunction(func) or inspect.ismethod(func) or inspect.isbuiltin(func)
+            or isinstance(func, functools.partial)):
+        probe = type(func).__call__  # a callable object: what its calls run
+    if inspect.isasyncgenfunction(probe):
+        return "asyncgen"
+    if inspect.isgeneratorfunction(probe):
+        return "generator"
+    if inspect.iscoroutinefunction(probe):
+        return "async"
+    return "sync"
+
+
 _SPECS: weakref.WeakSet[ActionSpec] = weakref.WeakSet()
 
 
@@ -87,6 +103,40 @@ def refresh_all_redaction() -> None:
 _REACTIONS: dict[str, list[Reaction]] = {}
 
 
+def remove_reaction(sync: Callable[..., Any]) -> bool:
+    """Remove the declared reaction that ``@synchronization(when=...)`` made of ``sync``.
+
+    ``sync`` is the decorated function (or the function it decorated). Afterwards the
+    action no longer calls it; calling ``sync`` directly still works as a plain
+    synchronization. Meant for tests that declare reactions and must not leak them into
+    the next test.
+
+    Returns:
+        True if a reaction was removed, False if ``sync`` was not (or no longer) one.
+    """
+    func = getattr(sync, "__wrapped__", sync)
+    removed = False
+    for reactions in list(_REACTIONS.values()):
+        kept = [r for r in reactions if r.func is not func and r.func is not sync]
+        if len(kept) != len(reactions):
+            reactions[:] = kept  # in place: ActionSpecs hold these very lists
+            removed = True
+    return removed
+
+
+def reactions_snapshot() -> dict[str, list[Reaction]]:
+    """A copy of the whole reaction registry, for ``restore_reactions`` (test isolation)."""
+    return {key: list(reactions) for key, reactions in _REACTIONS.items()}
+
+
+def restore_reactions(snapshot: dict[str, list[Reaction]]) -> None:
+    """Put the registry back as ``reactions_snapshot`` saw it: later declarations go."""
+    for key, reactions in list(_REACTIONS.items()):
+        reactions[:] = snapshot.get(key, [])
+    for key, reactions in snapshot.items():
+        _REACTIONS.setdefault(key, []).extend(r for r in reactions if r not in _REACTIONS[key])
+
+
 class ActionSpec:
     """What a decorated action is: its names, redaction and reactions."""
 
@@ -99,6 +149,7 @@ class ActionSpec:
         "extra_redact",
         "func",
         "is_async",
+        "kind",
         "name",
         "reactions",
         "redactor",
@@ -113,7 +164,8 @@ class ActionSpec:
         self.concept_uri = concept_uri
         self.name = name
         self.explicit_concept = explicit
-        self.is_async = inspect.iscoroutinefunction(func)
+        self.kind = _kind(func)
+        self.is_async = self.kind in ("async", "asyncgen")  # reactions may be async
         self.drop_first = drop_first
         self.extra_redact = extra_redact
         self.reactions = _REACTIONS.setdefault(self.key, [])
@@ -131,7 +183,7 @@ class ActionSpec:
         base = settings.redactor
         self.redactor = base.extended(self.extra_redact) if self.extra_redact else base
         self.bind = make_binder(self.func, self.drop_first, self.redactor)  # slow paths
-        if self.wrapper is not None:
+        if self.wrapper is not None and self.kind in ("sync", "async"):
             fresh = _build_wrapper(self)
             self.wrapper.__code__ = fresh.__code__
 
@@ -455,6 +507,199 @@ async def _react_async(
             _leave_frame(back)
 
 
+# --- generators: one action over the whole iteration ---------------------------------------
+#
+# A generator's body runs at each next()/send(), wherever the consumer is, so the wrapper
+# drives the generator itself: before each resume it makes the action the current frame
+# (with the action's own "last completed"), after it puts the consumer's context back.
+# The action starts at the first next() (the body's first line runs then) and ends when
+# the generator is exhausted (ok, outputs: its return value), closed early (ok, null),
+# or raises (error). Not on the hot path: generic *args wrappers are enough here.
+
+
+class _Iteration:
+    """The record of one generator action and the frame it was called in."""
+
+    __slots__ = ("auto", "cur", "inner_last", "owner", "part", "rec")
+
+    def __init__(self, spec: ActionSpec, args: Any, kwargs: Any) -> None:
+        cur = frame_var.get()[0]
+        self.auto = cur is None
+        if cur is None:  # no flow: the iteration is a flow of its own
+            cur = base_frame(current_recorder()._open(_ids.new_id(), None, _ids.now_us()))
+        part = self.part = cur[PART]
+        owner = self.owner = cur[OWNER] or cur
+        self.cur = cur
+        self.inner_last: int | None = None
+        aid = _ids.local_counter.__next__()
+        inputs = _capture_inputs(spec, args, kwargs)
+        t0 = _ids.perf_ns()
+        self.rec = [spec, aid, owner[ID], t0, None, RUNNING, inputs, None, part, None, None,
+                    None, cur[DEPTH]]
+        part.records.append(self.rec)
+        if cur[SYNC] is not None:
+            part.edge_log.append((cur[TRIGGER], aid, cur[SYNC], t0))
+
+    def enter(self) -> Any:
+        """Make the action the current frame for one resume of the body."""
+        return frame_var.set((self.rec, self.inner_last))
+
+    def leave(self, token: Any) -> None:
+        """Back to the consumer's context, keeping what completed inside the body."""
+        self.inner_last = frame_var.get()[1]
+        try:
+            frame_var.reset(token)
+        except ValueError:  # pragma: no cover - the body switched contexts under us
+            frame_var.set((self.cur, None))
+
+    def finish(self, spec: ActionSpec, result: Any, exc: BaseException | None) -> None:
+        rec = self.rec
+        rec[4] = _ids.perf_ns() - rec[3]
+        if exc is not None:
+            rec[7], rec[5] = capture_error(exc, spec.redactor), "error"
+        else:
+            rec[7], rec[5] = capture_value(result, spec.redactor), "ok"
+        if not self.auto and frame_var.get()[0] is self.cur:
+            frame_var.set((self.cur, rec[1]))  # completed here, in the consumer's context
+
+    def react_frame(self) -> Any:
+        """For a flow of its own: the flow's frame while its reactions run."""
+        return frame_var.set((self.cur, self.rec[1])) if self.auto else None
+
+    def end(self, token: Any) -> None:
+        """End the flow the iteration started for itself, if it did."""
+        if self.auto:
+            if token is not None:
+                frame_var.reset(token)
+            _end_auto_flow(self.part)
+
+
+def _generator_wrapper(spec: ActionSpec) -> Callable[..., Any]:
+    func = spec.func
+
+    def generator_action(*args: Any, **kwargs: Any) -> Any:
+        if not recording_enabled():
+            return (yield from func(*args, **kwargs))
+        try:
+            it = _Iteration(spec, args, kwargs)
+        except BaseException:  # noqa: BLE001 - tracing never raises into the app
+            return (yield from func(*args, **kwargs))
+        sent: Any = None
+        pending: BaseException | None = None
+        closing = False
+        try:
+            token = it.enter()
+            try:
+                gen = func(*args, **kwargs)
+            finally:
+                it.leave(token)
+            while True:
+                token = it.enter()
+                try:
+                    if pending is not None:
+                        exc, pending = pending, None
+                        value = gen.throw(exc)
+                    else:
+                        value = gen.send(sent)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                finally:
+                    it.leave(token)
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    closing = True
+                    token = it.enter()
+                    try:
+                        gen.close()
+                    finally:
+                        it.leave(token)
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - thrown in: passed on to the body
+                    pending = exc
+        except BaseException as exc:
+            # Closed early (GeneratorExit from close()): ok, and no reactions (it did not
+            # return). Anything else raised while iterating is the action's error.
+            it.finish(spec, None, None if closing and isinstance(exc, GeneratorExit) else exc)
+            it.end(None)
+            raise
+        it.finish(spec, result, None)
+        token = it.react_frame()
+        try:
+            if spec.reactions:
+                _react(spec, it.rec, it.part, it.owner, it.cur[DEPTH])
+        finally:
+            it.end(token)
+        return result
+
+    return generator_action
+
+
+def _async_generator_wrapper(spec: ActionSpec) -> Callable[..., Any]:
+    func = spec.func
+
+    async def async_generator_action(*args: Any, **kwargs: Any) -> Any:
+        if not recording_enabled():
+            async for item in func(*args, **kwargs):
+                yield item
+            return
+        try:
+            it = _Iteration(spec, args, kwargs)
+        except BaseException:  # noqa: BLE001 - tracing never raises into the app
+            async for item in func(*args, **kwargs):
+                yield item
+            return
+        sent: Any = None
+        pending: BaseException | None = None
+        closing = False
+        try:
+            token = it.enter()
+            try:
+                gen = func(*args, **kwargs)
+            finally:
+                it.leave(token)
+            while True:
+                token = it.enter()
+                try:
+                    if pending is not None:
+                        exc, pending = pending, None
+                        value = await gen.athrow(exc)
+                    else:
+                        value = await gen.asend(sent)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    it.leave(token)
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    closing = True
+                    token = it.enter()
+                    try:
+                        await gen.aclose()
+                    finally:
+                        it.leave(token)
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - thrown in: passed on to the body
+                    pending = exc
+        except BaseException as exc:
+            # Closed early (GeneratorExit from close()): ok, and no reactions (it did not
+            # return). Anything else raised while iterating is the action's error.
+            it.finish(spec, None, None if closing and isinstance(exc, GeneratorExit) else exc)
+            it.end(None)
+            raise
+        it.finish(spec, None, None)
+        token = it.react_frame()
+        try:
+            if spec.reactions:
+                await _react_async(spec, it.rec, it.part, it.owner, it.cur[DEPTH])
+        finally:
+            it.end(token)
+
+    return async_generator_action
+
+
 _refresh_hot()
 os.register_at_fork(after_in_child=_refresh_hot)
 on_change(_refresh_hot)
@@ -491,12 +736,24 @@ def _wrap_function(
         and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD)
         and (bound_kind == "classmethod" or (in_class and first.name in ("self", "cls")))
     )
+    plain = inspect.isfunction(func) or inspect.ismethod(func)
+    default_name = getattr(func, "__name__", None) if plain else None
     spec = ActionSpec(
-        func, concept_uri or default_uri, name or func.__name__, concept_uri is not None,
-        drop_first, tuple(redact),
+        func, concept_uri or default_uri, name or default_name or type(func).__name__,
+        concept_uri is not None, drop_first, tuple(redact),
     )
-    wrapper = spec.wrapper = _build_wrapper(spec)
-    functools.update_wrapper(wrapper, func)
+    if spec.kind == "generator":
+        wrapper: Callable[..., Any] = _generator_wrapper(spec)
+    elif spec.kind == "asyncgen":
+        wrapper = _async_generator_wrapper(spec)
+    else:
+        wrapper = _build_wrapper(spec)
+    spec.wrapper = wrapper
+    if plain:
+        functools.update_wrapper(wrapper, func)
+    else:  # a callable object: its class's name and doc, not a copy of its attributes
+        functools.update_wrapper(wrapper, func, updated=())
+        wrapper.__name__ = wrapper.__qualname__ = spec.name
     setattr(wrapper, SPEC_ATTR, spec)
     return wrapper
 
@@ -525,7 +782,10 @@ def action(  # type: ignore[misc]
 
     Usable bare (``@action``) or with options: ``@action("name")``,
     ``@action(name=..., concept=..., redact=[...])``. Works on functions, methods,
-    ``classmethod``/``staticmethod`` objects and ``async def`` functions.
+    ``classmethod``/``staticmethod`` objects, ``async def`` functions, generator and
+    async generator functions (one action over the whole iteration) and callable
+    objects (``action(obj)``; the name defaults to the object's class name). A class
+    is refused with a ``TypeError``: decorate its methods instead.
 
     Args:
         name: the action's name (default: the function's ``__name__``).
@@ -544,6 +804,11 @@ def action(  # type: ignore[misc]
             kind = "classmethod" if isinstance(target, classmethod) else "staticmethod"
             inner = _wrap_function(target.__func__, name, concept, redact, kind)
             return type(target)(inner)
+        if inspect.isclass(target):
+            raise TypeError(
+                f"@action decorates functions and methods, not the class {target.__name__}:"
+                " decorate its methods (and name its concept with @concept)"
+            )
         if not callable(target):
             raise TypeError(f"@action decorates functions and methods, not {target!r}")
         return _wrap_function(target, name, concept, redact, None)
