@@ -272,7 +272,7 @@ class flow:
         if not _Runtime.enabled:
             self._part = None
             return uuid.uuid4()
-        inputs = EMPTY if self._inputs is None else capture_value(self._inputs, settings.redactor)
+        inputs = EMPTY if self._inputs is None else capture_value(self._inputs, settings.redactor, inputs=True)
         self._rec = current_recorder()._open_root(self._root, inputs)
         self._part = self._rec[PART]
         self._prev = frame_var.get()

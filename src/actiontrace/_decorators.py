@@ -351,7 +351,7 @@ def _build_wrapper(spec: ActionSpec) -> Callable[..., Any]:
 
 def _capture_inputs(spec: ActionSpec, args: Any, kwargs: Any) -> bytes:
     try:
-        return capture_value(spec.bind(*args, **kwargs), spec.redactor)
+        return capture_value(spec.bind(*args, **kwargs), spec.redactor, inputs=True)
     except BaseException:  # noqa: BLE001 - the call does not match the signature (it will raise itself)
         return capture_fallback(args, kwargs, spec.redactor)
 

@@ -167,7 +167,7 @@ class ActionTracer(Recorder):
         redactor = settings.redactor
         rec = [
             Named(concept_uri, action), aid, None, t0, 0, "ok",
-            EMPTY if inputs is None else capture_value(inputs, redactor),
+            EMPTY if inputs is None else capture_value(inputs, redactor, inputs=True),
             capture_value(outputs, redactor),
         ]
         if frame is None:
