@@ -310,3 +310,32 @@ class TestCausesUnderConcurrency:
 
         token = asyncio.run(main())
         assert_fan_out_causes(tracer, token, 5)
+
+    def test_reactions_in_tasks_stay_in_their_task(self, tracer: actiontrace.ActionTracer) -> None:
+        """A declared reaction's actions inside one task never become a sibling's trigger."""
+
+        @synchronization("ReactToWork", when=Shop.awork)
+        def react(record: actiontrace.ActionRecord) -> None:
+            shop.finish()
+
+        async def task(i: int) -> None:
+            await asyncio.sleep(0.001 * (i % 3))
+            await afan(i)
+
+        async def main() -> uuid.UUID:
+            async with flow("fan::Web::run") as token:
+                shop.start()
+                await asyncio.gather(*(task(i) for i in range(4)))
+            return token
+
+        try:
+            trace = tracer.get_trace(asyncio.run(main()))
+        finally:
+            actiontrace.remove_reaction(react)
+        acts = trace.actions
+        pairs = {(label(acts[e.from_action]), label(acts[e.to_action]), e.synchronization)
+                 for e in trace.provenance_edges}
+        assert {p for p in pairs if p[2] == "AFan"} == {
+            ("start", f"awork({i})", "AFan") for i in range(4)}
+        assert len([p for p in pairs if p[2] == "ReactToWork"]) == 4
+        assert all(p[0].startswith("awork(") for p in pairs if p[2] == "ReactToWork")

@@ -493,6 +493,42 @@ class TestGenerators:
         assert only(tracer, action="aitems").status == "ok"
 
 
+class TestGeneratorCauses:
+    def test_throw_into_generator_is_its_error(self, tracer: actiontrace.ActionTracer) -> None:
+        """An exception thrown in with throw() and not handled is the action's error."""
+        g = feed.items(5)
+        next(g)
+        with pytest.raises(TimeoutError):
+            g.throw(TimeoutError("consumer gave up"))
+        rec = only(tracer, action="items")
+        assert (rec.status, rec.outputs["error_type"]) == ("error", "TimeoutError")
+
+    def test_synchronization_in_body_uses_generator_completions(
+        self, tracer: actiontrace.ActionTracer
+    ) -> None:
+        """A sync in the body is triggered by the body's own last action, across yields."""
+
+        @actiontrace.synchronization("AfterLookup")
+        def after_lookup() -> None:
+            feed.lookup(2)
+
+        @action(concept="gen::Feed")
+        def pipeline():  # type: ignore[no-untyped-def]
+            yield feed.lookup(1)
+            after_lookup()
+            yield "synced"
+
+        with flow("gen::Web::run") as token:
+            consumer_side = list(pipeline())
+            assert consumer_side == [10, "synced"]
+        trace = tracer.get_trace(token)
+        (edge,) = trace.provenance_edges
+        frm, to = trace.actions[edge.from_action], trace.actions[edge.to_action]
+        assert (frm.action, frm.inputs, to.inputs) == ("lookup", {"i": 1}, {"i": 2})
+        pipe = next(r for r in trace.actions.values() if r.action == "pipeline")
+        assert frm.parent_id == to.parent_id == pipe.id
+
+
 class Scorer:
     """Scores things."""
 

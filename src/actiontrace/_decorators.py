@@ -45,10 +45,12 @@ from actiontrace._context import (
     SYNC,
     TRIGGER,
     base_frame,
+    current_frame,
     current_recorder,
     frame_var,
     on_change,
     recording_enabled,
+    state,
     sync_frame,
 )
 from actiontrace._exceptions import ReactionLimitError
@@ -211,6 +213,7 @@ def _refresh_hot() -> None:
         _at_disabled=not recording_enabled(),
         _at_get=frame_var.get,
         _at_set=frame_var.set,
+        _at_tuple=tuple,
         _at_perf=_ids.perf_ns,
         _at_next=_ids.local_counter.__next__,
         _at_encode=encode,
@@ -234,8 +237,10 @@ def _refresh_hot() -> None:
 # Concurrency (docs/concepts.md): the call ends by *setting* (enclosing frame, own id),
 # the context-local "most recently completed", where it used to reset the context and
 # write the id into the enclosing frame, a slot that sibling asyncio tasks shared. The
-# set costs a Token and the two pairs cost small tuples: callgrind, main thread, per call
-# in flows of 1,000: 15,750-15,880 -> 16,430 instructions (~+600, ~75 ns).
+# set costs a Token (and a lookup of the old value) and the pair a small tuple; the
+# frame is set bare at the start, a tuple there cost ~100 more. Callgrind, per call
+# recorded in flows of 1,000, writer parked: 11,050-11,170 -> ~11,600 instructions
+# (~+500, ~70 ns at this machine's ~7 instructions/ns; docs/performance.md).
 # Names are prefixed _at_ so they cannot collide with the action's parameters.
 #
 # {SIG} the action's parameters; {INPUTS} the inputs dict; {CALL} the arguments passed
@@ -245,7 +250,9 @@ def _at_make(_at_spec, _at_func, _at_auto, _at_In):
     {ASYNC}def _at_wrapper({SIG}):
         if _at_disabled:
             return {AWAIT}_at_func({CALL})
-        _at_cur = _at_get()[0]
+        _at_cur = _at_get()
+        if _at_cur.__class__ is _at_tuple:  # (frame, last completed) - see _context
+            _at_cur = _at_cur[0]
         if _at_cur is None:
             return {AWAIT}_at_auto(_at_wrapper, _at_func, {ARGS}, {KWARGS})
         _at_part = _at_cur[8]
@@ -262,7 +269,7 @@ def _at_make(_at_spec, _at_func, _at_auto, _at_In):
         _at_part.records.append(_at_rec)
         if _at_cur[10] is not None:
             _at_part.edge_log.append((_at_cur[11], _at_id, _at_cur[10], _at_t0))
-        _at_set((_at_rec, None))
+        _at_set(_at_rec)
         try:
             _at_result = {AWAIT}_at_func({CALL})
         except BaseException as _at_exc:  # noqa: BLE001 - tracing never raises into the app
@@ -460,7 +467,7 @@ def _enter_reaction(
     part: Any, owner: list[Any], name: str, rec: list[Any], depth: int
 ) -> list[Any] | None:
     """Enter a reaction's frame; return the frame to go back to (``_leave_frame``)."""
-    cur, last = frame_var.get()
+    cur, last = state()
     frame_var.set((sync_frame(part, owner, name, rec[1], depth + 1), last))
     return cur
 
@@ -471,7 +478,7 @@ def _leave_frame(cur: list[Any] | None) -> None:
     Synchronization frames are transparent: an action completed inside counts as
     completed in the enclosing action, so the context's "last completed" is kept.
     """
-    frame_var.set((cur, frame_var.get()[1]))
+    frame_var.set((cur, state()[1]))
 
 
 def _react(spec: ActionSpec, rec: list[Any], part: Any, owner: list[Any], depth: int) -> None:
@@ -523,7 +530,7 @@ class _Iteration:
     __slots__ = ("auto", "cur", "inner_last", "owner", "part", "rec")
 
     def __init__(self, spec: ActionSpec, args: Any, kwargs: Any) -> None:
-        cur = frame_var.get()[0]
+        cur = current_frame()
         self.auto = cur is None
         if cur is None:  # no flow: the iteration is a flow of its own
             cur = base_frame(current_recorder()._open(_ids.new_id(), None, _ids.now_us()))
@@ -546,7 +553,7 @@ class _Iteration:
 
     def leave(self, token: Any) -> None:
         """Back to the consumer's context, keeping what completed inside the body."""
-        self.inner_last = frame_var.get()[1]
+        self.inner_last = state()[1]
         try:
             frame_var.reset(token)
         except ValueError:  # pragma: no cover - the body switched contexts under us
@@ -559,7 +566,7 @@ class _Iteration:
             rec[7], rec[5] = capture_error(exc, spec.redactor), "error"
         else:
             rec[7], rec[5] = capture_value(result, spec.redactor), "ok"
-        if not self.auto and frame_var.get()[0] is self.cur:
+        if not self.auto and current_frame() is self.cur:
             frame_var.set((self.cur, rec[1]))  # completed here, in the consumer's context
 
     def react_frame(self) -> Any:
@@ -900,7 +907,7 @@ def synchronization(
         if inspect.iscoroutinefunction(func):
 
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                cur, last = frame_var.get()
+                cur, last = state()
                 if cur is None:
                     return await func(*args, **kwargs)
                 frame_var.set((_direct_sync_frame(cur, last, sync_name), last))
@@ -913,7 +920,7 @@ def synchronization(
         else:
 
             def run(*args: Any, **kwargs: Any) -> Any:
-                cur, last = frame_var.get()
+                cur, last = state()
                 if cur is None:
                     return func(*args, **kwargs)
                 frame_var.set((_direct_sync_frame(cur, last, sync_name), last))

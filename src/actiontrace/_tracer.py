@@ -18,6 +18,7 @@ from actiontrace._context import (
     TRIGGER,
     Recorder,
     _as_int,
+    current_frame,
     current_recorder,
     frame_var,
 )
@@ -134,7 +135,7 @@ class ActionTracer(Recorder):
 
     def end_flow(self) -> None:
         """End the flow the last ``start_flow`` in this context started, and store it."""
-        frame = frame_var.get()[0]
+        frame = current_frame()
         with self._started_lock:
             for i in range(len(self._started) - 1, -1, -1):
                 reset, started_frame, rec, part = self._started[i]
@@ -153,14 +154,14 @@ class ActionTracer(Recorder):
 
     def current_flow_token(self) -> uuid.UUID | None:
         """The token of the flow active in this context, or None."""
-        frame = frame_var.get()[0]
+        frame = current_frame()
         return None if frame is None else as_uuid(frame[PART].token)
 
     def record_action(
         self, concept_uri: str, action: str, inputs: Any = None, outputs: Any = None
     ) -> uuid.UUID:
         """Record a completed action by hand in the current flow (or a flow of its own)."""
-        frame = frame_var.get()[0]
+        frame = current_frame()
         t0 = _ids.perf_ns()
         ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
         aid = new_id(ts)
@@ -187,7 +188,7 @@ class ActionTracer(Recorder):
         self, from_action: uuid.UUID | str, to_action: uuid.UUID | str, synchronization: str
     ) -> None:
         """Record that ``synchronization`` caused ``to_action`` from ``from_action``."""
-        frame = frame_var.get()[0]
+        frame = current_frame()
         if frame is None:
             raise RuntimeError("record_provenance() needs an active flow")
         f, t = _uuid(from_action, "from_action"), _uuid(to_action, "to_action")
@@ -196,7 +197,7 @@ class ActionTracer(Recorder):
     def update_action_output(self, action_id: uuid.UUID | str, outputs: Any) -> None:
         """Replace the outputs of an action still held by this process."""
         aid = _uuid(action_id, "action_id").int
-        frame = frame_var.get()[0]
+        frame = current_frame()
         parts = ([frame[PART]] if frame is not None else []) + list(self._active.values())
         for part in parts:
             for rec in reversed(part.records):
