@@ -527,7 +527,8 @@ async def _react_async(
 class _Iteration:
     """The record of one generator action and the frame it was called in."""
 
-    __slots__ = ("auto", "cur", "inner_last", "owner", "part", "rec")
+    __slots__ = ("auto", "closing", "cur", "inner_last", "owner", "part", "pending", "rec",
+                 "sent")
 
     def __init__(self, spec: ActionSpec, args: Any, kwargs: Any) -> None:
         cur = current_frame()
@@ -538,6 +539,9 @@ class _Iteration:
         owner = self.owner = cur[OWNER] or cur
         self.cur = cur
         self.inner_last: int | None = None
+        self.sent: Any = None  # what the consumer sent in, for the next resume
+        self.pending: BaseException | None = None  # what it threw in, for the next resume
+        self.closing = False  # the consumer closed the generator
         aid = _ids.local_counter.__next__()
         inputs = _capture_inputs(spec, args, kwargs)
         t0 = _ids.perf_ns()
@@ -569,9 +573,28 @@ class _Iteration:
         if not self.auto and current_frame() is self.cur:
             frame_var.set((self.cur, rec[1]))  # completed here, in the consumer's context
 
-    def react_frame(self) -> Any:
-        """For a flow of its own: the flow's frame while its reactions run."""
+    def _exhausted(self, spec: ActionSpec, result: Any) -> Any:
+        """Record ``result``; in a flow of its own, set the flow's frame for the reactions."""
+        self.finish(spec, result, None)
         return frame_var.set((self.cur, self.rec[1])) if self.auto else None
+
+    def succeeded(self, spec: ActionSpec, result: Any) -> None:
+        """Exhausted: record ``result``, run the declared reactions, end an own flow."""
+        token = self._exhausted(spec, result)
+        try:
+            if spec.reactions:
+                _react(spec, self.rec, self.part, self.owner, self.cur[DEPTH])
+        finally:
+            self.end(token)
+
+    async def succeeded_async(self, spec: ActionSpec) -> None:
+        """``succeeded`` for an async generator, whose reactions may be async."""
+        token = self._exhausted(spec, None)
+        try:
+            if spec.reactions:
+                await _react_async(spec, self.rec, self.part, self.owner, self.cur[DEPTH])
+        finally:
+            self.end(token)
 
     def end(self, token: Any) -> None:
         """End the flow the iteration started for itself, if it did."""
@@ -579,6 +602,27 @@ class _Iteration:
             if token is not None:
                 frame_var.reset(token)
             _end_auto_flow(self.part)
+
+    def step(self, resume: Callable[[Any], Any], arg: Any) -> Any:
+        """Resume the body (``gen.send``, ``gen.throw``, ``gen.close``) as the action."""
+        token = self.enter()
+        try:
+            return resume(arg) if arg is not _NOTHING else resume()
+        finally:
+            self.leave(token)
+
+    def failed(self, spec: ActionSpec, exc: BaseException) -> None:
+        """The iteration ended by an exception: the action's error, or closed early.
+
+        Closed early (GeneratorExit from close()/aclose()): ok, and no reactions, since
+        it did not return. Anything else raised while iterating is the action's error.
+        """
+        closed = self.closing and isinstance(exc, GeneratorExit)
+        self.finish(spec, None, None if closed else exc)
+        self.end(None)
+
+
+_NOTHING = object()
 
 
 def _generator_wrapper(spec: ActionSpec) -> Callable[..., Any]:
@@ -591,53 +635,29 @@ def _generator_wrapper(spec: ActionSpec) -> Callable[..., Any]:
             it = _Iteration(spec, args, kwargs)
         except BaseException:  # noqa: BLE001 - tracing never raises into the app
             return (yield from func(*args, **kwargs))
-        sent: Any = None
-        pending: BaseException | None = None
-        closing = False
         try:
-            token = it.enter()
-            try:
-                gen = func(*args, **kwargs)
-            finally:
-                it.leave(token)
+            gen = it.step(lambda _: func(*args, **kwargs), None)
             while True:
-                token = it.enter()
                 try:
-                    if pending is not None:
-                        exc, pending = pending, None
-                        value = gen.throw(exc)
+                    if it.pending is None:
+                        value = it.step(gen.send, it.sent)
                     else:
-                        value = gen.send(sent)
+                        value, it.pending = it.step(gen.throw, it.pending), None
                 except StopIteration as stop:
                     result = stop.value
                     break
-                finally:
-                    it.leave(token)
                 try:
-                    sent = yield value
+                    it.sent = yield value
                 except GeneratorExit:
-                    closing = True
-                    token = it.enter()
-                    try:
-                        gen.close()
-                    finally:
-                        it.leave(token)
+                    it.closing = True
+                    it.step(gen.close, _NOTHING)
                     raise
                 except BaseException as exc:  # noqa: BLE001 - thrown in: passed on to the body
-                    pending = exc
+                    it.pending = exc
         except BaseException as exc:
-            # Closed early (GeneratorExit from close()): ok, and no reactions (it did not
-            # return). Anything else raised while iterating is the action's error.
-            it.finish(spec, None, None if closing and isinstance(exc, GeneratorExit) else exc)
-            it.end(None)
+            it.failed(spec, exc)
             raise
-        it.finish(spec, result, None)
-        token = it.react_frame()
-        try:
-            if spec.reactions:
-                _react(spec, it.rec, it.part, it.owner, it.cur[DEPTH])
-        finally:
-            it.end(token)
+        it.succeeded(spec, result)
         return result
 
     return generator_action
@@ -647,62 +667,46 @@ def _async_generator_wrapper(spec: ActionSpec) -> Callable[..., Any]:
     func = spec.func
 
     async def async_generator_action(*args: Any, **kwargs: Any) -> Any:
-        if not recording_enabled():
-            async for item in func(*args, **kwargs):
-                yield item
-            return
-        try:
-            it = _Iteration(spec, args, kwargs)
-        except BaseException:  # noqa: BLE001 - tracing never raises into the app
-            async for item in func(*args, **kwargs):
-                yield item
-            return
-        sent: Any = None
-        pending: BaseException | None = None
-        closing = False
-        try:
-            token = it.enter()
+        it = None
+        if recording_enabled():
             try:
-                gen = func(*args, **kwargs)
-            finally:
-                it.leave(token)
+                it = _Iteration(spec, args, kwargs)
+            except BaseException:  # noqa: BLE001 - tracing never raises into the app
+                it = None
+        if it is None:
+            async for item in func(*args, **kwargs):
+                yield item
+            return
+        try:
+            gen = it.step(lambda _: func(*args, **kwargs), None)
             while True:
+                # The awaitable is awaited as the action: each resume is one set/reset.
                 token = it.enter()
                 try:
-                    if pending is not None:
-                        exc, pending = pending, None
-                        value = await gen.athrow(exc)
-                    else:
-                        value = await gen.asend(sent)
+                    thrown = it.pending
+                    value = await (gen.asend(it.sent) if thrown is None else gen.athrow(thrown))
                 except StopAsyncIteration:
                     break
                 finally:
+                    it.pending = None
                     it.leave(token)
                 try:
-                    sent = yield value
-                except GeneratorExit:
-                    closing = True
+                    it.sent = yield value
+                except BaseException as exc:  # thrown in: passed on to the body
+                    if not isinstance(exc, GeneratorExit):
+                        it.pending = exc
+                        continue
+                    it.closing = True  # aclose(): close the body too, as the action
                     token = it.enter()
                     try:
                         await gen.aclose()
                     finally:
                         it.leave(token)
                     raise
-                except BaseException as exc:  # noqa: BLE001 - thrown in: passed on to the body
-                    pending = exc
         except BaseException as exc:
-            # Closed early (GeneratorExit from close()): ok, and no reactions (it did not
-            # return). Anything else raised while iterating is the action's error.
-            it.finish(spec, None, None if closing and isinstance(exc, GeneratorExit) else exc)
-            it.end(None)
+            it.failed(spec, exc)
             raise
-        it.finish(spec, None, None)
-        token = it.react_frame()
-        try:
-            if spec.reactions:
-                await _react_async(spec, it.rec, it.part, it.owner, it.cur[DEPTH])
-        finally:
-            it.end(token)
+        await it.succeeded_async(spec)
 
     return async_generator_action
 
