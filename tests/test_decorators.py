@@ -562,6 +562,11 @@ class TestMisuse:
         assert score.__doc__ == "Scores things."
         assert not hasattr(score, "weight")  # the object's attributes are not copied
 
+    def test_builtin_keeps_its_name(self, tracer: actiontrace.ActionTracer) -> None:
+        """action(len) is recorded as "len", not as its type's name."""
+        assert action(len)([1, 2]) == 2
+        assert only(tracer, action="len").outputs == 2
+
     def test_async_callable_object(self, tracer: actiontrace.ActionTracer) -> None:
         """A callable object with an async __call__ is recorded around the awaited call."""
         score = action("bump")(AsyncScorer())

@@ -747,8 +747,8 @@ def _wrap_function(
         and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD)
         and (bound_kind == "classmethod" or (in_class and first.name in ("self", "cls")))
     )
-    plain = inspect.isfunction(func) or inspect.ismethod(func)
-    default_name = getattr(func, "__name__", None) if plain else None
+    plain = inspect.isfunction(func) or inspect.ismethod(func) or inspect.isbuiltin(func)
+    default_name = getattr(func, "__name__", None)  # a callable object: its class's name
     spec = ActionSpec(
         func, concept_uri or default_uri, name or default_name or type(func).__name__,
         concept_uri is not None, drop_first, tuple(redact),
