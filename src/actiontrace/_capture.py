@@ -1,7 +1,7 @@
 """Turn call arguments, return values and exceptions into stored JSON, safely.
 
 The fast path is one ``msgspec`` encode of a dict built by a binder that was generated
-at decoration time (``make_binder``), so no ``inspect`` runs per call. Everything that
+at decoration time (``_codegen``), so no ``inspect`` runs per call. Everything that
 can go wrong with a hostile value (cycles, lone surrogates, odd keys, a ``__repr__``
 that raises, megabyte strings, nesting deeper than the recursion limit) is handled on a
 slow path that is only taken when the fast encode raises or the result needs redaction
@@ -14,11 +14,9 @@ history.
 
 from __future__ import annotations
 
-import inspect
-import keyword
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
@@ -32,9 +30,7 @@ __all__ = [
     "decode",
     "encode",
     "finish",
-    "make_binder",
     "settings",
-    "signature_parts",
 ]
 
 REDACTED = "[REDACTED]"
@@ -302,97 +298,3 @@ def capture_error(exc: BaseException, redactor: Redactor) -> bytes:
     except BaseException:  # noqa: BLE001 - hostile values may raise anything
         message = _safe_repr(exc)
     return capture_value({"error": message, "error_type": type_name(exc)}, redactor)
-
-
-# --- decoration time: argument binders ----------------------------------------------------
-
-
-class SignatureParts(NamedTuple):
-    """Source fragments that rebuild a function's signature (see ``signature_parts``)."""
-
-    params: str  # the parameter list: "a, b=_at_d1, *rest, k, **kw"
-    fields: list[str]  # the inputs' keys, in order ("self"/"cls" left out)
-    values: list[str]  # an expression for each field's value
-    positional: list[str]  # how to pass the arguments on: ["a", "b", "*rest"]
-    keyword: list[str]  # ... and by keyword: ["k=k", "**kw"]
-    defaults: dict[str, Any]  # the "_at_d{i}" names the parameter list refers to
-
-
-def signature_parts(
-    func: Callable[..., Any], drop_first: bool, redactor: Redactor
-) -> SignatureParts | None:
-    """Describe ``func``'s signature as source text, or None if it cannot be rebuilt.
-
-    Parameters whose name is a secret get the value ``"[REDACTED]"``, ``*args`` a list;
-    ``drop_first`` leaves ``self``/``cls`` out of the fields.
-    """
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    if any(not p.name.isidentifier() or keyword.iskeyword(p.name) for p in params):
-        return None
-    P = inspect.Parameter
-    parts = SignatureParts("", [], [], [], [], {})
-    sig: list[str] = []
-    star_done = False
-    for i, p in enumerate(params):
-        if p.kind is P.KEYWORD_ONLY and not star_done:
-            sig.append("*")
-            star_done = True
-        if p.kind is P.VAR_POSITIONAL:
-            sig.append(f"*{p.name}")
-            parts.positional.append(f"*{p.name}")
-            star_done = True
-        elif p.kind is P.VAR_KEYWORD:
-            sig.append(f"**{p.name}")
-            parts.keyword.append(f"**{p.name}")
-        else:
-            if p.default is P.empty:
-                sig.append(p.name)
-            else:
-                parts.defaults[f"_at_d{i}"] = p.default
-                sig.append(f"{p.name}=_at_d{i}")
-            if p.kind is P.KEYWORD_ONLY:
-                parts.keyword.append(f"{p.name}={p.name}")
-            else:
-                parts.positional.append(p.name)
-        if p.kind is P.POSITIONAL_ONLY and (
-            i + 1 == len(params) or params[i + 1].kind is not P.POSITIONAL_ONLY
-        ):
-            sig.append("/")
-        if i == 0 and drop_first:
-            continue
-        parts.fields.append(p.name)
-        if redactor.is_secret(p.name):
-            parts.values.append(repr(REDACTED))
-        elif p.kind is P.VAR_POSITIONAL:
-            parts.values.append(f"[*{p.name}]")
-        else:
-            parts.values.append(p.name)
-    return parts._replace(params=", ".join(sig))
-
-
-def make_binder(
-    func: Callable[..., Any], drop_first: bool, redactor: Redactor
-) -> Callable[..., dict[str, Any]]:
-    """Compile ``bind(*args, **kwargs) -> inputs`` for ``func``'s signature.
-
-    Python itself does the binding (defaults, keywords, ``*args``, ``**kwargs``) by
-    calling a generated function with the same parameters, which costs ~170 ns against
-    ~2,000 ns for ``inspect.Signature.bind`` (docs/performance.md). A call that does not
-    match the signature raises ``TypeError`` from the binder; the caller then records
-    its raw ``args``/``kwargs`` instead.
-    """
-    parts = signature_parts(func, drop_first, redactor)
-    if parts is None:
-        return _raw_binder
-    body = ", ".join(f"{f!r}: {v}" for f, v in zip(parts.fields, parts.values, strict=True))
-    namespace: dict[str, Any] = dict(parts.defaults)
-    exec(f"def bind({parts.params}):\n    return {{{body}}}\n", namespace)  # checked identifiers
-    binder: Callable[..., dict[str, Any]] = namespace["bind"]
-    return binder
-
-
-def _raw_binder(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    return {"args": list(args), "kwargs": kwargs}

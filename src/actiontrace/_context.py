@@ -14,24 +14,10 @@ what completed before it was started, plus its own completions; its starter neve
 them. The set replaces the reset a call did anyway, so it costs one ``Token`` and one
 small tuple per call (measured in docs/performance.md).
 
-A frame is a plain list, and the frame of a running action *is* its record: one list
-per decorated call instead of a record plus a frame, because every allocation on the hot
-path costs ~100 ns once garbage collection is counted (docs/performance.md). Layout::
-
-    [spec, id, parent_id, start_ns, duration_ns, status, inputs, outputs,    # the record
-     part, owner, sync_name, trigger, reaction_depth]                        # the frame
-
-(``FlowPart.rows`` reads only the first eight.)
-
-* action frames (one per running ``@action``, and the root of ``flow()``): ``id`` is the
-  running action, ``owner`` is None (the frame is its own owner).
-* synchronization frames (a running ``@synchronization`` or a declared reaction): no
-  record; ``owner`` is the enclosing action frame, which they are transparent to: an
-  action that completes inside counts as completed in the owner (the pair's
-  ``last_completed`` is always the owner's). ``sync_name`` and ``trigger`` label the
-  provenance edge of every action called directly inside.
-* base frames (``continue_flow`` and the flow an ``@action`` starts for itself): like an
-  action frame with ``id`` None, so their direct actions have no parent.
+A frame is the plain list ``_layout`` declares: the frame of a running action *is* its
+record, one list per decorated call (see ``_layout`` for the slots and the kinds of
+frame). Synchronization frames are transparent: an action that completes inside counts
+as completed in the frame's owner (the pair's ``last_completed`` is always the owner's).
 """
 
 from __future__ import annotations
@@ -48,7 +34,20 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from actiontrace import _ids
 from actiontrace._capture import EMPTY, NULL, capture_error, capture_value, settings
 from actiontrace._ids import as_uuid, new_id, now_us
-from actiontrace._record import RUNNING, FlowPart, split_root
+from actiontrace._layout import (
+    DURATION,
+    ID,
+    OUTPUTS,
+    OWNER,
+    PART,
+    RUNNING,
+    START,
+    STATUS,
+    base_frame,
+    new_record,
+    sync_frame,
+)
+from actiontrace._record import FlowPart, split_root
 
 __all__ = [
     "Recorder",
@@ -63,8 +62,6 @@ __all__ = [
     "state",
     "wrap_context",
 ]
-
-ID, PART, OWNER, SYNC, TRIGGER, DEPTH = 1, 8, 9, 10, 11, 12
 
 # (frame, id of the most recently completed action in the frame's owner) - see above.
 # A bare frame means (frame, None): a decorated call sets its own frame so, sparing a
@@ -89,7 +86,7 @@ def current_frame() -> list[Any] | None:
 T = TypeVar("T")
 
 
-class Sink(Protocol):
+class PartBuffer(Protocol):
     """Where ended flow parts go: the buffer in front of the background writer."""
 
     def put(self, part: FlowPart) -> None: ...
@@ -127,17 +124,19 @@ class Recorder:
     """
 
     def __init__(
-        self, sink: Sink, module: str | None, max_reaction_depth: int, sample_rate: float = 1.0
+        self, buffer: PartBuffer, module: str | None, max_reaction_depth: int,
+        sample_rate: float = 1.0,
     ) -> None:
-        self._sink = sink
+        self._parts_out = buffer
         self.module = module or default_module()
         self.max_reaction_depth = max_reaction_depth
         self.sample_rate = sample_rate
         self._active: dict[int, FlowPart] = {}
 
-    def _open(self, token: int, root_id: int | None, ts: int) -> FlowPart:
+    def open_part(self, token: int, root_id: int | None, ts: int) -> FlowPart:
+        """Start recording a part of flow ``token`` in this process."""
         part = FlowPart(token, root_id, ts, self.module)
-        part.sink = self
+        part.recorder = self
         if self.sample_rate < 1.0:
             part.sampled = sampled(token, self.sample_rate)
         self._active[id(part)] = part
@@ -151,20 +150,21 @@ class Recorder:
         t0 = _ids.perf_ns()
         ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
         root_id = new_id(ts)
-        part = self._open(new_id(ts), root_id, ts)
-        rec = [split_root(root), root_id, None, t0, None, RUNNING, inputs, None,
-               part, None, None, None, 0]
+        part = self.open_part(new_id(ts), root_id, ts)
+        rec = new_record(split_root(root), root_id, None, t0, None, RUNNING, inputs, None,
+                         part, None, None, None, 0)
         part.records.append(rec)
         return rec
 
-    def _close(self, part: FlowPart) -> None:
+    def close_part(self, part: FlowPart) -> None:
+        """Hand an ended part to the buffer (or drop it, unsampled and without errors)."""
         self._active.pop(id(part), None)
         # An unsampled flow was recorded all the same, so that one that holds an error
         # can still be kept (with sampled=False); the others are dropped here.
-        if not part.sampled and not any(r[5] == "error" for r in part.records):
-            self._sink.skip(part)
+        if not part.sampled and not any(r[STATUS] == "error" for r in part.records):
+            self._parts_out.skip(part)
         else:
-            self._sink.put(part)
+            self._parts_out.put(part)
 
     def active_parts(self, token: int) -> list[FlowPart]:
         """Snapshots of the parts of flow ``token`` still running in this process."""
@@ -208,17 +208,6 @@ def install(recorder: Recorder | None) -> None:
 def set_factory(factory: Callable[[], Recorder]) -> None:
     """Register how to build the default recorder on first use."""
     _Runtime.factory = factory
-
-
-def base_frame(part: FlowPart) -> list[Any]:
-    """A frame with no action: its direct actions have no parent."""
-    return [None, None, None, None, None, None, None, None, part, None, None, None, 0]
-
-
-def sync_frame(part: FlowPart, owner: list[Any], sync: str | None, trigger: int | None,
-               depth: int) -> list[Any]:
-    """A synchronization's frame: actions called directly inside get an edge."""
-    return [None, None, None, None, None, None, None, None, part, owner, sync, trigger, depth]
 
 
 def current_ids() -> tuple[uuid.UUID, uuid.UUID | None] | None:
@@ -294,14 +283,14 @@ class flow:
             return
         _reset(self._reset, self._prev)
         rec = self._rec
-        rec[4] = _ids.perf_ns() - rec[3]
+        rec[DURATION] = _ids.perf_ns() - rec[START]
         if exc is not None:
-            rec[7] = capture_error(exc, settings.redactor)
-            rec[5] = "error"
+            rec[OUTPUTS] = capture_error(exc, settings.redactor)
+            rec[STATUS] = "error"
         else:
-            rec[7] = NULL
-            rec[5] = "ok"
-        self._part.sink._close(self._part)
+            rec[OUTPUTS] = NULL
+            rec[STATUS] = "ok"
+        self._part.recorder.close_part(self._part)
 
     async def __aenter__(self) -> uuid.UUID:
         return self.__enter__()
@@ -349,7 +338,7 @@ class continue_flow:
             self._part = None
             return as_uuid(self._token)
         recorder = current_recorder()
-        part = recorder._open(self._token, None, now_us())
+        part = recorder.open_part(self._token, None, now_us())
         self._part = part
         base = base_frame(part)
         if self._trigger is not None:
@@ -362,7 +351,7 @@ class continue_flow:
         if self._part is None:
             return
         _reset(self._reset, self._prev)
-        self._part.sink._close(self._part)
+        self._part.recorder.close_part(self._part)
 
     async def __aenter__(self) -> uuid.UUID:
         return self.__enter__()

@@ -7,12 +7,11 @@ trace or a reaction's record is asked for): building Structs, UUIDs, microsecond
 checking encodings for nested secrets and size would cost more than the recording
 itself (docs/performance.md).
 
-Layout of a raw record (a list, mutated once when the call completes; the list may be
-longer, see ``_context``: only these eight are read here)::
+A raw record is a list whose slots ``_layout`` names (mutated once, when the call
+completes; a record that is also a frame is longer, only the first ``RECORD_SLOTS`` are
+read here):
 
-    [spec, id, parent_id, start_ns, duration_ns, status, inputs_json, outputs_json]
-
-* ``spec``: any object with ``concept_uri`` and ``name`` (the decorated action's
+* ``SPEC``: any object with ``concept_uri`` and ``name`` (the decorated action's
   ``ActionSpec``, read late, so ``@concept`` applied after ``@action`` still names it).
 * ids: either a full UUIDv7 int (flow roots, ids from other processes) or a *local*
   id, a small per-process sequence number below ``2**64`` that ``rows()`` turns into a
@@ -41,11 +40,11 @@ from typing import Any, NamedTuple
 from actiontrace import _ids
 from actiontrace._capture import NULL, decode, finish, settings
 from actiontrace._ids import as_uuid
+from actiontrace._layout import ID, RECORD_SLOTS, START, new_record
 from actiontrace._model import ActionRecord, ActionTrace, LogEvent, ProvenanceEdge
 
 __all__ = ["ActionRow", "FlowPart", "LogRow", "Named", "to_trace"]
 
-RUNNING, OK, ERROR = "running", "ok", "error"
 LOCAL_LIMIT = 1 << 64  # ids below this are local sequence numbers (see the module doc)
 
 
@@ -105,10 +104,10 @@ class FlowPart:
         "log_events",
         "module",
         "offset",
+        "recorder",
         "records",
         "root_id",
         "sampled",
-        "sink",
         "token",
     )
 
@@ -123,17 +122,17 @@ class FlowPart:
         self.log_events: list[tuple[int, int | None, int, str, str, bytes]] = []
         self.sampled = True  # configure(sample_rate=...)'s decision for this flow
         self._idmap: tuple[int, dict[int, int]] | None = None  # see _id_map
-        self.sink: Any = None  # the Recorder that closes it (not part of the stored form)
+        self.recorder: Any = None  # the Recorder that closes it (not part of the stored form)
         # How this process turns perf_counter_ns into epoch time and local ids into UUIDv7.
         self.offset = _ids.EPOCH_OFFSET_NS
         self.fixed = _ids.FIXED_BITS
 
     def full_id(self, rec: list[Any]) -> int:
         """The UUIDv7 int of a raw record of this part."""
-        aid: int = rec[1]
+        aid: int = rec[ID]
         if aid >= LOCAL_LIMIT:
             return aid
-        return (((rec[3] + self.offset) // 1_000_000) << 80) | self.fixed | (aid & _ids.COUNTER_MASK)
+        return (((rec[START] + self.offset) // 1_000_000) << 80) | self.fixed | (aid & _ids.COUNTER_MASK)
 
     def _id_map(self) -> dict[int, int]:
         # Local id -> UUIDv7 int. Records are only ever appended and their ids and start
@@ -141,7 +140,7 @@ class FlowPart:
         # both need it: building it twice cost ~11% of a SQLite write).
         n = len(self.records)
         if self._idmap is None or self._idmap[0] != n:
-            full = {r[1]: self.full_id(r) for r in self.records[:n] if r[1] < LOCAL_LIMIT}
+            full = {r[ID]: self.full_id(r) for r in self.records[:n] if r[ID] < LOCAL_LIMIT}
             self._idmap = (n, full)
         return self._idmap[1]
 
@@ -158,9 +157,9 @@ class FlowPart:
 
         For a declared reaction's record: it costs the same whatever the flow's length.
         """
-        full = {rec[1]: self.full_id(rec)}
-        if parent is not None and parent[1] is not None:
-            full[parent[1]] = self.full_id(parent)
+        full = {rec[ID]: self.full_id(rec)}
+        if parent is not None and parent[ID] is not None:
+            full[parent[ID]] = self.full_id(parent)
         return next(self._rows([rec], full))
 
     def _rows(self, records: list[list[Any]], full: dict[int, int]) -> Iterator[ActionRow]:
@@ -169,13 +168,12 @@ class FlowPart:
         new = tuple.__new__  # ActionRow(...) runs a Python-level __new__: 3x slower
         get = full.get
         for r in records:
-            spec = r[0]
-            inp, out = _stored(r[6], r[7], spec, limit)
-            parent = r[2]
+            spec, aid, parent, t0, dur, status, inp, out = r[:RECORD_SLOTS]
+            inp, out = _stored(inp, out, spec, limit)
             yield new(ActionRow, (
-                get(r[1], r[1]), token, None if parent is None else get(parent, parent),
-                spec.concept_uri, spec.name, (r[3] + off) // 1000,
-                None if r[4] is None else r[4] // 1000, r[5], inp, out,
+                get(aid, aid), token, None if parent is None else get(parent, parent),
+                spec.concept_uri, spec.name, (t0 + off) // 1000,
+                None if dur is None else dur // 1000, status, inp, out,
             ))
 
     def sql_rows(self) -> tuple[list[tuple[Any, ...]], dict[int, str]]:
@@ -197,7 +195,7 @@ class FlowPart:
         out: list[tuple[Any, ...]] = []
         add = out.append
         for r in records:
-            spec, aid, parent, t0, dur, status, inp, res = r[:8]
+            spec, aid, parent, t0, dur, status, inp, res = r[:RECORD_SLOTS]
             aid = get(aid, aid)
             aid_hex = hexes[aid] = aid.to_bytes(16).hex()
             if parent is not None:
@@ -232,7 +230,7 @@ class FlowPart:
     def snapshot(self) -> FlowPart:
         """A copy safe to read while the flow goes on recording (for partial traces)."""
         copy = FlowPart(self.token, self.root_id, self.created_at, self.module)
-        copy.records = [r[:8] for r in list(self.records)]
+        copy.records = [r[:RECORD_SLOTS] for r in list(self.records)]
         copy.edge_log = list(self.edge_log)
         copy.log_events = list(self.log_events)
         copy.sampled = self.sampled
@@ -258,7 +256,7 @@ def record_from_row(row: ActionRow, uuids: dict[int, uuid.UUID] | None = None) -
     """Build the public ``ActionRecord`` for a row (``uuids`` caches repeated ids)."""
     if uuids is None:
         uuids = {}
-    aid, token, parent = row[0], row[1], row[2]
+    aid, token, parent = row.id, row.flow_token, row.parent_id
     flow = uuids.get(token)
     if flow is None:
         flow = uuids[token] = as_uuid(token)
@@ -269,8 +267,8 @@ def record_from_row(row: ActionRow, uuids: dict[int, uuid.UUID] | None = None) -
     else:
         p = None
     own = uuids[aid] = as_uuid(aid)
-    return ActionRecord(own, row[3], row[4], decode(row[8]), decode(row[9]), row[5], flow, p,
-                        row[7], row[6])
+    return ActionRecord(own, row.concept_uri, row.action, decode(row.inputs),
+                        decode(row.outputs), row.timestamp, flow, p, row.status, row.duration_us)
 
 
 def to_trace(part: FlowPart) -> ActionTrace:
@@ -303,15 +301,15 @@ def log_from_row(row: LogRow, uuids: dict[int, uuid.UUID] | None = None) -> LogE
     """Build the public ``LogEvent`` for a row (``uuids`` caches repeated ids)."""
     if uuids is None:
         uuids = {}
-    aid = row[2]
+    aid = row.action_id
     return LogEvent(
-        id=as_uuid(row[0]),
-        flow_token=uuids.get(row[1]) or as_uuid(row[1]),
+        id=as_uuid(row.id),
+        flow_token=uuids.get(row.flow_token) or as_uuid(row.flow_token),
         action_id=None if aid is None else (uuids.get(aid) or as_uuid(aid)),
-        timestamp=row[3],
-        level=row[4],
-        event=row[5],
-        fields=decode(row[6]),
+        timestamp=row.timestamp,
+        level=row.level,
+        event=row.event,
+        fields=decode(row.fields),
     )
 
 
@@ -323,13 +321,13 @@ def from_trace(trace: ActionTrace) -> FlowPart:
     part.offset = 0  # times below are µs since the epoch, stored as ns
     part.sampled = trace.sampled
     for rec in trace.actions.values():
-        part.records.append([
+        part.records.append(new_record(
             Named(rec.concept_uri, rec.action), rec.id.int,
             None if rec.parent_id is None else rec.parent_id.int, rec.timestamp * 1000,
             None if rec.duration_us is None else rec.duration_us * 1000, rec.status,
             encode(rec.inputs), encode(rec.outputs),
-        ])
-    part.records.sort(key=lambda r: (r[3], r[1]))
+        ))
+    part.records.sort(key=lambda r: (r[START], r[ID]))
     part.edge_log = [
         (e.from_action.int, e.to_action.int, e.synchronization, e.created_at * 1000)
         for e in trace.provenance_edges

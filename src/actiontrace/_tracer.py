@@ -10,12 +10,7 @@ from typing import Any
 from actiontrace import _capture, _context, _ids
 from actiontrace._capture import EMPTY, NULL, capture_value, settings
 from actiontrace._context import (
-    ID,
     NO_FLOW,
-    OWNER,
-    PART,
-    SYNC,
-    TRIGGER,
     Recorder,
     _as_int,
     current_frame,
@@ -25,6 +20,19 @@ from actiontrace._context import (
 from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNotFound
 from actiontrace._ids import as_uuid, new_id
 from actiontrace._journal import open_journal
+from actiontrace._layout import (
+    DURATION,
+    ID,
+    OUTPUTS,
+    OWNER,
+    PARENT,
+    PART,
+    START,
+    STATUS,
+    SYNC,
+    TRIGGER,
+    new_record,
+)
 from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
 from actiontrace._record import FlowPart, Named, to_trace
 from actiontrace._writer import Buffer, WriterStats
@@ -148,9 +156,9 @@ class ActionTracer(Recorder):
             frame_var.reset(reset)
         except ValueError:
             frame_var.set(NO_FLOW)
-        rec[4] = _ids.perf_ns() - rec[3]
-        rec[5], rec[7] = "ok", NULL
-        self._close(part)
+        rec[DURATION] = _ids.perf_ns() - rec[START]
+        rec[STATUS], rec[OUTPUTS] = "ok", NULL
+        self.close_part(part)
 
     def current_flow_token(self) -> uuid.UUID | None:
         """The token of the flow active in this context, or None."""
@@ -166,18 +174,18 @@ class ActionTracer(Recorder):
         ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
         aid = new_id(ts)
         redactor = settings.redactor
-        rec = [
+        rec = new_record(
             Named(concept_uri, action), aid, None, t0, 0, "ok",
             EMPTY if inputs is None else capture_value(inputs, redactor, inputs=True),
             capture_value(outputs, redactor),
-        ]
+        )
         if frame is None:
-            part = self._open(new_id(ts), aid, ts)
+            part = self.open_part(new_id(ts), aid, ts)
             part.records.append(rec)
-            self._close(part)
+            self.close_part(part)
             return as_uuid(aid)
         owner = frame[OWNER] or frame
-        rec[2] = owner[ID]
+        rec[PARENT] = owner[ID]
         frame[PART].records.append(rec)
         if frame[SYNC] is not None:
             frame[PART].edge_log.append((frame[TRIGGER], aid, frame[SYNC], t0))
@@ -202,7 +210,7 @@ class ActionTracer(Recorder):
         for part in parts:
             for rec in reversed(part.records):
                 if part.full_id(rec) == aid:
-                    rec[7] = capture_value(outputs, settings.redactor)
+                    rec[OUTPUTS] = capture_value(outputs, settings.redactor)
                     return
         raise ActionNotFound(f"action {action_id} is not in a running flow of this process")
 
