@@ -203,7 +203,7 @@ class TestBulkPath:
         from actiontrace import ActionFilter, action, flow
 
         tracer = actiontrace.ActionTracer(storage, flush_interval=3600)
-        actiontrace._context.install(tracer)
+        actiontrace._state.install(tracer)
 
         @action(concept="bulk::Echo")
         def echo(value: Any) -> Any:
@@ -232,7 +232,7 @@ class TestBulkPath:
         from actiontrace._ids import as_uuid
 
         tracer = actiontrace.ActionTracer(storage, flush_interval=3600)
-        actiontrace._context.install(tracer)
+        actiontrace._state.install(tracer)
 
         @action(concept="bulk::Two")
         def step(n: int) -> int:

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from actiontrace import _ids
 from actiontrace._capture import capture_fallback, capture_value
-from actiontrace._context import current_recorder, frame_var
+from actiontrace._context import frame_var
 from actiontrace._layout import START, base_frame
 from actiontrace._record import FlowPart
+from actiontrace._state import current_recorder
 
 if TYPE_CHECKING:
     from actiontrace._decorators import ActionSpec

@@ -14,11 +14,13 @@ history.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
+
+from actiontrace._redact import DEFAULT_REDACT, REDACTED, Redactor
+from actiontrace._state import settings
 
 __all__ = [
     "DEFAULT_REDACT",
@@ -33,29 +35,8 @@ __all__ = [
     "settings",
 ]
 
-REDACTED = "[REDACTED]"
-DEFAULT_REDACT = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "authorization",
-    "cookie",
-)
 REPR_LIMIT = 200  # characters of repr() kept for a value msgspec cannot encode
 MAX_DEPTH = 64  # nesting kept by the slow path; deeper levels become a marker
-
-
-class _Settings:
-    """Process-wide capture settings, changed by ``configure()``."""
-
-    __slots__ = ("max_value_bytes", "redactor")
-
-    def __init__(self) -> None:
-        self.max_value_bytes = 64 * 1024
-        self.redactor = Redactor(DEFAULT_REDACT)
 
 
 def _safe_repr(obj: Any) -> str:
@@ -86,56 +67,7 @@ NULL = b"null"
 EMPTY = b"{}"  # the inputs of a root given none: nothing to redact or cut
 
 
-class Redactor:
-    """Decide which names are secrets, and blank them out at any depth.
 
-    A name is secret when any configured word is a case-insensitive substring of it,
-    with ``-`` and ``_`` taken as the same (HTTP headers: ``X-Api-Key``, ``Set-Cookie``).
-    """
-
-    __slots__ = ("_pattern", "names")
-
-    def __init__(self, names: Iterable[str]) -> None:
-        self.names = tuple(dict.fromkeys(_norm(n) for n in names if n))
-        if self.names:
-            alternatives = b"|".join(
-                re.escape(n.encode()).replace(b"_", b"[-_]") for n in self.names
-            )
-            self._pattern: re.Pattern[bytes] | None = re.compile(alternatives)
-        else:
-            self._pattern = None
-
-    def extended(self, extra: Iterable[str]) -> Redactor:
-        """Return a redactor that also treats ``extra`` names as secrets."""
-        return Redactor((*self.names, *extra))
-
-    def is_secret(self, name: object) -> bool:
-        """Return True if ``name`` matches a redacted word."""
-        if not isinstance(name, str):
-            return False
-        low = _norm(name)
-        return any(n in low for n in self.names)
-
-    def may_contain(self, data: bytes) -> bool:
-        """Cheap pre-check: could the encoded ``data`` hold a secret mapping key?"""
-        return self._pattern is not None and self._pattern.search(data.lower()) is not None
-
-    def apply(self, obj: Any) -> Any:
-        """Return ``obj`` (decoded JSON) with the values of secret keys replaced."""
-        if isinstance(obj, dict):
-            return {
-                k: (REDACTED if self.is_secret(k) else self.apply(v)) for k, v in obj.items()
-            }
-        if isinstance(obj, list):
-            return [self.apply(v) for v in obj]
-        return obj
-
-
-def _norm(name: str) -> str:
-    return name.lower().replace("-", "_")
-
-
-settings = _Settings()
 
 
 # --- the slow path: make any value JSON-safe --------------------------------------------

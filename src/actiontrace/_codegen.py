@@ -28,7 +28,6 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from actiontrace._capture import REDACTED, Redactor
 from actiontrace._layout import (
     DEPTH,
     DURATION,
@@ -41,6 +40,7 @@ from actiontrace._layout import (
     TRIGGER,
     list_source,
 )
+from actiontrace._redact import REDACTED, Redactor
 
 __all__ = [
     "RUNTIME", "Signature", "analyse", "make_binder", "make_wrapper", "set_runtime",
@@ -264,7 +264,7 @@ def _fragments(sig: Signature | None) -> tuple[dict[str, str], dict[str, Any], A
     """The template's fragments, the factory's defaults and the inputs Struct type."""
     if sig is None or sig.clashes:
         return _GENERIC, {}, None
-    names = [k.split("=")[0] for k in sig.keyword if not k.startswith("**")]
+    names = [k[:k.index("=")] for k in sig.keyword if not k.startswith("**")]
     packed = [f"{n!r}: {n}" for n in names] + [k for k in sig.keyword if k.startswith("**")]
     # The inputs are built as a msgspec Struct whose fields are the parameters: built in
     # C and encoded with precomputed field names, ~90 ns against ~140 ns for a dict.

@@ -29,10 +29,10 @@ import os
 import sys
 import uuid
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from actiontrace import _ids
-from actiontrace._capture import EMPTY, NULL, capture_error, capture_value, settings
+from actiontrace._capture import EMPTY, NULL, capture_error, capture_value
 from actiontrace._ids import as_uuid, new_id, now_us
 from actiontrace._layout import (
     DURATION,
@@ -48,6 +48,7 @@ from actiontrace._layout import (
     sync_frame,
 )
 from actiontrace._record import FlowPart, split_root
+from actiontrace._state import current_recorder, recording_enabled, settings
 
 __all__ = [
     "Recorder",
@@ -55,10 +56,9 @@ __all__ = [
     "current_action_id",
     "current_frame",
     "current_ids",
-    "current_recorder",
     "flow",
     "frame_var",
-    "install",
+    "parse_id",
     "state",
     "wrap_context",
 ]
@@ -112,7 +112,8 @@ def default_module() -> str:
         name: str = spec.name
         return name.removesuffix(".__main__")
     if sys.argv and sys.argv[0] not in ("", "-c", "-m"):
-        return os.path.splitext(os.path.basename(sys.argv[0]))[0] or "python"
+        stem, _ = os.path.splitext(os.path.basename(sys.argv[0]))
+        return stem or "python"
     return "python"
 
 
@@ -171,45 +172,6 @@ class Recorder:
         return [p.snapshot() for p in list(self._active.values()) if p.token == token]
 
 
-class _Runtime:
-    recorder: Recorder | None = None
-    factory: Callable[[], Recorder] | None = None
-    enabled = True
-    listeners: ClassVar[list[Callable[[], None]]] = []
-
-
-def on_change(listener: Callable[[], None]) -> None:
-    """Call ``listener`` after configure() changes settings the decorators compiled in."""
-    _Runtime.listeners.append(listener)
-
-
-def settings_changed() -> None:
-    """Tell the listeners (the decorators) that configuration changed."""
-    for listener in list(_Runtime.listeners):
-        listener()
-
-
-def recording_enabled() -> bool:
-    """False after ``configure(enabled=False)``: decorated calls go straight through."""
-    return _Runtime.enabled
-
-
-def set_enabled(flag: bool) -> None:
-    """Switch recording on or off for the whole process."""
-    _Runtime.enabled = bool(flag)
-    settings_changed()
-
-
-def install(recorder: Recorder | None) -> None:
-    """Make ``recorder`` the global one (``configure`` does this)."""
-    _Runtime.recorder = recorder
-
-
-def set_factory(factory: Callable[[], Recorder]) -> None:
-    """Register how to build the default recorder on first use."""
-    _Runtime.factory = factory
-
-
 def current_ids() -> tuple[uuid.UUID, uuid.UUID | None] | None:
     """``(flow_token, innermost running action id)`` here, or None outside a flow."""
     frame = state()[0]
@@ -229,16 +191,10 @@ def current_action_id() -> uuid.UUID | None:
     another process to make what runs there caused by this action.
     """
     ids = current_ids()
-    return None if ids is None else ids[1]
-
-
-def current_recorder() -> Recorder:
-    """The global recorder, built with the defaults on first use."""
-    rec = _Runtime.recorder
-    if rec is None:
-        assert _Runtime.factory is not None, "actiontrace._tracer was not imported"
-        rec = _Runtime.recorder = _Runtime.factory()
-    return rec
+    if ids is None:
+        return None
+    _, action_id = ids
+    return action_id
 
 
 def _reset(token: contextvars.Token[Any], fallback: State | list[Any]) -> None:
@@ -268,7 +224,7 @@ class flow:
         self._inputs = inputs
 
     def __enter__(self) -> uuid.UUID:
-        if not _Runtime.enabled:
+        if not recording_enabled():
             self._part = None
             return uuid.uuid4()
         inputs = EMPTY if self._inputs is None else capture_value(self._inputs, settings.redactor, inputs=True)
@@ -299,7 +255,7 @@ class flow:
         self.__exit__(et, exc, tb)
 
 
-def _as_int(value: uuid.UUID | str | int, what: str) -> int:
+def parse_id(value: uuid.UUID | str | int, what: str) -> int:
     if isinstance(value, uuid.UUID):
         return value.int
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 128:
@@ -329,12 +285,12 @@ class continue_flow:
         trigger: uuid.UUID | str | None = None,
         synchronization: str | None = None,
     ) -> None:
-        self._token = _as_int(flow_token, "flow_token")
-        self._trigger = None if trigger is None else _as_int(trigger, "trigger")
+        self._token = parse_id(flow_token, "flow_token")
+        self._trigger = None if trigger is None else parse_id(trigger, "trigger")
         self._sync = synchronization or "continue_flow"
 
     def __enter__(self) -> uuid.UUID:
-        if not _Runtime.enabled:
+        if not recording_enabled():
             self._part = None
             return as_uuid(self._token)
         recorder = current_recorder()

@@ -23,17 +23,13 @@ from typing import Any, TypeVar, overload
 
 from actiontrace import _codegen, _ids
 from actiontrace._calls import auto_flow, auto_flow_async, capture_inputs
-from actiontrace._capture import capture_error, capture_value, encode, settings
-from actiontrace._context import (
-    frame_var,
-    on_change,
-    recording_enabled,
-    state,
-)
+from actiontrace._capture import capture_error, capture_value, encode
+from actiontrace._context import frame_var, state
 from actiontrace._generators import async_generator_wrapper, generator_wrapper
 from actiontrace._layout import DEPTH, ID, OWNER, PART, TRIGGER, Frame, sync_frame
 from actiontrace._model import ActionRecord
 from actiontrace._reactions import REACTIONS, Reaction, leave_frame, react, react_async
+from actiontrace._state import at_fork, on_change, recording_enabled, settings
 
 __all__ = ["ActionSpec", "action", "concept", "synchronization"]
 
@@ -56,8 +52,6 @@ def _kind(func: Callable[..., Any]) -> str:
         return "async"
     return "sync"
 
-
-_SPECS: weakref.WeakSet[ActionSpec] = weakref.WeakSet()
 
 class ActionSpec:
     """What a decorated action is: its names, redaction and reactions."""
@@ -165,6 +159,7 @@ def refresh_runtime() -> None:
 refresh_runtime()
 on_change(refresh_runtime)
 on_change(recompile_all)
+at_fork("wrappers", after_in_child=refresh_runtime)
 
 # --- @action --------------------------------------------------------------------------
 
@@ -231,7 +226,7 @@ def action(
 ) -> Callable[[F], F]: ...
 
 
-def action(  # type: ignore[misc]
+def action(
     func_or_name: Any = None,
     /,
     *,
@@ -333,6 +328,20 @@ def _target_key(when: Any) -> tuple[str, ActionSpec | None]:
     if spec is None:
         raise TypeError(f"when={when!r} is not an @action (or a 'concept_uri::action' string)")
     return spec.key, spec
+
+
+@overload
+def synchronization(func: F, /) -> F: ...
+@overload
+def synchronization(
+    name: str | None = None, /, *, when: Any = None,
+    where: Callable[[ActionRecord], bool] | None = None,
+) -> Callable[[F], F]: ...
+@overload
+def synchronization(
+    *, name: str | None = None, when: Any = None,
+    where: Callable[[ActionRecord], bool] | None = None,
+) -> Callable[[F], F]: ...
 
 
 def synchronization(

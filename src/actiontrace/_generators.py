@@ -16,13 +16,7 @@ from typing import TYPE_CHECKING, Any
 from actiontrace import _ids
 from actiontrace._calls import capture_inputs, end_auto_flow
 from actiontrace._capture import capture_error, capture_value
-from actiontrace._context import (
-    current_frame,
-    current_recorder,
-    frame_var,
-    recording_enabled,
-    state,
-)
+from actiontrace._context import current_frame, frame_var, state
 from actiontrace._layout import (
     DEPTH,
     DURATION,
@@ -39,6 +33,7 @@ from actiontrace._layout import (
     new_record,
 )
 from actiontrace._reactions import react, react_async
+from actiontrace._state import current_recorder, recording_enabled
 
 if TYPE_CHECKING:
     from actiontrace._decorators import ActionSpec
@@ -126,7 +121,7 @@ class Iteration:
                 frame_var.reset(token)
             end_auto_flow(self.part)
 
-    def step(self, resume: Callable[[Any], Any], arg: Any) -> Any:
+    def step(self, resume: Callable[..., Any], arg: Any) -> Any:
         """Resume the body (``gen.send``, ``gen.throw``, ``gen.close``) as the action."""
         token = self.enter()
         try:

@@ -35,15 +35,15 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from actiontrace import _ids
 from actiontrace._capture import NULL, decode, finish, settings
 from actiontrace._ids import as_uuid
 from actiontrace._layout import ID, RECORD_SLOTS, START, new_record
-from actiontrace._model import ActionRecord, ActionTrace, LogEvent, ProvenanceEdge
+from actiontrace._model import ActionRecord, ActionTrace, LogEvent, ProvenanceEdge, Status
 
-__all__ = ["ActionRow", "FlowPart", "LogRow", "Named", "to_trace"]
+__all__ = ["ActionRow", "FlowPart", "LogRow", "Named", "Part", "to_trace"]
 
 LOCAL_LIMIT = 1 << 64  # ids below this are local sequence numbers (see the module doc)
 
@@ -76,7 +76,7 @@ class ActionRow(NamedTuple):
     action: str
     timestamp: int
     duration_us: int | None
-    status: str
+    status: Status
     inputs: bytes
     outputs: bytes
 
@@ -91,6 +91,40 @@ class LogRow(NamedTuple):
     level: str
     event: str
     fields: bytes
+
+
+Edge = tuple[int, int, str, int]  # (from_id, to_id, synchronization, created_us)
+
+
+class Part(Protocol):
+    """What the writer, the journal and the storages take: a part in storage form.
+
+    ``FlowPart`` (recorded here) and ``_journal.JournalPart`` (read back from disk) are
+    the two kinds: they hold records of different shapes, and give the same rows.
+    """
+
+    token: int
+    root_id: int | None
+    created_at: int
+    module: str
+    sampled: bool
+
+    @property
+    def n_actions(self) -> int:
+        """How many actions the part holds."""
+
+    def rows(self) -> Iterator[ActionRow]:
+        """The actions in storage form, in recording order."""
+
+    def sql_rows(self) -> tuple[list[tuple[Any, ...]], dict[int, str]]:
+        """The actions as SQL storages bind them, and the hex of their ids."""
+
+    @property
+    def edges(self) -> list[Edge]:
+        """The edges as ``(from_id, to_id, synchronization, created_us)``."""
+
+    def log_rows(self) -> list[LogRow]:
+        """The log events in storage form."""
 
 
 class FlowPart:
@@ -127,22 +161,31 @@ class FlowPart:
         self.offset = _ids.EPOCH_OFFSET_NS
         self.fixed = _ids.FIXED_BITS
 
+    @property
+    def n_actions(self) -> int:
+        """How many actions the part holds (running ones included)."""
+        return len(self.records)
+
     def full_id(self, rec: list[Any]) -> int:
         """The UUIDv7 int of a raw record of this part."""
         aid: int = rec[ID]
         if aid >= LOCAL_LIMIT:
             return aid
-        return (((rec[START] + self.offset) // 1_000_000) << 80) | self.fixed | (aid & _ids.COUNTER_MASK)
+        start: int = rec[START]
+        return (((start + self.offset) // 1_000_000) << 80) | self.fixed | (aid & _ids.COUNTER_MASK)
 
     def _id_map(self) -> dict[int, int]:
         # Local id -> UUIDv7 int. Records are only ever appended and their ids and start
         # times never change, so the map is kept until the part grows (rows() and edges
         # both need it: building it twice cost ~11% of a SQLite write).
         n = len(self.records)
-        if self._idmap is None or self._idmap[0] != n:
-            full = {r[ID]: self.full_id(r) for r in self.records[:n] if r[ID] < LOCAL_LIMIT}
-            self._idmap = (n, full)
-        return self._idmap[1]
+        if self._idmap is not None:
+            known, full = self._idmap
+            if known == n:
+                return full
+        full = {r[ID]: self.full_id(r) for r in self.records[:n] if r[ID] < LOCAL_LIMIT}
+        self._idmap = (n, full)
+        return full
 
     def rows(self) -> Iterator[ActionRow]:
         """Yield the part's actions in storage form, in recording order.
@@ -271,20 +314,22 @@ def record_from_row(row: ActionRow, uuids: dict[int, uuid.UUID] | None = None) -
                         decode(row.outputs), row.timestamp, flow, p, row.status, row.duration_us)
 
 
-def to_trace(part: FlowPart) -> ActionTrace:
+def to_trace(part: Part) -> ActionTrace:
     """Build the public ``ActionTrace`` of one part."""
     uuids: dict[int, uuid.UUID] = {}
     actions = {}
+    first: int | None = None
     for row in part.rows():
         rec = record_from_row(row, uuids)
         actions[rec.id] = rec
+        first = row.id if first is None else first
     edges = [
         ProvenanceEdge(uuids.get(f) or as_uuid(f), uuids.get(t) or as_uuid(t), sync, created)
         for f, t, sync, created in part.edges
     ]
     root = part.root_id
     if root is None:  # a continue_flow part: the root lives in another process
-        root = part.full_id(part.records[0]) if part.records else part.token
+        root = part.token if first is None else first
     return ActionTrace(
         flow_token=as_uuid(part.token),
         root_action_id=uuids.get(root) or as_uuid(root),

@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from actiontrace._journal import Journal, ReplayCursor, actions_in
-from actiontrace._record import FlowPart
+from actiontrace._record import FlowPart, Part
+from actiontrace._state import at_fork
 
 __all__ = ["Buffer", "WriterStats"]
 
@@ -113,7 +114,7 @@ class Buffer:
 
     def __init__(
         self,
-        write: Callable[[Sequence[FlowPart]], None],
+        write: Callable[[Sequence[Part]], None],
         *,
         is_transient: Callable[[BaseException], bool] = lambda exc: True,
         max_queue: int = 1_000_000,
@@ -158,7 +159,7 @@ class Buffer:
         self._closing = False  # stop() is running: spill at once rather than wait
         self._queued_actions = 0  # waiting in the queue or held by the writer; under _lock
         self._held = 0  # actions of the batch the writer holds (counted in _queued_actions)
-        self.recent: OrderedDict[int, list[FlowPart]] = OrderedDict()
+        self.recent: OrderedDict[int, list[Part]] = OrderedDict()
         self.counters = {
             "recorded": 0, "written": 0, "dropped": 0, "retries": 0, "failed_batches": 0,
             "unsampled": 0,  # actions of flows configure(sample_rate=...) left out
@@ -450,7 +451,7 @@ class Buffer:
         self._own_pending += n
         return True
 
-    def _write_one_by_one(self, batch: list[FlowPart]) -> int:
+    def _write_one_by_one(self, batch: Sequence[Part]) -> int:
         lost = 0
         for part in batch:
             try:
@@ -463,7 +464,7 @@ class Buffer:
                 self._written([part])
         return lost
 
-    def _give_up(self, parts: Sequence[FlowPart]) -> int:
+    def _give_up(self, parts: Sequence[Part]) -> int:
         n = actions_in(parts)
         # put() bumps "dropped" on the application's threads under the same lock: without
         # it, this read-modify-write could lose one of the two increments.
@@ -474,7 +475,7 @@ class Buffer:
                         self.last_error)
         return n
 
-    def _written(self, batch: list[FlowPart]) -> None:
+    def _written(self, batch: Sequence[Part]) -> None:
         self.counters["written"] += actions_in(batch)
         recent = self.recent
         for part in batch:
@@ -616,8 +617,8 @@ def _flush_all_at_exit() -> None:
             buf.stop(max(deadline - time.monotonic(), 0.1))
 
 
-os.register_at_fork(
-    before=_before_fork, after_in_parent=_after_fork_in_parent,
+at_fork(
+    "writer", before=_before_fork, after_in_parent=_after_fork_in_parent,
     after_in_child=_after_fork_in_child,
 )
 atexit.register(_flush_all_at_exit)

@@ -25,6 +25,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 if TYPE_CHECKING:
+    _ParamType = click.ParamType[Any]  # generic in click's types, not at run time before 8.2
+else:
+    _ParamType = click.ParamType
+
+if TYPE_CHECKING:
     from actiontrace._model import ActionRecord
     from actiontrace.storage._base import IdKind
     from actiontrace.storage._sql import SqlAlchemyTraceStorage
@@ -212,7 +217,7 @@ def parse_time(text: str, now: dt.datetime | None = None) -> int:
     return int(when.timestamp() * 1_000_000)
 
 
-class TimeParam(click.ParamType):
+class TimeParam(_ParamType):
     name = "TIME"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
@@ -242,7 +247,7 @@ def parse_input(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-class InputParam(click.ParamType):
+class InputParam(_ParamType):
     name = "KEY=VALUE"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, Any]:

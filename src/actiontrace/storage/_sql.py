@@ -58,7 +58,8 @@ from actiontrace._model import (
     PerformanceMetrics,
     ProvenanceEdge,
 )
-from actiontrace._record import FlowPart
+from actiontrace._record import Part
+from actiontrace._state import at_fork
 from actiontrace.storage._base import IdKind, TraceStorage, prefix_bounds
 from actiontrace.storage._schema import actions, edges, flows, input_values, log_events
 
@@ -232,7 +233,7 @@ def _after_fork_in_child() -> None:
         storage._after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+at_fork("storage", after_in_child=_after_fork_in_child)
 
 
 
@@ -351,7 +352,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
 
     # -- writes ------------------------------------------------------------------------------
 
-    def write_parts(self, parts: Sequence[FlowPart]) -> None:
+    def write_parts(self, parts: Sequence[Part]) -> None:
         """Store a batch of parts in one transaction; idempotent, parts merge."""
         self._ensure()
         pg = self._pg
