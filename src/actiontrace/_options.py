@@ -14,7 +14,12 @@ from typing import Any, TypedDict
 
 from actiontrace._exceptions import ConfigurationError
 
-__all__ = ["TRACER_OPTIONS", "CaptureOptions", "ConfigureOptions", "TracerOptions", "check"]
+__all__ = [
+    "DEFAULT_URL", "TRACER_OPTIONS", "CaptureOptions", "ConfigureOptions", "TracerOptions", "check",
+]
+
+# The database the CLI, the demo and a SqlAlchemyTraceStorage without a URL use.
+DEFAULT_URL = "sqlite:///actiontrace.db"
 
 
 class TracerOptions(TypedDict, total=False):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from actiontrace._capture import Redactor, capture_value
-from actiontrace._model import ActionRecord, ActionTrace, LogEvent
+
+if TYPE_CHECKING:
+    from actiontrace._model import ActionRecord, ActionTrace, LogEvent
 
 __all__ = ["causes", "log_line", "short_name", "to_ascii", "to_dot", "to_json", "to_mermaid"]
 

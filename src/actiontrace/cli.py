@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from actiontrace._options import DEFAULT_URL
+
 if TYPE_CHECKING:
     _ParamType = click.ParamType[Any]  # generic in click's types, not at run time before 8.2
 else:
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["cli", "main"]
 
-DEFAULT_URL = "sqlite:///actiontrace.db"
 F = TypeVar("F", bound=Callable[..., Any])
 
 

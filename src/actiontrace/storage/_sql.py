@@ -58,6 +58,7 @@ from actiontrace._model import (
     PerformanceMetrics,
     ProvenanceEdge,
 )
+from actiontrace._options import DEFAULT_URL
 from actiontrace._record import Part
 from actiontrace._state import at_fork
 from actiontrace.storage._base import IdKind, TraceStorage, prefix_bounds
@@ -65,7 +66,6 @@ from actiontrace.storage._schema import actions, edges, flows, input_values, log
 
 __all__ = ["SqlAlchemyTraceStorage", "make_engine", "mask_url"]
 
-DEFAULT_URL = "sqlite:///actiontrace.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MAX_CHAIN = 10_000  # causal chains longer than this are cut (a guard, not a real limit)
 
