@@ -72,9 +72,9 @@ def _imports(tree: ast.Module, module: str, is_package: bool, lazy: bool) -> set
                 for handler in node.handlers:
                     visit(handler.body)
                 visit(node.finalbody)
-            elif isinstance(node, ast.With | ast.For | ast.While):
-                visit(node.body)
-            elif lazy and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            elif isinstance(node, ast.With | ast.For | ast.While) or (
+                lazy and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            ):
                 visit(node.body)
 
     visit(tree.body)
@@ -106,7 +106,7 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 class TestLayering:
     def test_the_recording_side_is_all_there(self) -> None:
         """Every module named as the recording side exists (the lists stay true)."""
-        assert RECORDING <= set(_graph())
+        assert set(_graph()) >= RECORDING
 
     def test_recording_never_imports_the_pipeline_or_storage(self) -> None:
         """No recording module reaches the writer, the journal, the tracer or a storage."""

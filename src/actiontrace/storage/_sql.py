@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -331,7 +331,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
         if isinstance(exc, sqlite3.Error):
             operational = isinstance(exc, sqlite3.OperationalError)
             cls = sa_exc.OperationalError if operational else sa_exc.DatabaseError
-            return self.is_transient(cls(None, None, exc))  # type: ignore[arg-type]
+            return self.is_transient(cls(None, None, exc))
         if self._pg:
             try:
                 import psycopg
@@ -339,7 +339,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
                 pass
             else:
                 if isinstance(exc, psycopg.Error):
-                    return self.is_transient(sa_exc.DBAPIError(None, None, exc))  # type: ignore[arg-type]
+                    return self.is_transient(sa_exc.DBAPIError(None, None, exc))
         return isinstance(exc, OSError | TimeoutError)
 
     def describe_error(self, exc: BaseException) -> str:
@@ -442,7 +442,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
     def _max_vars(self, conn: sa.Connection) -> int:
         # Bound parameters one statement may hold: 32,766 since SQLite 3.32, 999 before.
         if self._sqlite_vars is None:
-            raw = conn.connection.driver_connection
+            raw: Any = conn.connection.driver_connection
             self._sqlite_vars = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         return self._sqlite_vars
 
@@ -450,6 +450,8 @@ class SqlAlchemyTraceStorage(TraceStorage):
 
     def _columns(self) -> list[Any]:
         a = actions.c
+        inputs: Any
+        outputs: Any
         if self._pg:
             inputs, outputs = sa.cast(a.inputs, sa.Text), sa.cast(a.outputs, sa.Text)
         else:
@@ -763,7 +765,7 @@ def _sqlite_by_value(wanted: dict[str, Any], concept: str | None, name: str | No
             if name is not None:
                 lookup = lookup.where(iv.action == name)
             other = actions.alias("cand")
-            rowid = sa.literal_column("cand.rowid")
+            rowid: Any = sa.literal_column("cand.rowid")
             indexed = sa.select(rowid).select_from(other).where(other.c.id.in_(lookup))
             newest = sa.select(rowid).select_from(other).where(
                 rowid > sa.text(f"({_SQLITE_INDEX_START_EXPR})")
@@ -1120,7 +1122,7 @@ _SQLITE_ROW = {
     "edge": _marks(5),
     "log": _marks(7),
 }
-_SQLITE_STATEMENT = {
+_SQLITE_STATEMENT: dict[str, Callable[[str], str]] = {
     "action": lambda values: _ACTION_INSERT.format(values=values),
     "flow": lambda values: _FLOW_INSERT.format(values=values, least="min"),
     "edge": lambda values: _EDGE_INSERT.format(values=values),
