@@ -40,6 +40,7 @@ import atexit
 import collections
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -288,6 +289,7 @@ class Buffer:
                 target=self._run, name="actiontrace-writer", daemon=True
             )
         self._thread.start()
+        _hook_child_exit()
 
     def _run(self) -> None:
         while True:
@@ -615,6 +617,51 @@ def _flush_all_at_exit() -> None:
         if buf.busy():
             buf.stop(max(deadline - time.monotonic(), 0.1))
 
+
+# -- exit of a process started by multiprocessing ---------------------------------------------
+#
+# Such a process never runs `atexit` hooks when it was forked (fork, forkserver, and every
+# Pool or ProcessPoolExecutor worker so started): BaseProcess._bootstrap runs the target,
+# then multiprocessing.util._exit_function() (its own finalizers), then the process ends
+# with os._exit(). So the exit flush is registered there too, as a finalizer of
+# `multiprocessing.util`. _bootstrap clears the finalizers inherited from the parent
+# before it calls the target, so the hook is (re)registered in the child: when its first
+# writer starts (always inside the target, after that clearing), and from multiprocessing's
+# own after-fork hooks for a child that starts one earlier (a spawned child importing a
+# main module that records at import time).
+
+_child_exit: Any = None  # this process's multiprocessing.util.Finalize, if any
+# Runs after any finalizer of default priority (0) and after the children of this process
+# were joined: whatever they record first is flushed too.
+CHILD_EXIT_PRIORITY = -100
+
+
+def _hook_child_exit() -> None:
+    global _child_exit
+    process = sys.modules.get("multiprocessing.process")
+    if process is None or process.parent_process() is None:
+        return  # not started by multiprocessing: atexit does it
+    if _child_exit is not None and _child_exit.still_active():
+        return
+    from multiprocessing import util
+
+    _child_exit = util.Finalize(None, _flush_all_at_exit, exitpriority=CHILD_EXIT_PRIORITY)
+
+
+class _AfterForkToken:
+    """A weak-referenceable object multiprocessing's after-fork registry holds."""
+
+
+_AFTER_FORK = _AfterForkToken()
+
+
+def _mp_after_fork(_token: object) -> None:
+    if any(buf._thread is not None for buf in list(_BUFFERS)):
+        _hook_child_exit()
+
+
+if "multiprocessing.util" in sys.modules:  # else _start() is the only place needed
+    sys.modules["multiprocessing.util"].register_after_fork(_AFTER_FORK, _mp_after_fork)
 
 os.register_at_fork(
     before=_before_fork, after_in_parent=_after_fork_in_parent,
