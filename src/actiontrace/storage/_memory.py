@@ -95,6 +95,8 @@ class InMemoryTraceStorage(TraceStorage):
         fl.created_at = min(fl.created_at, part.created_at)
         fl.sampled = fl.sampled and part.sampled
         if part.root_id is not None:
+            if fl.root is None:  # the part of the process that started the flow
+                fl.module = part.module
             fl.root = as_uuid(part.root_id)
         for row in part.rows():
             rec = record_from_row(row, uuids)
