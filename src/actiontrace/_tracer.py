@@ -26,7 +26,7 @@ from actiontrace._ids import as_uuid, new_id
 from actiontrace._journal import open_journal
 from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
 from actiontrace._record import FlowPart, Named, to_trace
-from actiontrace._writer import Buffer, WriterStats
+from actiontrace._writer import MAX_QUEUE_BYTES, Buffer, WriterStats
 from actiontrace.storage._base import TraceStorage
 from actiontrace.storage._memory import InMemoryTraceStorage
 
@@ -36,6 +36,7 @@ __all__ = ["ActionTracer", "configure", "get_tracer"]
 TRACER_OPTIONS = {
     "max_reaction_depth": 100,
     "max_queue": 1_000_000,
+    "max_queue_bytes": MAX_QUEUE_BYTES,
     "batch_size": 5_000,
     "flush_interval": 0.2,
     "full_wait": 0.05,
@@ -60,6 +61,9 @@ class ActionTracer(Recorder):
         module: the trace's ``module`` (default: the running program's name).
         max_reaction_depth: how deep declared reactions may cascade.
         max_queue: actions that may wait for the writer before flows are dropped.
+        max_queue_bytes: the same bound in bytes (default 256 MiB): encoded inputs and
+            outputs plus ~400 bytes per action. Past half of either bound, while the
+            storage answers but slower than the application, batches go to the journal.
         batch_size: actions per write (one transaction).
         flush_interval: seconds the writer sleeps between batches when idle.
         full_wait: seconds a flow waits for room when the buffer is full.
@@ -100,6 +104,7 @@ class ActionTracer(Recorder):
             write,
             is_transient=getattr(self.storage, "is_transient", lambda exc: True),
             max_queue=opts["max_queue"],
+            max_queue_bytes=opts["max_queue_bytes"],
             batch_size=opts["batch_size"],
             flush_interval=opts["flush_interval"],
             full_wait=opts["full_wait"],
@@ -110,6 +115,9 @@ class ActionTracer(Recorder):
         self.query_flush_timeout: float = opts["query_flush_timeout"]
         self._started: list[tuple[Any, Any, list[Any], FlowPart]] = []
         self._started_lock = threading.Lock()
+        for name in ("max_queue", "max_queue_bytes"):
+            if not isinstance(opts[name], int) or isinstance(opts[name], bool) or opts[name] < 1:
+                raise ConfigurationError(f"{name} must be a positive int, got {opts[name]!r}")
         rate = opts["sample_rate"]
         if not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
             raise ConfigurationError(f"sample_rate must be a number from 0 to 1, got {rate!r}")
