@@ -284,7 +284,7 @@ def _merge(stored: ActionTrace | None, parts: list[ActionTrace]) -> ActionTrace:
     actions = dict(base.actions)
     edges = list(base.provenance_edges)
     seen = {(e.from_action, e.to_action, e.synchronization) for e in edges}
-    root = base.root_action_id if stored is not None else None
+    root = stored.root_action_id if stored is not None and stored.root_action_id in stored.actions else None
     created = base.created_at
     sampled = all(t.sampled for t in ([stored] if stored is not None else []) + parts)
     for p in parts:

@@ -122,7 +122,7 @@ class InMemoryTraceStorage(TraceStorage):
             if fl is None:
                 raise TraceNotFound(f"no trace for flow {flow_token}")
             actions = dict(sorted(fl.actions.items(), key=lambda kv: sort_key(kv[1])))
-            root = fl.root or (next(iter(actions)) if actions else flow_token)
+            root = fl.root or flow_token  # the root's part has not arrived (see _base)
             return ActionTrace(
                 flow_token=flow_token,
                 root_action_id=root,
