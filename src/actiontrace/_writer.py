@@ -205,7 +205,9 @@ class Buffer:
         part.nbytes = size = part.held_bytes()
         with self._lock:
             self.counters["recorded"] += len(part.records)
-            if (self._queued_actions + n > self.max_queue or self._over_bytes(size)) \
+            # The byte test inline: calling _over_bytes on every flow cost a method call.
+            if (self._queued_actions + n > self.max_queue
+                    or (self._queued_bytes + size > self.max_queue_bytes and self._queued_bytes)) \
                     and not self._make_room(n, size):
                 self.counters["dropped"] += len(part.records)
                 self._warn("actiontrace: buffer full (%d actions, %d bytes waiting); "
