@@ -34,6 +34,10 @@ Policies (docs/reliability.md and docs/deployment.md say the same):
   to use the same journal directory stores it.
 * **fork**: the child starts with an empty buffer and no writer thread (one is started
   on its first flow); it never writes what its parent had queued or journaled.
+* **Child processes** (multiprocessing, concurrent.futures): a forked child never runs
+  ``atexit``, so the exit flush is also a multiprocessing finalizer there, and a default
+  SIGTERM (``Pool.terminate()``) flushes first (see the end of this module and
+  docs/deployment.md#worker-processes).
 
 ``flush()`` is True only when everything recorded before it is in the *storage* (frames
 this process journaled included, once replayed).
