@@ -149,6 +149,12 @@ if __name__ == "__main__":
         assert sum(pool.map(work, range(1000), chunksize=5)) == sum(range(1000))
         pool.close()
         pool.join()
+    elif SHAPE == "pool-in-flow":  # forked inside a flow: workers start outside it
+        with flow("child::Web::batch"):
+            pool = ctx.Pool(4)
+            assert sum(pool.map(step, range(1000), chunksize=5)) == sum(range(1000))
+            pool.close()
+            pool.join()
     elif SHAPE == "pool-terminated":  # the block's end calls terminate(): SIGTERM
         with ctx.Pool(4) as pool:
             assert sum(pool.map(work, range(1000), chunksize=5)) == sum(range(1000))
@@ -156,7 +162,7 @@ if __name__ == "__main__":
 
 # Actions the children record in each shape (each task: a flow root and one step).
 CHILD_ACTIONS = {"process": 2 * 50 * 2, "executor": 100 * 2, "pool": 1000 * 2,
-                 "pool-terminated": 1000 * 2}
+                 "pool-terminated": 1000 * 2, "pool-in-flow": 1 + 1000}
 
 
 class TestChildProcesses:

@@ -7,7 +7,7 @@ import threading
 import uuid
 from typing import Any
 
-from actiontrace import _capture, _context, _ids
+from actiontrace import _capture, _context, _ids, _writer
 from actiontrace._capture import EMPTY, NULL, capture_value, settings
 from actiontrace._context import (
     ID,
@@ -376,5 +376,15 @@ def configure(
     return tracer
 
 
+def _leave_inherited_flow() -> None:
+    # A forked multiprocessing child (a Pool worker, say) starts in the context of the
+    # thread that forked, maybe inside a flow: its actions would go into the parent's copy
+    # of that flow's part, which no one ever ends here, and were lost (issue 10). Start it
+    # outside any flow instead, as spawned and forkserver children start: its actions make
+    # flows of their own (or join one through continue_flow), and are stored.
+    current_frame.set(None)
+
+
+_writer.CHILD_HOOKS.append(_leave_inherited_flow)
 _context.set_factory(ActionTracer)
 

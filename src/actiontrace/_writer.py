@@ -61,7 +61,7 @@ from typing import Any
 from actiontrace._journal import Journal, ReplayCursor, actions_in
 from actiontrace._record import FlowPart
 
-__all__ = ["Buffer", "WriterStats"]
+__all__ = ["CHILD_HOOKS", "Buffer", "WriterStats"]
 
 log = logging.getLogger("actiontrace")
 
@@ -319,6 +319,7 @@ class Buffer:
             )
         self._thread.start()
         _hook_child_exit()
+        register_child_hooks()
 
     def _run(self) -> None:
         while True:
@@ -641,6 +642,7 @@ FORK_WAIT = 5.0  # seconds a fork waits for a write in flight before going ahead
 
 
 def _before_fork() -> None:
+    register_child_hooks()  # multiprocessing is imported by now if it is forking
     for buf in list(_BUFFERS):
         if buf._thread is not None and threading.current_thread() is not buf._thread:
             buf._io_held_for_fork = buf._io.acquire(timeout=FORK_WAIT)
@@ -740,13 +742,35 @@ class _AfterForkToken:
 _AFTER_FORK = _AfterForkToken()
 
 
+# Callbacks of the layers above, run in every multiprocessing child (see _mp_after_fork).
+CHILD_HOOKS: list[Callable[[], None]] = []
+_registered_in: int | None = None  # the pid whose multiprocessing registry has our hook
+
+
 def _mp_after_fork(_token: object) -> None:
+    for hook in CHILD_HOOKS:
+        try:
+            hook()
+        except Exception:  # a child must start whatever happens here
+            log.exception("actiontrace: child process hook failed")
     if any(buf._thread is not None for buf in list(_BUFFERS)):
         _hook_child_exit()
 
 
-if "multiprocessing.util" in sys.modules:  # else _start() is the only place needed
-    sys.modules["multiprocessing.util"].register_after_fork(_AFTER_FORK, _mp_after_fork)
+def register_child_hooks() -> None:
+    """Have multiprocessing run ``_mp_after_fork`` in the children of this process.
+
+    Called at import, whenever a writer starts, and before every fork (by then a
+    program that imports multiprocessing after actiontrace has imported it).
+    """
+    global _registered_in
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _registered_in != os.getpid():
+        _registered_in = os.getpid()
+        util.register_after_fork(_AFTER_FORK, _mp_after_fork)
+
+
+register_child_hooks()
 
 os.register_at_fork(
     before=_before_fork, after_in_parent=_after_fork_in_parent,
