@@ -155,14 +155,11 @@ if __name__ == "__main__":
             assert sum(pool.map(step, range(1000), chunksize=5)) == sum(range(1000))
             pool.close()
             pool.join()
-    elif SHAPE == "pool-terminated":  # the block's end calls terminate(): SIGTERM
-        with ctx.Pool(4) as pool:
-            assert sum(pool.map(work, range(1000), chunksize=5)) == sum(range(1000))
 '''
 
 # Actions the children record in each shape (each task: a flow root and one step).
 CHILD_ACTIONS = {"process": 2 * 50 * 2, "executor": 100 * 2, "pool": 1000 * 2,
-                 "pool-terminated": 1000 * 2, "pool-in-flow": 1 + 1000}
+                 "pool-in-flow": 1 + 1000}
 
 
 class TestChildProcesses:
@@ -171,7 +168,7 @@ class TestChildProcesses:
     def test_children_store_everything_without_flush(
         self, method: str, shape: str, url: str, tmp_path: Path
     ) -> None:
-        """Process, ProcessPoolExecutor, Pool (closed or terminated) children store all."""
+        """Process, ProcessPoolExecutor and Pool children (fork/forkserver/spawn) store all."""
         program = tmp_path / "children.py"  # a file: spawn re-imports the main module
         program.write_text(CHILDREN)
         proc = subprocess.run(

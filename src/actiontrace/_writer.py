@@ -35,9 +35,9 @@ Policies (docs/reliability.md and docs/deployment.md say the same):
 * **fork**: the child starts with an empty buffer and no writer thread (one is started
   on its first flow); it never writes what its parent had queued or journaled.
 * **Child processes** (multiprocessing, concurrent.futures): a forked child never runs
-  ``atexit``, so the exit flush is also a multiprocessing finalizer there, and a default
-  SIGTERM (``Pool.terminate()``) flushes first (see the end of this module and
-  docs/deployment.md#worker-processes).
+  ``atexit``, so the exit flush is also a multiprocessing finalizer there (see the end of
+  this module and docs/deployment.md#worker-processes). SIGTERM (``Pool.terminate()``)
+  runs no finalizer: what a terminated worker had not written is lost.
 
 ``flush()`` is True only when everything recorded before it is in the *storage* (frames
 this process journaled included, once replayed).
@@ -664,10 +664,8 @@ def _after_fork_in_child() -> None:
         buf._init_state()
 
 
-def _flush_all_at_exit(limit: float | None = None) -> None:
+def _flush_all_at_exit() -> None:
     timeout = float(os.environ.get("ACTIONTRACE_EXIT_TIMEOUT", "10"))
-    if limit is not None:
-        timeout = min(timeout, limit)
     deadline = time.monotonic() + timeout
     for buf in list(_BUFFERS):
         if buf.busy():
@@ -702,37 +700,6 @@ def _hook_child_exit() -> None:
     from multiprocessing import util
 
     _child_exit = util.Finalize(None, _flush_all_at_exit, exitpriority=CHILD_EXIT_PRIORITY)
-    _hook_sigterm()
-
-
-# Pool.terminate() (which `with Pool(...)` calls at the end of its block) and
-# Process.terminate() end a child with SIGTERM, whose default action runs no finalizer: a
-# worker's last flows were lost (issue 10). In a multiprocessing child whose SIGTERM is
-# still the default, a handler flushes (at most TERM_FLUSH seconds) and then dies of
-# SIGTERM as it would have, so the exit status is unchanged.
-TERM_FLUSH = 3.0
-
-
-def _hook_sigterm() -> None:
-    import signal
-
-    try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread: the default stays
-        pass
-
-
-def _on_sigterm(signum: int, _frame: Any) -> None:
-    import signal
-
-    # The handler interrupts the main thread wherever it is, maybe inside put() holding a
-    # buffer's lock: flush from another thread, and give up waiting after TERM_FLUSH.
-    flusher = threading.Thread(target=_flush_all_at_exit, args=(TERM_FLUSH,), daemon=True)
-    flusher.start()
-    flusher.join(TERM_FLUSH + 0.5)
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
 
 
 class _AfterForkToken:
