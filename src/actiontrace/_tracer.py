@@ -383,7 +383,7 @@ def _leave_inherited_flow() -> None:
     # of that flow's part, which no one ever ends here, and were lost (issue 10). Start it
     # outside any flow instead, as spawned and forkserver children start: its actions make
     # flows of their own (or join one through continue_flow), and are stored.
-    current_frame.set(None)
+    _context.frame_var.set(_context.NO_FLOW)
 
 
 _writer.CHILD_HOOKS.append(_leave_inherited_flow)
