@@ -88,6 +88,21 @@ def refresh_all_redaction() -> None:
 _REACTIONS: dict[str, list[Reaction]] = {}
 
 
+def snapshot_reactions() -> dict[str, tuple[list[Reaction], list[Reaction]]]:
+    """The declared reactions as they are now, for ``restore_reactions`` (test isolation)."""
+    return {key: (reactions, list(reactions)) for key, reactions in _REACTIONS.items()}
+
+
+def restore_reactions(saved: dict[str, tuple[list[Reaction], list[Reaction]]]) -> None:
+    """Put the declared reactions back as ``snapshot_reactions`` saw them.
+
+    The lists are changed in place: every ``ActionSpec`` holds its own key's list.
+    """
+    for key, reactions in _REACTIONS.items():
+        kept = saved.get(key)
+        reactions[:] = kept[1] if kept is not None and kept[0] is reactions else []
+
+
 class ActionSpec:
     """What a decorated action is: its names, redaction and reactions."""
 

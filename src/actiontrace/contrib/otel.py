@@ -397,7 +397,7 @@ class SpanExport:
             for sender in senders:
                 try:
                     sender.offer(parts)
-                except Exception:  # noqa: BLE001 - never turn a stored batch into a failed write
+                except Exception:  # never turn a stored batch into a failed write
                     log.exception("actiontrace: span export hand-off failed")
 
         return write_and_export
