@@ -146,12 +146,13 @@ def assert_caused(source: Queryable, cause: str, effect: str, via: str | None = 
         AssertionError: with the effect's causal chain as a tree, or, when no recorded
             action matches a pattern, the recorded actions and the nearest names.
     """
+    __tracebackhide__ = True  # pytest shows the test's line, not ours
+    concept, name = _split(cause, "cause")
     effects = _find(source, effect, "effect")
     if not effects:
         raise _nothing_matches(source, "assert_caused", "effect", effect)
     if not _find(source, cause, "cause"):
         raise _nothing_matches(source, "assert_caused", "cause", cause)
-    concept, name = _split(cause, "cause")
     checked = []
     wrong_sync: list[str | None] = []
     for rec in reversed(effects):
@@ -184,6 +185,7 @@ def assert_not_caused(source: Queryable, cause: str, effect: str, via: str | Non
     Raises:
         AssertionError: showing the causal chain that links them.
     """
+    __tracebackhide__ = True
     concept, name = _split(cause, "cause")
     for rec in reversed(_find(source, effect, "effect")):
         chain = source.get_causal_chain(rec.id)
