@@ -88,19 +88,17 @@ def refresh_all_redaction() -> None:
 _REACTIONS: dict[str, list[Reaction]] = {}
 
 
-def snapshot_reactions() -> dict[str, tuple[list[Reaction], list[Reaction]]]:
-    """The declared reactions as they are now, for ``restore_reactions`` (test isolation)."""
-    return {key: (reactions, list(reactions)) for key, reactions in _REACTIONS.items()}
+def reactions_snapshot() -> dict[str, list[Reaction]]:
+    """A copy of the whole reaction registry, for ``restore_reactions`` (test isolation)."""
+    return {key: list(reactions) for key, reactions in _REACTIONS.items()}
 
 
-def restore_reactions(saved: dict[str, tuple[list[Reaction], list[Reaction]]]) -> None:
-    """Put the declared reactions back as ``snapshot_reactions`` saw them.
-
-    The lists are changed in place: every ``ActionSpec`` holds its own key's list.
-    """
-    for key, reactions in _REACTIONS.items():
-        kept = saved.get(key)
-        reactions[:] = kept[1] if kept is not None and kept[0] is reactions else []
+def restore_reactions(snapshot: dict[str, list[Reaction]]) -> None:
+    """Put the registry back as ``reactions_snapshot`` saw it: later declarations go."""
+    for key, reactions in list(_REACTIONS.items()):
+        reactions[:] = snapshot.get(key, [])
+    for key, reactions in snapshot.items():
+        _REACTIONS.setdefault(key, []).extend(r for r in reactions if r not in _REACTIONS[key])
 
 
 class ActionSpec:

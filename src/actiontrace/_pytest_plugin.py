@@ -40,7 +40,7 @@ def isolated_tracer() -> Iterator[ActionTracer]:
     enabled = _context.recording_enabled()
     settings = _capture.settings
     redactor, max_value_bytes = settings.redactor, settings.max_value_bytes
-    reactions = _decorators.snapshot_reactions()
+    reactions = _decorators.reactions_snapshot()
     tracer = ActionTracer(InMemoryTraceStorage(), journal=False)
     _context.install(tracer)
     if not enabled:
