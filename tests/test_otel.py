@@ -119,6 +119,8 @@ class TestToSpans:
         assert dict(link.attributes) == {"actiontrace.synchronization": "OnAuthSuccess"}
         assert spans["otel::Player::load"].links == ()
         assert spans["otel::Auth::login"].links == ()
+        assert spans["otel::Player::play_passage"].attributes["actiontrace.synchronization"] == "OnAuthSuccess"
+        assert "actiontrace.synchronization" not in spans["otel::Player::load"].attributes
 
     def test_attributes_are_the_stored_json(self, trace: actiontrace.ActionTrace) -> None:
         """Concept, action, and inputs/outputs as JSON text as stored, so redacted."""

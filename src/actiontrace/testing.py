@@ -24,7 +24,7 @@ from actiontrace._views import causal_tree, short_name
 
 __all__ = ["assert_caused", "assert_not_caused", "flow_shape"]
 
-SHOWN_CHAINS = 3  # effects whose causal chain a failure message shows
+SHOWN_CHAINS = 3  # distinct causal chains (by the names on them) a failure message shows
 SHOWN_ACTIONS = 40  # distinct action names a failure message lists
 
 
@@ -115,13 +115,21 @@ def _chain_tree(source: Queryable, chain: list[ActionRecord]) -> str:
 
 def _evidence(source: Queryable, effects: list[tuple[ActionRecord, list[ActionRecord]]],
               pattern: str) -> str:
-    shown = effects[-SHOWN_CHAINS:]  # the most recent ones
+    """The causal chains of the effects, most recent first, one per distinct shape."""
     parts = []
-    for effect, chain in shown:
+    shapes: set[tuple[str, ...]] = set()
+    hidden = 0
+    for effect, chain in reversed(effects):
+        shape = tuple(f"{r.concept_uri}::{r.action}" for r in chain)
+        if shape in shapes or len(shapes) == SHOWN_CHAINS:
+            hidden += 1
+            continue
+        shapes.add(shape)
         parts.append(f"causal chain of {pattern} (action {effect.id}):\n"
                      + _chain_tree(source, chain))
-    if len(effects) > len(shown):
-        parts.append(f"({len(effects) - len(shown)} earlier {pattern} actions not shown)")
+    if hidden:
+        parts.append(f"({hidden} more {pattern} actions not shown"
+                     + (", their chains the same shape)" if len(shapes) < SHOWN_CHAINS else ")"))
     return "\n".join(parts)
 
 

@@ -131,9 +131,10 @@ def to_spans(trace: ActionTrace, resource: Resource | None = None) -> list[Reada
         span id = the low 64 bits of the action id, parent = the span of ``parent_id``
         (for an action without one that a provenance edge caused, such as a direct
         action of ``continue_flow``: its trigger's span), links to the trigger of each
-        provenance edge, status ERROR with the error text for error actions, OK for
-        completed ones, UNSET for an action still running (it has no end yet: its span
-        ends where it starts, with ``actiontrace.running`` set).
+        provenance edge (the first edge's synchronization also as the span attribute
+        ``actiontrace.synchronization``), status ERROR with the error text for error
+        actions, OK for completed ones, UNSET for an action still running (it has no end
+        yet: its span ends where it starts, with ``actiontrace.running`` set).
     """
     ot = _Otel.get()
     trace_id = trace.flow_token.int
@@ -177,6 +178,8 @@ def to_spans(trace: ActionTrace, resource: Resource | None = None) -> list[Reada
             "actiontrace.inputs": _text(rec.inputs),
             "actiontrace.outputs": _text(rec.outputs),
         }
+        if edges:  # also as a span attribute: Jaeger's model drops link attributes
+            attributes["actiontrace.synchronization"] = edges[0].synchronization
         span_events = events.get(aid, [])
         if rec.status == "error":
             out = rec.outputs if isinstance(rec.outputs, dict) else {}
