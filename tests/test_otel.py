@@ -267,10 +267,16 @@ class TestSpanExporters:
         assert tracer.shutdown(timeout=30)
         spans = exporter.get_finished_spans()
         assert sorted(s.context.span_id for s in spans) == sorted(expected)
-        for span in spans:
+        for span in spans:  # the export thread's own path gives what to_spans gives
             want = expected[span.context.span_id]
             assert (span.name, span.parent, span.attributes, span.start_time, span.end_time) == (
                 want.name, want.parent, want.attributes, want.start_time, want.end_time)
+            assert [(ln.context, dict(ln.attributes)) for ln in span.links] == [
+                (ln.context, dict(ln.attributes)) for ln in want.links]
+            assert (span.status.status_code, span.status.description) == (
+                want.status.status_code, want.status.description)
+            assert [(e.name, dict(e.attributes)) for e in span.events] == [
+                (e.name, dict(e.attributes)) for e in want.events]
         assert tracer.stats()["spans_exported"] == 16
 
     def test_exported_only_after_stored(self) -> None:
