@@ -29,31 +29,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from _suite import Row, interleaved, row_from
+from sql_throughput import FLOW_SIZE, Collect, player, record
 
 import actiontrace
-from actiontrace import action, concept, flow
+from actiontrace import flow
 from actiontrace._record import FlowPart, to_trace
 from actiontrace.contrib.otel import _part_spans, to_spans
 from actiontrace.storage import InMemoryTraceStorage
-
-FLOW_SIZE = 10
-
-
-@concept("bench::Player")
-class Player:
-    @action
-    def play(self, passage_id: int) -> dict[str, int]:
-        return {"started_at": passage_id}
-
-
-player = Player()
-
-
-def record(n_actions: int) -> None:
-    for i in range(n_actions // FLOW_SIZE):
-        with flow("bench::Web::request", inputs={"path": "/play"}):
-            for j in range(FLOW_SIZE - 1):
-                player.play(i * FLOW_SIZE + j)
 
 
 class NullExporter:
@@ -94,17 +76,6 @@ def sink() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-class Collect(InMemoryTraceStorage):
-    """Keeps the parts the writer hands over."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[FlowPart] = []
-
-    def write_parts(self, parts: Sequence[FlowPart]) -> None:
-        self.parts.extend(parts)
 
 
 def conversion(parts: list[FlowPart], public: bool) -> float:
