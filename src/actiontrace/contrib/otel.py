@@ -340,7 +340,7 @@ class _Sender:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(0.5)
+            self._wake.wait()  # set by every offer() and by stop(): no wake-up is lost
             self._wake.clear()
             while parts := self._take():
                 spans: list[ReadableSpan] = []
