@@ -283,3 +283,19 @@ class TestIsolatedTracer:
         assert actiontrace.get_tracer() is outer
         a()
         assert [r.action for r in outer.find_actions(concept_uri="iso")] == ["a"]
+
+    def test_settings_restored(self) -> None:
+        """configure(redact=..., max_value_bytes=...) inside the block does not outlive it."""
+
+        @actiontrace.action(concept="iso::C")
+        def login(pin: str) -> None:
+            pass
+
+        with isolated_tracer():
+            tracer = actiontrace.configure(redact=["pin"], max_value_bytes=100)
+            login("1234")
+            assert tracer.find_actions(concept_uri="iso")[0].inputs == {"pin": "[REDACTED]"}
+        outer = actiontrace.get_tracer()
+        login("1234")
+        assert outer.find_actions(concept_uri="iso")[-1].inputs == {"pin": "1234"}
+        assert tracer.stats()["writer_alive"] is False  # the block's configure() shut down
