@@ -201,11 +201,14 @@ class TestFixture:
                 await mailer.send_async(to)
 
             async def test_gathered(action_trace):
-                async with flow("shop::Web::bulk"):
+                async with flow("shop::Web::bulk") as token:
                     orders.place("book")
                     await asyncio.gather(*(notify(f"{i}@example.com") for i in range(3)))
                 assert_caused(action_trace, "Orders::place", "Mailer::send_async", via="Notify")
-                assert len(action_trace.find_actions(action="send_async")) == 3
+                # Each task's trigger is place (siblings never see each other's actions).
+                assert flow_shape(action_trace.get_trace(token)) == (
+                    "Web::bulk\\n  Orders::place\\n"
+                    + "\\n".join(["    Mailer::send_async  <-Notify-"] * 3))
 
             async def test_awaited_in_turn(action_trace):
                 async with flow("shop::Web::bulk") as token:
