@@ -1,4 +1,6 @@
-"""The pytest plugin: the ``action_trace`` fixture (docs/reference.md §11, docs/testing.md).
+"""The pytest plugin: the ``action_trace`` fixture.
+
+Contract: docs/reference.md, Testing; guide: docs/testing.md.
 
 Installing actiontrace registers this module with pytest (entry point group ``pytest11``,
 name ``actiontrace``; ``-p no:actiontrace`` turns it off). It only defines a fixture, so a

@@ -1,4 +1,6 @@
-"""Assertions about why things happened, for tests (docs/reference.md §11, docs/testing.md).
+"""Assertions about why things happened, for tests.
+
+Contract: docs/reference.md, Testing; guide: docs/testing.md.
 
 With pytest, the ``action_trace`` fixture (installed with actiontrace) gives each test a
 global tracer of its own::

@@ -1,4 +1,6 @@
-"""OpenTelemetry: flows as spans, and export through any ``SpanExporter`` (docs/reference.md §10).
+"""OpenTelemetry: flows as spans, exported through any ``SpanExporter``.
+
+Contract: docs/reference.md, OpenTelemetry; guide: docs/otel.md.
 
 ``to_spans(trace)`` turns an ``ActionTrace`` into OpenTelemetry SDK ``ReadableSpan``\\ s:
 one span per action, the flow token as trace id, the low 64 bits of the action id as span
