@@ -382,6 +382,23 @@ class TestSpanExporters:
         per = {s["exporter"]: s for s in tracer.stats()["span_exporters"]}
         assert "shutdown: RuntimeError: shutdown exploded" in per["RaisingShutdownExporter"]["last_error"]
 
+    def test_replayed_journal_is_exported(self, tmp_path: Path) -> None:
+        """Parts that waited in the overflow journal (a read-only database) are exported once stored."""
+        url = f"sqlite:///{tmp_path}/t.db"
+        actiontrace.configure(url=url).shutdown()  # create the schema
+        ro = f"sqlite:///file:{tmp_path}/t.db?mode=ro&uri=true"
+        tracer = actiontrace.configure(url=ro, journal=tmp_path / "j")
+        tokens = {record_flow().int for _ in range(3)}
+        assert tracer.shutdown(timeout=5) is False
+        assert tracer.stats()["journaled"] == 15
+        exporter = InMemorySpanExporter()
+        tracer = actiontrace.configure(url=url, journal=tmp_path / "j", span_exporters=[exporter])
+        assert tracer.flush(30)  # starts the writer, which replays the journal
+        replayed = lambda: [s for s in exporter.get_finished_spans() if s.context.trace_id in tokens]
+        wait_for(lambda: len(replayed()) == 15)
+        assert {s.context.trace_id for s in replayed()} == tokens
+        assert tracer.stats()["replayed"] == 15
+
     def test_rejects_what_is_not_an_exporter(self) -> None:
         """span_exporters takes SpanExporter objects: anything else is a ConfigurationError."""
         with pytest.raises(actiontrace.ConfigurationError, match="SpanExporter"):
