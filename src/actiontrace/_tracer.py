@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actiontrace import _capture, _context, _ids
 from actiontrace._capture import EMPTY, NULL, capture_value, settings
@@ -31,6 +31,9 @@ from actiontrace._record import FlowPart, Named, to_trace
 from actiontrace._writer import Buffer, WriterStats
 from actiontrace.storage._base import TraceStorage
 from actiontrace.storage._memory import InMemoryTraceStorage
+
+if TYPE_CHECKING:
+    from actiontrace.contrib.otel import SpanExport
 
 __all__ = ["ActionTracer", "configure", "get_tracer"]
 
@@ -296,7 +299,7 @@ class ActionTracer(Recorder):
         return self.storage.find_by_sync(sync_name)
 
 
-def _span_export(exporters: Any, max_queue: Any) -> Any:
+def _span_export(exporters: Any, max_queue: Any) -> SpanExport | None:
     """The span export of ``configure(span_exporters=...)``, or None without exporters."""
     if not exporters:
         return None
