@@ -12,6 +12,7 @@ from actiontrace._capture import Redactor, capture_value
 from actiontrace._model import ActionRecord, ActionTrace, FlowSummary, LogEvent
 
 __all__ = [
+    "causal_tree",
     "causes",
     "log_line",
     "missing_causes",
@@ -130,16 +131,29 @@ def missing_causes(trace: ActionTrace, chain: list[ActionRecord] | None = None) 
     return notes
 
 
-def to_ascii(trace: ActionTrace) -> str:
-    """The causal tree: children under the action that caused them, edges labelled."""
+def causal_tree(
+    trace: ActionTrace,
+) -> tuple[dict[uuid.UUID, tuple[uuid.UUID | None, str | None]], dict[uuid.UUID | None, list[uuid.UUID]]]:
+    """``(causes(trace), children)``: each action's children in recording order.
+
+    ``children[None]`` are the roots (actions whose cause is outside the trace), the
+    flow's root first.
+    """
     cause = causes(trace)
     children: dict[uuid.UUID | None, list[uuid.UUID]] = {}
     for aid in sorted(trace.actions, key=lambda a: (trace.actions[a].timestamp, a.int)):
         children.setdefault(cause[aid][0], []).append(aid)
-    roots = children.get(None, [])
+    roots = children.setdefault(None, [])
     if trace.root_action_id in roots:  # the flow's root first
         roots.remove(trace.root_action_id)
         roots.insert(0, trace.root_action_id)
+    return cause, children
+
+
+def to_ascii(trace: ActionTrace) -> str:
+    """The causal tree: children under the action that caused them, edges labelled."""
+    cause, children = causal_tree(trace)
+    roots = children[None]
     lines: list[str] = []
     logs: dict[uuid.UUID | None, list[LogEvent]] = {}
     for event in trace.logs:
