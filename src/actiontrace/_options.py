@@ -9,17 +9,19 @@ and a misspelled name is a ``ConfigurationError`` naming the known ones at run t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
 from actiontrace._exceptions import ConfigurationError
 
 __all__ = [
-    "DEFAULT_URL", "TRACER_OPTIONS", "CaptureOptions", "ConfigureOptions", "TracerOptions", "check",
+    "DEFAULT_URL", "MAX_QUEUE_BYTES", "TRACER_OPTIONS", "CaptureOptions", "ConfigureOptions", "TracerOptions", "check",
 ]
 
 # The database the CLI, the demo and a SqlAlchemyTraceStorage without a URL use.
 DEFAULT_URL = "sqlite:///actiontrace.db"
+# The buffer's default bound in bytes (configure(max_queue_bytes=...)).
+MAX_QUEUE_BYTES = 256 * 1024 * 1024
 
 
 class TracerOptions(TypedDict, total=False):
@@ -27,6 +29,7 @@ class TracerOptions(TypedDict, total=False):
 
     max_reaction_depth: int
     max_queue: int
+    max_queue_bytes: int
     batch_size: int
     flush_interval: float
     full_wait: float
@@ -34,6 +37,8 @@ class TracerOptions(TypedDict, total=False):
     query_flush_timeout: float
     sample_rate: float
     journal: str | os.PathLike[str] | bool | None
+    span_exporters: Sequence[Any]  # OpenTelemetry SpanExporter objects (contrib.otel)
+    span_export_queue: int
 
 
 class CaptureOptions(TypedDict, total=False):
@@ -52,6 +57,7 @@ class ConfigureOptions(TracerOptions, CaptureOptions, total=False):
 TRACER_OPTIONS: TracerOptions = {
     "max_reaction_depth": 100,
     "max_queue": 1_000_000,
+    "max_queue_bytes": MAX_QUEUE_BYTES,
     "batch_size": 5_000,
     "flush_interval": 0.2,
     "full_wait": 0.05,
@@ -59,6 +65,8 @@ TRACER_OPTIONS: TracerOptions = {
     "query_flush_timeout": 5.0,
     "sample_rate": 1.0,
     "journal": None,  # overflow journal directory: None = default place, False = none
+    "span_exporters": (),  # OpenTelemetry SpanExporters fed every stored part (contrib.otel)
+    "span_export_queue": 100_000,  # actions that may wait for one exporter
 }
 
 

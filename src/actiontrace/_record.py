@@ -40,11 +40,15 @@ from typing import Any, NamedTuple, Protocol
 from actiontrace import _ids
 from actiontrace._capture import NULL, decode, finish, settings
 from actiontrace._ids import as_uuid
-from actiontrace._layout import ID, RECORD_SLOTS, START, new_record
+from actiontrace._layout import ID, INPUTS, OUTPUTS, RECORD_SLOTS, START, new_record
 from actiontrace._model import ActionRecord, ActionTrace, LogEvent, ProvenanceEdge, Status
 
 __all__ = ["ActionRow", "FlowPart", "LogRow", "Named", "Part", "to_trace"]
 
+# What one queued record holds beyond the length of its encoded inputs and outputs: the
+# list of 13 slots, its ints, the two bytes objects' headers (tracemalloc over 10,000
+# recorded calls: 394 bytes per record, 14 of them value bytes; rounded up).
+RECORD_BYTES = 400
 LOCAL_LIMIT = 1 << 64  # ids below this are local sequence numbers (see the module doc)
 
 
@@ -137,6 +141,7 @@ class FlowPart:
         "fixed",
         "log_events",
         "module",
+        "nbytes",
         "offset",
         "recorder",
         "records",
@@ -157,6 +162,7 @@ class FlowPart:
         self.sampled = True  # configure(sample_rate=...)'s decision for this flow
         self._idmap: tuple[int, dict[int, int]] | None = None  # see _id_map
         self.recorder: Any = None  # the Recorder that closes it (not part of the stored form)
+        self.nbytes = 0  # what it holds, as the buffer counts it (set when queued)
         # How this process turns perf_counter_ns into epoch time and local ids into UUIDv7.
         self.offset = _ids.EPOCH_OFFSET_NS
         self.fixed = _ids.FIXED_BITS
@@ -165,6 +171,24 @@ class FlowPart:
     def n_actions(self) -> int:
         """How many actions the part holds (running ones included)."""
         return len(self.records)
+
+    def held_bytes(self) -> int:
+        """Roughly what the part holds in memory: encoded inputs and outputs, plus
+        ``RECORD_BYTES`` per record (the buffer's byte bound counts this).
+
+        Runs when the flow ends, on the application's thread, for every record
+        (callgrind, flows of 1,000 calls, writer parked: 9,712 -> 10,511 instructions per
+        recorded call with the byte bound, this loop most of it). Values are not cut to size before the writer's ``rows()``,
+        so a cheaper estimate would not bound anything.
+        """
+        n = 0
+        i, o = INPUTS, OUTPUTS  # locals: the loop runs per record on the app's thread
+        try:
+            for rec in self.records:
+                n += len(rec[i]) + len(rec[o])
+        except TypeError:  # outputs not captured yet (an action still running elsewhere)
+            n = sum(len(v) for rec in self.records for v in (rec[i], rec[o]) if v is not None)
+        return n + RECORD_BYTES * len(self.records)
 
     def full_id(self, rec: list[Any]) -> int:
         """The UUIDv7 int of a raw record of this part."""

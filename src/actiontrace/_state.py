@@ -10,7 +10,9 @@ All mutable global state of the package lives here (as structlog's ``_config.py`
 * the fork hooks, run in one declared order (``FORK_STEPS``) whatever order the
   modules registering them were imported in: the id generator is reseeded before the
   wrappers are given its new counter, and both before the writer and the storages
-  forget their parent's threads and connections.
+  forget their parent's threads and connections. Hooks for children started by
+  ``multiprocessing`` only (``in_multiprocessing_child``) run in the same order, from
+  the writer's multiprocessing after-fork hook.
 
 Nothing here imports below the recording side: the writer and the storages register
 their hooks from their own modules.
@@ -18,6 +20,7 @@ their hooks from their own modules.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from actiontrace._context import Recorder
 
 __all__ = [
-    "FORK_STEPS", "Settings", "at_fork", "current_recorder", "install", "on_change",
+    "FORK_STEPS", "Settings", "after_multiprocessing_fork", "at_fork", "current_recorder", "install", "on_change",
     "recording_enabled", "set_enabled", "set_factory", "settings", "settings_changed",
 ]
 
@@ -115,14 +118,15 @@ FORK_STEPS = (
 )
 
 Hook = Callable[[], Any]
+_PHASES = ("before", "parent", "child", "multiprocessing")
 _hooks: dict[str, dict[str, list[Hook]]] = {
-    phase: {step: [] for step in FORK_STEPS} for phase in ("before", "parent", "child")
+    phase: {step: [] for step in FORK_STEPS} for phase in _PHASES
 }
 
 
 def at_fork(
     step: str, *, before: Hook | None = None, after_in_parent: Hook | None = None,
-    after_in_child: Hook | None = None,
+    after_in_child: Hook | None = None, in_multiprocessing_child: Hook | None = None,
 ) -> None:
     """Register fork hooks for ``step`` (one of ``FORK_STEPS``).
 
@@ -132,7 +136,8 @@ def at_fork(
     if step not in FORK_STEPS:
         raise ValueError(f"unknown fork step {step!r}; steps: {', '.join(FORK_STEPS)}")
     for phase, hook in (("before", before), ("parent", after_in_parent),
-                        ("child", after_in_child)):
+                        ("child", after_in_child),
+                        ("multiprocessing", in_multiprocessing_child)):
         if hook is not None:
             _hooks[phase][step].append(hook)
 
@@ -153,6 +158,17 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child() -> None:
     _run("child", FORK_STEPS)
+
+
+def after_multiprocessing_fork() -> None:
+    """Run the hooks for a child ``multiprocessing`` started; none of them may stop it."""
+    for step in FORK_STEPS:
+        for hook in _hooks["multiprocessing"][step]:
+            try:
+                hook()
+            except Exception:  # a child must start whatever happens here
+                logging.getLogger("actiontrace").exception(
+                    "actiontrace: child process hook failed")
 
 
 os.register_at_fork(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 from actiontrace import _ids, _state
 from actiontrace._capture import EMPTY, NULL, capture_value
@@ -46,6 +47,9 @@ from actiontrace._writer import Buffer, WriterStats
 from actiontrace.storage._base import TraceStorage
 from actiontrace.storage._memory import InMemoryTraceStorage
 
+if TYPE_CHECKING:
+    from actiontrace.contrib.otel import SpanExport
+
 __all__ = ["ActionTracer", "configure", "get_tracer"]
 
 def _uuid(value: uuid.UUID | str, what: str = "id") -> uuid.UUID:
@@ -60,6 +64,9 @@ class ActionTracer(Recorder):
         module: the trace's ``module`` (default: the running program's name).
         max_reaction_depth: how deep declared reactions may cascade.
         max_queue: actions that may wait for the writer before flows are dropped.
+        max_queue_bytes: the same bound in bytes (default 256 MiB): encoded inputs and
+            outputs plus ~400 bytes per action. Past half of either bound, while the
+            storage answers but slower than the application, batches go to the journal.
         batch_size: actions per write (one transaction).
         flush_interval: seconds the writer sleeps between batches when idle.
         full_wait: seconds a flow waits for room when the buffer is full.
@@ -90,11 +97,15 @@ class ActionTracer(Recorder):
                 for part in parts:
                     save(to_trace(part))
 
+        self._span_export = _span_export(opts["span_exporters"], opts["span_export_queue"])
+        if self._span_export is not None:
+            write = self._span_export.wrap(write)
         describe = getattr(self.storage, "describe_error", None)
         self._buffer = Buffer(
             write,
             is_transient=getattr(self.storage, "is_transient", lambda exc: True),
             max_queue=opts["max_queue"],
+            max_queue_bytes=opts["max_queue_bytes"],
             batch_size=opts["batch_size"],
             flush_interval=opts["flush_interval"],
             full_wait=opts["full_wait"],
@@ -102,9 +113,14 @@ class ActionTracer(Recorder):
             journal=open_journal(self.storage, opts["journal"]),
             **({"describe_error": describe} if describe else {}),
         )
+        if self._span_export is not None:
+            self._span_export.buffer = self._buffer
         self.query_flush_timeout: float = opts["query_flush_timeout"]
         self._started: list[tuple[Any, Any, list[Any], FlowPart]] = []
         self._started_lock = threading.Lock()
+        for name in ("max_queue", "max_queue_bytes"):
+            if not isinstance(opts[name], int) or isinstance(opts[name], bool) or opts[name] < 1:
+                raise ConfigurationError(f"{name} must be a positive int, got {opts[name]!r}")
         rate = opts["sample_rate"]
         if not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
             raise ConfigurationError(f"sample_rate must be a number from 0 to 1, got {rate!r}")
@@ -210,15 +226,31 @@ class ActionTracer(Recorder):
         return self._buffer.flush(timeout)
 
     def shutdown(self, timeout: float | None = 10.0) -> bool:
-        """Flush, stop the writer and close the storage. Returns whether all was written."""
+        """Flush, stop the writer and close the storage. Returns whether all was written.
+
+        With ``span_exporters``, it then waits for their pending exports; the whole call
+        takes at most about ``timeout`` seconds, whatever an exporter does.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         ok = self._buffer.stop(timeout)
         with contextlib.suppress(Exception):  # shutting down must not raise
             self.storage.close()
+        if self._span_export is not None:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            ok = self._span_export.shutdown(left) and ok
         return ok
 
     def stats(self) -> WriterStats:
-        """Counters: recorded, written, dropped, retries, queued, last_error..."""
-        return self._buffer.stats()
+        """Counters: recorded, written, dropped, retries, queued, last_error...
+
+        With ``span_exporters`` also ``spans_exported``, ``span_export_failed``,
+        ``span_export_dropped``, ``span_export_queued``, ``span_export_errors`` and
+        ``span_exporters`` (the same per exporter, with ``stalled``).
+        """
+        s = self._buffer.stats()
+        if self._span_export is not None:
+            s.update(self._span_export.stats())
+        return s
 
     # -- queries (they flush first) ------------------------------------------------------
 
@@ -266,12 +298,31 @@ class ActionTracer(Recorder):
         return self.storage.find_by_sync(sync_name)
 
 
+def _span_export(exporters: Any, max_queue: Any) -> SpanExport | None:
+    """The span export of ``configure(span_exporters=...)``, or None without exporters."""
+    if not exporters:
+        return None
+    exporters = list(exporters)
+    for exp in exporters:
+        if not callable(getattr(exp, "export", None)) or not callable(getattr(exp, "shutdown", None)):
+            raise ConfigurationError(
+                f"span_exporters takes OpenTelemetry SpanExporter objects, got {exp!r}")
+    if not isinstance(max_queue, int) or max_queue < 1:
+        raise ConfigurationError(f"span_export_queue must be a positive int, got {max_queue!r}")
+    try:
+        from actiontrace.contrib.otel import SpanExport
+
+        return SpanExport(exporters, max_queue=max_queue)
+    except ImportError as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
 def _merge(stored: ActionTrace | None, parts: list[ActionTrace]) -> ActionTrace:
     base = stored or parts[0]
     actions = dict(base.actions)
     edges = list(base.provenance_edges)
     seen = {(e.from_action, e.to_action, e.synchronization) for e in edges}
-    root = base.root_action_id if stored is not None else None
+    root = stored.root_action_id if stored is not None and stored.root_action_id in stored.actions else None
     created = base.created_at
     sampled = all(t.sampled for t in ([stored] if stored is not None else []) + parts)
     for p in parts:
@@ -361,5 +412,15 @@ def configure(
     return tracer
 
 
+def _leave_inherited_flow() -> None:
+    # A forked multiprocessing child (a Pool worker, say) starts in the context of the
+    # thread that forked, maybe inside a flow: its actions would go into the parent's copy
+    # of that flow's part, which no one ever ends here, and were lost (issue 10). Start it
+    # outside any flow instead, as spawned and forkserver children start: its actions make
+    # flows of their own (or join one through continue_flow), and are stored.
+    frame_var.set(NO_FLOW)
+
+
+_state.at_fork("context", in_multiprocessing_child=_leave_inherited_flow)
 _state.set_factory(ActionTracer)
 
