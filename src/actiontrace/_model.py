@@ -81,11 +81,13 @@ class ActionTrace(msgspec.Struct):
 
         return _views.to_ascii(self)
 
-    def to_dot(self) -> str:
-        """Render the flow as a Graphviz ``digraph``: one node per action."""
+    def to_dot(self, *, calls: bool = False) -> str:
+        """Render the flow as a Graphviz ``digraph``: one node per action, one edge per
+        provenance edge; with ``calls``, also a dashed edge from each action's caller to
+        the actions no synchronization caused."""
         from actiontrace import _views
 
-        return _views.to_dot(self)
+        return _views.to_dot(self, calls=calls)
 
     def to_mermaid(self) -> str:
         """Render the flow as a Mermaid ``flowchart``."""

@@ -1,4 +1,4 @@
-"""Render a trace: an ASCII tree, Graphviz DOT, Mermaid and JSON (API.md §6)."""
+"""Render a trace: an ASCII tree, Graphviz DOT, Mermaid and JSON (docs/reference.md)."""
 
 from __future__ import annotations
 
@@ -131,10 +131,13 @@ def _dot_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def to_dot(trace: ActionTrace) -> str:
+def to_dot(trace: ActionTrace, calls: bool = False) -> str:
     """A Graphviz digraph: one node per action (id = its UUID), one edge per provenance edge.
 
-    Every label is escaped, so the output is valid DOT whatever the values contain.
+    With ``calls``, each action that no provenance edge reaches also gets a dashed grey
+    edge from the action it was called in (its ``parent_id``), as ``to_mermaid`` draws
+    them, so nested calls and roots hang together. Every label is escaped, so the
+    output is valid DOT whatever the values contain.
     """
     out = ["digraph ActionTrace {", "    rankdir=LR;", '    node [shape=box, fontname="monospace"];']
     for aid, rec in trace.actions.items():
@@ -150,6 +153,14 @@ def to_dot(trace: ActionTrace) -> str:
             f"    {_dot_str(str(e.from_action))} -> {_dot_str(str(e.to_action))} "
             f"[label={_dot_str(e.synchronization)}];"
         )
+    if calls:
+        with_edge = {e.to_action for e in trace.provenance_edges}
+        for aid, rec in trace.actions.items():
+            if aid not in with_edge and rec.parent_id in trace.actions:
+                out.append(
+                    f"    {_dot_str(str(rec.parent_id))} -> {_dot_str(str(aid))} "
+                    '[style=dashed, color="gray50", arrowhead=empty];'
+                )
     out.append("}")
     return "\n".join(out) + "\n"
 

@@ -146,3 +146,8 @@ class TraceStorage(abc.ABC):
         except (TraceNotFound, ActionNotFound):
             return []
         return [low]
+
+    def resolve_suffix(self, suffix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
+        """The stored flow tokens or action ids ending with ``suffix`` (as
+        ``resolve_prefix``; this fallback, too, only accepts a whole id)."""
+        return self.resolve_prefix(suffix, kind, limit)
