@@ -633,7 +633,7 @@ def stats(obj: Context, limit: int, as_json: bool) -> None:
     storage = obj.storage()
     top = storage.top_synchronizations(limit)
     chains = storage.longest_chains(limit)
-    perf = {name: storage.sync_performance(name) for name, _ in top}
+    perf = storage.sync_performances([name for name, _ in top])
     if as_json:
         echo_json({
             "top_synchronizations": [{"synchronization": n, "count": c} for n, c in top],

@@ -112,6 +112,13 @@ class TraceStorage(abc.ABC):
     def sync_performance(self, sync_name: str) -> PerformanceMetrics:
         """Duration statistics of the actions the synchronization produced."""
 
+    def sync_performances(self, sync_names: Sequence[str]) -> dict[str, PerformanceMetrics]:
+        """``sync_performance`` of several synchronizations at once (``actiontrace stats``).
+
+        Backends override it to answer in one query; this fallback asks one by one.
+        """
+        return {name: self.sync_performance(name) for name in sync_names}
+
     # -- browsing (the command line); not abstract, so older custom storages keep working --
 
     def list_flows(self, limit: int = 20, since: int | None = None) -> list[FlowSummary]:

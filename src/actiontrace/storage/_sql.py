@@ -781,6 +781,33 @@ class SqlAlchemyTraceStorage(TraceStorage):
         found.sort(key=lambda t: (-t[0], t[1]))
         return [(token, depth) for depth, _, token in found[:limit]]
 
+    def sync_performances(self, sync_names: Sequence[str]) -> dict[str, PerformanceMetrics]:
+        """``sync_performance`` of several synchronizations in one query: the durations
+        of the actions they produced, fetched sorted, the figures computed here.
+
+        ``actiontrace stats`` used to ask four queries per synchronization (count and
+        mean, then one per percentile), each finding the produced actions again: 10
+        synchronizations took ~0.4 s at 1M actions, one query ~0.05 s
+        (docs/performance.md).
+        """
+        names = list(dict.fromkeys(sync_names))
+        if not names:
+            return {}
+        e, a = edges.c, actions.c
+        produced = (
+            sa.select(e.synchronization.label("sync"), e.to_action.label("id"))
+            .where(e.synchronization.in_(names)).distinct().subquery()
+        )
+        stmt = (
+            sa.select(produced.c.sync, a.duration_us)
+            .select_from(produced.join(actions, a.id == produced.c.id))
+            .where(a.duration_us.is_not(None))
+        )
+        found: dict[str, list[int]] = {name: [] for name in names}
+        for sync, duration in self._fetch(stmt):
+            found[sync].append(duration)
+        return {name: PerformanceMetrics.from_durations(found[name]) for name in names}
+
     def sync_performance(self, sync_name: str) -> PerformanceMetrics:
         """Duration statistics of the actions the synchronization produced."""
         self._ensure()
