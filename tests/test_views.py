@@ -94,6 +94,15 @@ class TestDot:
         for e in trace.provenance_edges:
             assert f'"{e.from_action}" -> "{e.to_action}" [label="{e.synchronization}"]' in dot
 
+    def test_call_nesting(self, trace: ActionTrace) -> None:
+        """calls=True adds one dashed, unlabelled edge per nested call; Graphviz draws all."""
+        dot = trace.to_dot(calls=True)
+        nested = [r for r in trace.actions.values() if r.parent_id in trace.actions]
+        assert dot.count("style=dashed") == len(nested) > 0
+        assert dot.count(" -> ") == len(trace.provenance_edges) + len(nested)
+        out = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True)
+        assert out.returncode == 0 and out.stdout.count(b'class="edge"') == dot.count(" -> ")
+
     def test_graphviz_accepts_it(self, trace: ActionTrace) -> None:
         """The real dot renders it."""
         out = subprocess.run(["dot", "-Tsvg"], input=trace.to_dot().encode(), capture_output=True)

@@ -84,7 +84,7 @@ class ActionTrace(msgspec.Struct):
     def to_dot(self, *, calls: bool = False) -> str:
         """Render the flow as a Graphviz ``digraph``: one node per action, one edge per
         provenance edge; with ``calls``, also a dashed edge from each action's caller to
-        the actions no synchronization caused."""
+        it (the call nesting)."""
         from actiontrace import _views
 
         return _views.to_dot(self, calls=calls)

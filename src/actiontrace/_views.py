@@ -134,10 +134,10 @@ def _dot_str(text: str) -> str:
 def to_dot(trace: ActionTrace, calls: bool = False) -> str:
     """A Graphviz digraph: one node per action (id = its UUID), one edge per provenance edge.
 
-    With ``calls``, each action that no provenance edge reaches also gets a dashed grey
-    edge from the action it was called in (its ``parent_id``), as ``to_mermaid`` draws
-    them, so nested calls and roots hang together. Every label is escaped, so the
-    output is valid DOT whatever the values contain.
+    With ``calls``, the call nesting too: a dashed grey edge (empty arrowhead, no label)
+    from each action's caller (its ``parent_id``) to it, beside the provenance edge when
+    it has one, so the call tree and the causes read together. Every label is escaped,
+    so the output is valid DOT whatever the values contain.
     """
     out = ["digraph ActionTrace {", "    rankdir=LR;", '    node [shape=box, fontname="monospace"];']
     for aid, rec in trace.actions.items():
@@ -154,9 +154,8 @@ def to_dot(trace: ActionTrace, calls: bool = False) -> str:
             f"[label={_dot_str(e.synchronization)}];"
         )
     if calls:
-        with_edge = {e.to_action for e in trace.provenance_edges}
         for aid, rec in trace.actions.items():
-            if aid not in with_edge and rec.parent_id in trace.actions:
+            if rec.parent_id in trace.actions:
                 out.append(
                     f"    {_dot_str(str(rec.parent_id))} -> {_dot_str(str(aid))} "
                     '[style=dashed, color="gray50", arrowhead=empty];'

@@ -601,8 +601,9 @@ def find(obj: Context, concept: str | None, action_name: str | None,
 def export(obj: Context, flow: str, fmt: str, output: str | None) -> None:
     """Export FLOW as Graphviz DOT, Mermaid or JSON.
 
-    DOT and Mermaid draw the provenance edges (labelled with their synchronization) and,
-    in a lighter dashed style, the call nesting of the actions no synchronization caused.
+    DOT draws the provenance edges (labelled with their synchronization) and, dashed, the
+    call nesting (each action's caller to it). Mermaid draws the nesting of the actions
+    no synchronization caused, dotted.
     """
     trace = obj.storage().get_trace(_flow_of(obj, flow))
     if fmt == "dot":

@@ -47,6 +47,7 @@ from actiontrace._exceptions import (
     ActionNotFound,
     ConfigurationError,
     SchemaOutdated,
+    StorageError,
     TraceNotFound,
 )
 from actiontrace._ids import as_uuid
@@ -279,7 +280,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
             database is never changed, not even its SQLite journal mode; a SQLite file
             that does not exist is not created, and a database without actiontrace
             tables is refused (``SchemaOutdated`` naming ``actiontrace db upgrade``)
-            instead of being given them. Writes fail.
+            instead of being given them. Writes raise ``StorageError``.
 
     Nothing connects to a server here: the schema is checked (and, for a database with
     no actiontrace tables, created) on first use, so an unreachable server only delays
@@ -396,6 +397,8 @@ class SqlAlchemyTraceStorage(TraceStorage):
 
     def write_parts(self, parts: Sequence[FlowPart]) -> None:
         """Store a batch of parts in one transaction; idempotent, parts merge."""
+        if self.read_only:
+            raise StorageError("this storage was opened read_only: it cannot store traces")
         self._ensure()
         pg = self._pg
         hexid = _hexid
@@ -598,7 +601,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
         # SQLite stores a UUID as its 32 hex digits; PostgreSQL's text form has dashes.
         if self._pg:
             return sa.func.replace(sa.cast(col, sa.Text), "-", "")
-        return col
+        return sa.type_coerce(col, sa.Text)
 
     def resolve_suffix(self, suffix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
         """Ids ending with ``suffix`` (hex digits): a scan of the primary key.
