@@ -323,7 +323,7 @@ def digest(path: Path) -> str:
 
 
 class TestReadingChangesNothing:
-    @pytest.mark.parametrize("args", READING, ids=lambda a: " ".join(a))
+    @pytest.mark.parametrize("args", READING, ids=" ".join)
     def test_foreign_sqlite_database(self, args: list[str], tmp_path: Path) -> None:
         """A database without actiontrace tables: one line naming `actiontrace db upgrade`,
         and the file's bytes (journal mode included) exactly as they were."""
@@ -367,7 +367,7 @@ class TestReadingChangesNothing:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
         conn.close()
 
-    @pytest.mark.parametrize("args", READING, ids=lambda a: " ".join(a))
+    @pytest.mark.parametrize("args", READING, ids=" ".join)
     def test_foreign_postgres_database(self, args: list[str], pg_url: str) -> None:
         """The same on PostgreSQL: one line naming `actiontrace db upgrade`, no table made."""
         import sqlalchemy as sa
