@@ -15,7 +15,7 @@ Sections (``--sections`` picks some), each in this one process unless said other
 * flow size: ns per call as flows grow, in memory and in SQLite.
 * throughput: actions/s into SQLite (and PostgreSQL), end to end (recorded, then
   flushed) and through the writer alone, next to plain sqlite3 inserting the same rows.
-* store size: the queries of API.md §4 and the analyzer as one SQLite store grows.
+* store size: the queries of docs/reference.md (Queries) and the analyzer as one SQLite store grows.
 * memory: bytes per buffered action and the peak RSS with 1,000,000 actions waiting for
   a stalled writer (each in a fresh process, so the peak is its own).
 

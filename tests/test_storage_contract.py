@@ -1,4 +1,4 @@
-"""The storage contract (API.md §4-§6), for every backend: memory, SQLite, PostgreSQL.
+"""The storage contract (docs/reference.md: Queries, Storage, Output and analysis), for every backend: memory, SQLite, PostgreSQL.
 
 Traces are recorded through a real tracer (decorated actions, flows, synchronizations,
 ``continue_flow``) where possible, and written as hand-made parts where a test needs

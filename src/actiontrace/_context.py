@@ -1,4 +1,4 @@
-"""Context frames: which flow, which enclosing action, which trigger (API.md §2-§3).
+"""Context frames: which flow, which enclosing action, which trigger (docs/reference.md: Decorators, Flows and the tracer).
 
 One ``ContextVar`` holds the innermost *frame*. asyncio tasks copy the context when they
 are created, so they inherit the frame; threads start with an empty context, so flows

@@ -1,4 +1,4 @@
-"""The public data model: what a trace is made of, as msgspec Structs (API.md §1)."""
+"""The public data model: what a trace is made of, as msgspec Structs (docs/reference.md, Model)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ class ActionTrace(msgspec.Struct):
 
 
 class ActionFilter(msgspec.Struct, kw_only=False):
-    """What ``find_actions`` looks for; every field given must match (API.md §4).
+    """What ``find_actions`` looks for; every field given must match (docs/reference.md, Queries).
 
     Args:
         concept_uri: exact, or a ``::``-bounded prefix (``"app"`` matches ``"app::Player"``).

@@ -1,4 +1,4 @@
-"""The storage interface every backend implements (API.md §4-§5).
+"""The storage interface every backend implements (docs/reference.md: Queries, Storage).
 
 Storages are written in *parts* (``actiontrace._record.FlowPart``): what one process
 recorded of one flow. Parts of the same flow merge; writing the same action twice
