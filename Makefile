@@ -10,12 +10,13 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: .venv venv test demo bench bench-full soak clean
+.PHONY: .venv venv provision test demo bench bench-full soak clean
 
 .venv venv: $(STAMP)
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+		echo "cannot create $(VENV): install python3-venv (scripts/provision does)" >&2; exit 1; }
 
 # The package alone: what `make demo` needs.
 $(PKG): pyproject.toml | $(BIN)/python
@@ -28,8 +29,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[dev]'
 	touch $(PKG) $@
 
-test: $(STAMP)
+# Debian packages first (python3-venv among them), then the virtualenv, then the suite.
+provision:
 	scripts/provision
+
+test: provision $(STAMP)
 	scripts/run-tests $(BIN)/python $(PYTEST_ARGS)
 
 demo: $(PKG)
