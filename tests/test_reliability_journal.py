@@ -242,22 +242,39 @@ class TestSpillAndReplay:
         assert "journal" in (s["last_error"] or "")
 
     def test_put_never_does_io(self, tmp_path: Path) -> None:
-        """Recording during an outage costs the application no I/O: flows stay fast."""
+        """Recording during an outage costs the application no I/O: every write attempt
+        and every journal frame happens on the writer's thread, never the caller's."""
         store = Flaky()
+        io_threads: list[int] = []
+        write_parts = store.write_parts
+
+        def spy_write(parts: Any) -> None:
+            io_threads.append(threading.get_ident())
+            write_parts(parts)
+
+        store.write_parts = spy_write  # type: ignore[method-assign]
         tracer = actiontrace.configure(storage=store, journal=tmp_path / "j")
-        tracer._buffer.spill_after = 0
-        lat = []
+        buffer = tracer._buffer
+        buffer.spill_after = 0
+        journal = buffer.journal
+        assert journal is not None
+        append_frame = journal.append_frame
+
+        def spy_append(data: bytes) -> Any:
+            io_threads.append(threading.get_ident())
+            return append_frame(data)
+
+        journal.append_frame = spy_append  # type: ignore[method-assign]
+        # (Asserting on latency instead failed on a loaded machine: not a measure of I/O.)
         for i in range(20_000):
-            t0 = time.perf_counter()
             with flow("rel::Web::req"):
                 step(i)
-            lat.append(time.perf_counter() - t0)
-        assert tracer.stats()["dropped"] == 0
-        lat.sort()
-        # Not a benchmark: flows cost what they cost without an outage (p99 well under a
-        # millisecond); the worst one is a scheduling or GC hiccup, never a disk write.
-        assert lat[int(len(lat) * 0.99)] < 0.005, lat[-5:]
-        assert lat[-1] < 1.0, lat[-5:]
+        deadline = time.monotonic() + 120
+        while tracer.stats()["journaled"] < 40_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tracer.stats()["journaled"] == 40_000 and tracer.stats()["dropped"] == 0
+        assert len(set(io_threads)) == 1 and threading.get_ident() not in io_threads
+        assert store.calls > 0  # the write attempts were among them
 
     def test_several_processes_replay_each_frame_once(self, tmp_path: Path) -> None:
         """Journals left by dead processes are replayed by exactly one of several sweepers."""
