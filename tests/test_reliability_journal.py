@@ -137,7 +137,7 @@ class TestJournalFormat:
         for i in range(50):
             with flow("rel::Web::req"):
                 step(i)
-        assert tracer.shutdown(timeout=5) is False  # down at exit: all journaled
+        assert tracer.shutdown(timeout=120) is False  # down at exit: all journaled
         stats = tracer.stats()
         assert stats["journaled"] == 100 and stats["dropped"] == 0
         (path,) = Journal(tmp_path / "j").files()
