@@ -140,7 +140,11 @@ class TestJournalFormat:
         assert tracer.shutdown(timeout=120) is False  # down at exit: all journaled
         stats = tracer.stats()
         assert stats["journaled"] == 100 and stats["dropped"] == 0
-        (path,) = Journal(tmp_path / "j").files()
+        # Usually one file; two when the writer retried the storage while recording went
+        # on (a slow machine): it closes its file for replay and opens another after.
+        files = Journal(tmp_path / "j").files()
+        assert files
+        path = files[-1]
         data = path.read_bytes()
         # Cut the file inside its last frame.
         offsets, pos = [], 0
@@ -156,8 +160,8 @@ class TestJournalFormat:
         tracer = actiontrace.configure(storage=store, journal=tmp_path / "j")
         with flow("rel::Web::later"):
             pass
-        assert tracer.flush(5)
-        deadline = time.monotonic() + 10
+        assert tracer.flush(60)
+        deadline = time.monotonic() + 60
         while Journal(tmp_path / "j").files() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert tracer.stats()["torn_frames"] + first.stats()["torn_frames"] == 1
