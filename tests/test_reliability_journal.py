@@ -350,8 +350,19 @@ class TestPostgresDown:
 
     def test_stopped_mid_run_and_restarted(self, pg: str, cluster: PrivateCluster,
                                            tmp_path: Path) -> None:
-        """PostgreSQL stopped for 30 s while the app records: same speed, zero lost or doubled."""
+        """PostgreSQL stopped for 30 s while the app records: the app never waits on it (no
+        write, no journal frame on its thread), zero lost or doubled."""
         tracer = actiontrace.configure(url=pg, journal=tmp_path / "j")
+        journal = tracer._buffer.journal
+        assert journal is not None
+        io_threads: set[int] = set()
+        append_frame = journal.append_frame
+
+        def spy_append(data: bytes) -> Any:
+            io_threads.add(threading.get_ident())
+            return append_frame(data)
+
+        journal.append_frame = spy_append  # type: ignore[method-assign]
         stop = threading.Event()
         phase = {"name": "before"}
         lat: dict[str, list[float]] = {"before": [], "outage": [], "after": []}
@@ -405,10 +416,10 @@ class TestPostgresDown:
             "p99_ms": {k: round(v * 1000, 3) for k, v in p99.items()},
             "rate_before": len(lat["before"]) / 3, "rate_outage": len(lat["outage"]) / outage,
         }
-        print("OUTAGE", json.dumps(report))
-        # Normal speed: the flow rate in the outage is within 25% of the rate before it.
-        assert report["rate_outage"] > 0.75 * report["rate_before"], report
-        assert p99["outage"] < 0.01, report
+        print("OUTAGE", json.dumps(report))  # the speed figures (docs/reliability.md, row 2)
+        # Normal speed, asserted as its cause rather than as timings (which a loaded machine
+        # bends): the journal was written, and never by the application's thread.
+        assert io_threads and worker.ident not in io_threads, report
 
 
 BIG = """
