@@ -3,7 +3,7 @@
 ``ActionTracer(**options)`` and ``configure(**options)`` take these as keyword
 arguments typed by ``TypedDict`` (PEP 692): mypy and editors check each name and type,
 and a misspelled name is a ``ConfigurationError`` naming the known ones at run time
-(docs/reference.md, "Configuration").
+(docs/reference.md, "Flows and the tracer").
 """
 
 from __future__ import annotations

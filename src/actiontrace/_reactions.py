@@ -131,7 +131,7 @@ _LIMIT_SPEC = Named("actiontrace", "reaction_limit")
 def _record_cut(part: FlowPart, rec: Record, sync_name: str, error: BaseException) -> None:
     """Leave an error record where a runaway cascade was stopped, caused by its trigger.
 
-    The triggering action's own record stays ``ok`` (API.md §2), so without this a
+    The triggering action's own record stays ``ok`` (docs/reference.md, Decorators), so without this a
     cascade cut short in a flow an action started for itself would leave no trace.
     """
     now = _ids.perf_ns()
