@@ -35,8 +35,8 @@ Policies (docs/reliability.md and docs/deployment.md say the same):
 * **fork**: the child starts with an empty buffer and no writer thread (one is started
   on its first flow); it never writes what its parent had queued or journaled.
 * **Child processes** (multiprocessing, concurrent.futures): a forked child never runs
-  ``atexit``, so the exit flush is also a multiprocessing finalizer there (see the end of
-  this module and docs/deployment.md#worker-processes). SIGTERM (``Pool.terminate()``)
+  ``atexit``, so the exit flush is also a multiprocessing finalizer there (see
+  ``_processes`` and docs/deployment.md#worker-processes). SIGTERM (``Pool.terminate()``)
   runs no finalizer: what a terminated worker had not written is lost.
 
 ``flush()`` is True only when everything recorded before it is in the *storage* (frames
@@ -45,14 +45,10 @@ this process journaled included, once replayed).
 
 from __future__ import annotations
 
-import atexit
 import collections
 import logging
-import os
-import sys
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,8 +56,8 @@ from typing import Any
 
 from actiontrace._journal import Journal, ReplayCursor, actions_in
 from actiontrace._options import MAX_QUEUE_BYTES
+from actiontrace._processes import BUFFERS, hook_child_exit, register_child_hooks
 from actiontrace._record import FlowPart, Part
-from actiontrace._state import after_multiprocessing_fork, at_fork
 
 __all__ = ["Buffer", "WriterStats"]
 
@@ -101,9 +97,6 @@ class _RateLimitedWarning:
             self.last, self.suppressed = now, 0
         else:
             self.suppressed += 1
-
-
-_BUFFERS: weakref.WeakSet[Buffer] = weakref.WeakSet()
 
 
 class Buffer:
@@ -158,7 +151,7 @@ class Buffer:
         self._warn_journal = _RateLimitedWarning(10.0)
         self._warn_drop = _RateLimitedWarning(10.0, logging.ERROR)
         self._init_state()
-        _BUFFERS.add(self)
+        BUFFERS.add(self)
 
     def _init_state(self) -> None:
         self._queue: collections.deque[FlowPart | _Flush] = collections.deque()
@@ -319,7 +312,7 @@ class Buffer:
                 target=self._run, name="actiontrace-writer", daemon=True
             )
         self._thread.start()
-        _hook_child_exit()
+        hook_child_exit()
         register_child_hooks()
 
     def _run(self) -> None:
@@ -638,106 +631,28 @@ class Buffer:
             self._cursor.close()
             self._cursor = None
 
+    # -- fork (called by _processes, in _state's fork order) -------------------------------
 
-FORK_WAIT = 5.0  # seconds a fork waits for a write in flight before going ahead
+    def before_fork(self, wait: float) -> None:
+        """Hold the I/O lock across a fork, so no write is half done in the child."""
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            self._io_held_for_fork = self._io.acquire(timeout=wait)
 
+    def after_fork_in_parent(self) -> None:
+        """Let the writer go on after a fork."""
+        if self._io_held_for_fork:
+            self._io_held_for_fork = False
+            self._io.release()
 
-def _before_fork() -> None:
-    register_child_hooks()  # multiprocessing is imported by now if it is forking
-    for buf in list(_BUFFERS):
-        if buf._thread is not None and threading.current_thread() is not buf._thread:
-            buf._io_held_for_fork = buf._io.acquire(timeout=FORK_WAIT)
+    def after_fork_in_child(self) -> None:
+        """Start empty: the parent's queue, thread and journal file are not the child's."""
+        if self._cursor is not None:
+            self._cursor.close()  # the parent's descriptor keeps its lock
+        if self.journal is not None:
+            self.journal.forget_after_fork()
+        self._init_state()
 
-
-def _after_fork_in_parent() -> None:
-    for buf in list(_BUFFERS):
-        if buf._io_held_for_fork:
-            buf._io_held_for_fork = False
-            buf._io.release()
-
-
-def _after_fork_in_child() -> None:
-    for buf in list(_BUFFERS):
-        if buf._cursor is not None:
-            buf._cursor.close()  # the parent's descriptor keeps its lock
-        if buf.journal is not None:
-            buf.journal.forget_after_fork()
-        buf._init_state()
-
-
-def _flush_all_at_exit() -> None:
-    timeout = float(os.environ.get("ACTIONTRACE_EXIT_TIMEOUT", "10"))
-    deadline = time.monotonic() + timeout
-    for buf in list(_BUFFERS):
-        if buf.busy():
-            buf.stop(max(deadline - time.monotonic(), 0.1))
-
-
-# -- exit of a process started by multiprocessing ---------------------------------------------
-#
-# Such a process never runs `atexit` hooks when it was forked (fork, forkserver, and every
-# Pool or ProcessPoolExecutor worker so started): BaseProcess._bootstrap runs the target,
-# then multiprocessing.util._exit_function() (its own finalizers), then the process ends
-# with os._exit(). So the exit flush is registered there too, as a finalizer of
-# `multiprocessing.util`. _bootstrap clears the finalizers inherited from the parent
-# before it calls the target, so the hook is (re)registered in the child: when its first
-# writer starts (always inside the target, after that clearing), and from multiprocessing's
-# own after-fork hooks for a child that starts one earlier (a spawned child importing a
-# main module that records at import time).
-
-_child_exit: Any = None  # this process's multiprocessing.util.Finalize, if any
-# Runs after any finalizer of default priority (0) and after the children of this process
-# were joined: whatever they record first is flushed too.
-CHILD_EXIT_PRIORITY = -100
-
-
-def _hook_child_exit() -> None:
-    global _child_exit
-    process = sys.modules.get("multiprocessing.process")
-    if process is None or process.parent_process() is None:
-        return  # not started by multiprocessing: atexit does it
-    if _child_exit is not None and _child_exit.still_active():
-        return
-    from multiprocessing import util
-
-    _child_exit = util.Finalize(None, _flush_all_at_exit, exitpriority=CHILD_EXIT_PRIORITY)
-
-
-class _AfterForkToken:
-    """A weak-referenceable object multiprocessing's after-fork registry holds."""
-
-
-_AFTER_FORK = _AfterForkToken()
-
-
-_registered_in: int | None = None  # the pid whose multiprocessing registry has our hook
-
-
-def _mp_after_fork(_token: object) -> None:
-    # The layers' hooks for a multiprocessing child (_state.at_fork's
-    # in_multiprocessing_child), in their declared order; then the exit flush.
-    after_multiprocessing_fork()
-    if any(buf._thread is not None for buf in list(_BUFFERS)):
-        _hook_child_exit()
-
-
-def register_child_hooks() -> None:
-    """Have multiprocessing run ``_mp_after_fork`` in the children of this process.
-
-    Called at import, whenever a writer starts, and before every fork (by then a
-    program that imports multiprocessing after actiontrace has imported it).
-    """
-    global _registered_in
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None and _registered_in != os.getpid():
-        _registered_in = os.getpid()
-        util.register_after_fork(_AFTER_FORK, _mp_after_fork)
-
-
-register_child_hooks()
-
-at_fork(
-    "writer", before=_before_fork, after_in_parent=_after_fork_in_parent,
-    after_in_child=_after_fork_in_child,
-)
-atexit.register(_flush_all_at_exit)
+    @property
+    def running(self) -> bool:
+        """Whether this buffer's writer thread was started."""
+        return self._thread is not None
