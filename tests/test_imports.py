@@ -25,8 +25,8 @@ RECORDING = {
     "actiontrace._decorators",
 }
 # The pipeline (buffer, writer, journal) and the storages.
-BELOW = ("actiontrace._writer", "actiontrace._processes", "actiontrace._journal",
-         "actiontrace._tracer", "actiontrace.storage")
+BELOW = ("actiontrace._writer", "actiontrace._processes", "actiontrace._replay",
+         "actiontrace._journal", "actiontrace._tracer", "actiontrace.storage")
 # On the side: nothing in the core imports them.
 SIDE = ("actiontrace.cli", "actiontrace.demo", "actiontrace._views", "actiontrace.contrib",
         "actiontrace._viewer")

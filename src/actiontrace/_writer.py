@@ -51,21 +51,19 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from actiontrace._journal import Journal, ReplayCursor, actions_in
+from actiontrace._journal import Journal, actions_in
 from actiontrace._options import MAX_QUEUE_BYTES
 from actiontrace._processes import BUFFERS, hook_child_exit, register_child_hooks
 from actiontrace._record import FlowPart, Part
+from actiontrace._replay import Backlog
 
 __all__ = ["Buffer", "WriterStats"]
 
 log = logging.getLogger("actiontrace")
 
 
-RESCAN_EVERY = 60.0  # seconds between looks for journals that other processes left behind
-LOCKED_RESCAN = 2.0  # ... when one was locked by another process at the last look
 
 
 class _Flush:
@@ -144,6 +142,8 @@ class Buffer:
         self.flush_interval = flush_interval
         self.full_wait = full_wait
         self.journal = journal
+        # The journal's side of replay (writer thread only; reset with the state).
+        self._backlog = None if journal is None else Backlog(journal, self._drained)
         self.spill_at = max_queue // 2 if spill_at is None else spill_at
         self.spill_after = spill_after
         self._recent_size = recent
@@ -181,12 +181,8 @@ class Buffer:
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._delay = 0.05
-        # Journal replay state (writer thread only).
-        self._own_files: dict[Path, int] = {}  # files this buffer spilled -> actions in them
-        self._own_pending = 0  # actions journaled by this buffer and not yet replayed
-        self._cursor: ReplayCursor | None = None
-        self._orphans: list[Path] = []
-        self._next_scan = 0.0  # 0: scan for other processes' journals at the next chance
+        if self._backlog is not None:
+            self._backlog.reset()
         self._waiting: list[_Flush] = []  # flushes that wait for our journal to be replayed
 
     # -- application side ---------------------------------------------------------------
@@ -267,7 +263,7 @@ class Buffer:
         s = WriterStats(self.counters)
         s["queued"] = self._queued_actions
         s["queued_bytes"] = self._queued_bytes
-        s["journal_pending"] = self._own_pending
+        s["journal_pending"] = self._own_pending()
         s["storage_down"] = self._down_since is not None
         s["last_error"] = self.last_error
         s["writer_alive"] = self._thread is not None and self._thread.is_alive()
@@ -290,7 +286,8 @@ class Buffer:
             thread.join(1.0 if timeout is None else min(timeout, 1.0))
             if not thread.is_alive():
                 self._thread = None  # a later put() or flush() starts a new writer
-                self._release_cursor()
+                if self._backlog is not None:
+                    self._backlog.release()
                 if self.journal is not None:
                     # Unlock our file: another tracer or process may replay it now.
                     self.journal.close_current()
@@ -299,7 +296,10 @@ class Buffer:
 
     def busy(self) -> bool:
         """Whether anything is queued, held by the writer, or journaled and not replayed."""
-        return bool(self._queue or self._queued_actions or self._own_pending)
+        return bool(self._queue or self._queued_actions or self._own_pending())
+
+    def _own_pending(self) -> int:
+        return 0 if self._backlog is None else self._backlog.own_pending
 
     # -- writer side ----------------------------------------------------------------------
 
@@ -360,10 +360,10 @@ class Buffer:
             return
         if lost or self.counters["dropped"] > marker.dropped_before:
             marker.ok = False
-        if self._own_pending and not (self._closing and self._down_since is not None):
+        if self._own_pending() and not (self._closing and self._down_since is not None):
             self._waiting.append(marker)  # set once our journal is replayed
         else:
-            if self._own_pending:
+            if self._own_pending():
                 marker.ok = False  # durable in the journal, not in storage
             marker.event.set()
 
@@ -398,7 +398,8 @@ class Buffer:
             log.info("actiontrace: storage available again after %.1f s",
                      time.monotonic() - self._down_since)
             self._down_since = None
-            self._next_scan = 0.0
+            if self._backlog is not None:
+                self._backlog.rescan_soon()
         self._delay = 0.05
         self._retry_at = 0.0
 
@@ -473,13 +474,10 @@ class Buffer:
             self._wake.clear()
 
     def _spill(self, batch: list[FlowPart]) -> bool:
-        assert self.journal is not None
-        n = actions_in(batch)
+        assert self._backlog is not None
         held = self._held, self._held_bytes
         try:
-            data = self.journal.encode(batch)
-            self._release_held()
-            path, _size = self.journal.append_frame(data)
+            n = self._backlog.spill(batch, encoded=self._release_held)
         except Exception as exc:  # noqa: BLE001 - a failing journal must not stop the writer
             if held[0] and not self._held:
                 # Still in hand (the caller may write it after all): counted again.
@@ -490,11 +488,9 @@ class Buffer:
             self.counters["journal_errors"] += 1
             self.last_error = f"journal: {type(exc).__name__}: {exc}"
             self._warn_journal("actiontrace: cannot write the overflow journal in %s (%s)",
-                               self.journal.directory, self.last_error)
+                               self._backlog.journal.directory, self.last_error)
             return False
         self.counters["journaled"] += n
-        self._own_files[path] = self._own_files.get(path, 0) + n
-        self._own_pending += n
         return True
 
     def _write_one_by_one(self, batch: Sequence[Part]) -> int:
@@ -533,38 +529,24 @@ class Buffer:
     # journal replay -------------------------------------------------------------------------
 
     def _replay_ready(self) -> bool:
-        if self.journal is None or (self._down_since is not None and time.monotonic() < self._retry_at):
+        if self._backlog is None or (self._down_since is not None and time.monotonic() < self._retry_at):
             return False
         if self._behind():
             return False  # the live backlog first: replaying now would only add to it
-        if self._cursor is not None or self._own_files or self._orphans:
-            return True
-        if self._closing or self._stopping:
-            return False  # do not start on other processes' journals while exiting
-        if time.monotonic() >= self._next_scan:
-            self._next_scan = time.monotonic() + RESCAN_EVERY
-            self._orphans = self.journal.files()
-            return bool(self._orphans)
-        return False
+        return self._backlog.ready(exiting=self._closing or self._stopping)
 
     def _replay_step(self) -> bool:
-        """Store one journal frame (or open/close a file). Returns whether it progressed."""
-        journal = self.journal
-        assert journal is not None
-        if self._cursor is None:
-            self._cursor = self._next_cursor()
-            if self._cursor is None:
-                return False
-        cursor = self._cursor
-        parts = cursor.next_frame()
-        if parts is None:  # end of the file (or a torn tail)
-            if cursor.torn_bytes:
+        """Store one journal frame (or finish a file). Returns whether it progressed."""
+        assert self._backlog is not None
+        taken = self._backlog.take()
+        if taken is None:
+            return False
+        parts = taken.parts
+        if parts is None:  # the end of a file (or a torn tail)
+            if taken.torn_bytes:
                 self.counters["torn_frames"] += 1
                 log.warning("actiontrace: skipped a torn frame (%d bytes) at the end of %s",
-                            cursor.torn_bytes, cursor.path)
-            cursor.finish()
-            self._cursor = None
-            self._file_done(cursor.path)
+                            taken.torn_bytes, taken.path)
             return True
         try:
             with self._io:
@@ -577,59 +559,22 @@ class Buffer:
             lost = self._write_one_by_one(parts)  # counts what fails as dropped
             self.counters["written"] -= actions_in(parts) - lost
             self.counters["replayed"] += actions_in(parts) - lost
-            cursor.stored()
+            self._backlog.stored()
             return True
         self._mark_up()
         self.counters["replayed"] += actions_in(parts)
-        cursor.stored()
+        self._backlog.stored()
         return True
 
-    def _next_cursor(self) -> ReplayCursor | None:
-        journal = self.journal
-        assert journal is not None
-        if journal.current is not None:
-            # The storage answers again: close our append file and replay it first.
-            own = journal.release_current()
-            if own is not None:
-                return own
-        while self._own_files:
-            path = next(iter(self._own_files))
-            cursor = journal.open_replay(path)
-            if cursor is not None:
-                cursor.own = True
-                return cursor
-            if not path.exists():
-                self._file_done(path)  # another process replayed it for us
-            else:
-                return None  # another process is replaying it: wait for it
-        while self._orphans:
-            path = self._orphans.pop(0)
-            cursor = journal.open_replay(path)
-            if cursor is not None:
-                return cursor
-            if path.exists():
-                # Held by another process: appending (alive) or replaying it. Look again
-                # soon, in case that process is about to exit or give up.
-                self._next_scan = min(self._next_scan, time.monotonic() + LOCKED_RESCAN)
-        return None
-
-    def _file_done(self, path: Path) -> None:
-        n = self._own_files.pop(path, 0)
-        self._own_pending -= n
-        if not self._own_files:
-            self._own_pending = 0
-            self._release_waiting(ok=True)
+    def _drained(self) -> None:
+        """Everything this buffer journaled is stored: release the flushes waiting."""
+        self._release_waiting(ok=True)
 
     def _release_waiting(self, ok: bool) -> None:
         waiting, self._waiting = self._waiting, []
         for marker in waiting:
             marker.ok = marker.ok and ok
             marker.event.set()
-
-    def _release_cursor(self) -> None:
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None
 
     # -- fork (called by _processes, in _state's fork order) -------------------------------
 
@@ -646,8 +591,8 @@ class Buffer:
 
     def after_fork_in_child(self) -> None:
         """Start empty: the parent's queue, thread and journal file are not the child's."""
-        if self._cursor is not None:
-            self._cursor.close()  # the parent's descriptor keeps its lock
+        if self._backlog is not None:
+            self._backlog.release()  # the parent's descriptor keeps its lock
         if self.journal is not None:
             self.journal.forget_after_fork()
         self._init_state()
