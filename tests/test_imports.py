@@ -28,8 +28,8 @@ RECORDING = {
 BELOW = ("actiontrace._writer", "actiontrace._processes", "actiontrace._replay",
          "actiontrace._journal", "actiontrace._tracer", "actiontrace.storage")
 # On the side: nothing in the core imports them.
-SIDE = ("actiontrace.cli", "actiontrace.demo", "actiontrace._views", "actiontrace.contrib",
-        "actiontrace._viewer")
+SIDE = ("actiontrace.cli", "actiontrace._cli_support", "actiontrace.demo", "actiontrace._views",
+        "actiontrace.contrib", "actiontrace._viewer")
 
 
 def _name(path: Path) -> str:
