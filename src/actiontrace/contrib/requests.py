@@ -1,0 +1,44 @@
+"""Record and propagate every request ``requests`` sends (docs/reference.md §9).
+
+``instrument()`` wraps ``requests.Session.send`` (``requests.get`` and friends go
+through a session too), now or when ``requests`` is imported; inside a flow each
+request (each hop of a redirect) becomes an ``http::Client::request`` action and
+carries the flow's headers. ``instrument`` twice is a no-op; ``uninstrument()``
+restores ``requests``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actiontrace._instrument import Patch
+from actiontrace.contrib._client import start_request
+
+__all__ = ["instrument", "uninstrument"]
+
+
+def _send(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    request = args[0] if args else kwargs["request"]
+    pending = start_request(request.method, request.url, request.headers)
+    if pending is None:
+        return wrapped(*args, **kwargs)
+    try:
+        response = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        pending.fail(exc)
+        raise
+    pending.finish({"status": response.status_code})
+    return response
+
+
+_PATCH = Patch("requests.sessions", "Session.send", lambda owner, attr: _send)
+
+
+def instrument() -> None:
+    """Record and propagate every request ``requests`` sends inside a flow."""
+    _PATCH.apply()
+
+
+def uninstrument() -> None:
+    """Undo ``instrument()``."""
+    _PATCH.remove()
