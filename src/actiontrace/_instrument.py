@@ -52,7 +52,8 @@ class Patch:
         self.module, self.path, self._make = module, path, make
         self._wanted = False
         self._hooked = False
-        self._installed: tuple[Any, str, Any] | None = None  # owner, attribute, wrapper
+        # owner, attribute, wrapper, whether the owner had the attribute itself (not inherited)
+        self._installed: tuple[Any, str, Any, bool] | None = None
         self._lock = threading.RLock()
 
     @property
@@ -86,8 +87,9 @@ class Patch:
             if not self._wanted or self._installed is not None:
                 return
             owner, attr = _resolve(module, self.path)
+            own = attr in vars(owner)
             wrapper = wrapt.wrap_function_wrapper(owner, attr, self._make(owner, attr))
-            self._installed = (owner, attr, wrapper)
+            self._installed = (owner, attr, wrapper, own)
 
     def _on_import(self, module: Any) -> None:
         try:
@@ -103,9 +105,12 @@ class Patch:
             installed, self._installed = self._installed, None
         if installed is None:
             return
-        owner, attr, wrapper = installed
+        owner, attr, wrapper, own = installed
         if vars(owner).get(attr) is wrapper:
-            setattr(owner, attr, wrapper.__wrapped__)
+            if own:
+                setattr(owner, attr, wrapper.__wrapped__)
+            else:  # it was inherited: inherit it again
+                delattr(owner, attr)
         else:  # someone wrapped it again on top of ours: take ours out of the chain
             unwrap = getattr(wrapt, "unwrap_object", None)
             if unwrap is not None:
