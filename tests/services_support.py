@@ -11,8 +11,8 @@ OS chooses and prints ``PORT <n>`` once it listens:
   ``player::Player::play``;
 * ``wsgi-a`` / ``wsgi-b``: the same two with Flask on wsgiref's WSGI server.
 
-``URL`` is the store (``-`` for in memory). Each service flushes after every request,
-so a test reading the store sees what it did.
+``URL`` is the store (``-`` for in memory). Each service flushes after every request
+(after its response went out: a reader still waits for the rows with a deadline).
 """
 
 from __future__ import annotations
@@ -114,9 +114,13 @@ def wsgi_app(kind: str, next_url: str | None) -> Any:
     wrapped = ActionTraceMiddleware(app.wsgi_app, concept=f"{kind}::HTTP")
 
     def flushing(environ: Any, start_response: Any) -> Any:
-        body = list(wrapped(environ, start_response))
+        body = wrapped(environ, start_response)
+        try:
+            chunks = list(body)
+        finally:
+            body.close()
         actiontrace.get_tracer().flush(10)
-        return body
+        return chunks
 
     return flushing
 
@@ -125,25 +129,18 @@ def main(argv: list[str]) -> None:
     kind, url = argv[0], argv[1]
     next_url = argv[2] if len(argv) > 2 else None
     actiontrace.configure(url=None if url == "-" else url, module=kind)
-    sock = _listen()
     if kind.startswith("wsgi"):
-        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
 
         class Quiet(WSGIRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = WSGIServer(("127.0.0.1", 0), Quiet, bind_and_activate=False)
-        server.socket.close()
-        server.socket = sock
-        server.server_bind = lambda: None  # type: ignore[method-assign]
-        sock.listen(16)
-        server.server_address = sock.getsockname()
-        server.setup_environ()
-        server.set_app(wsgi_app(kind, next_url))
-        _announce(sock)
-        server.serve_forever()
+        wsgi = make_server("127.0.0.1", 0, wsgi_app(kind, next_url), handler_class=Quiet)
+        _announce(wsgi.socket)
+        wsgi.serve_forever()
         return
+    sock = _listen()
     import uvicorn
 
     config = uvicorn.Config(asgi_app(kind, next_url), log_level="warning", lifespan="off")
