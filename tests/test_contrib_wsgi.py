@@ -171,6 +171,23 @@ class TestRawWsgi:
                               "query": {"a": "1", "api_key": "[REDACTED]"}}
 
 
+    def test_body_never_closed_ends_when_dropped(self, tracer: actiontrace.ActionTracer) -> None:
+        """A server that never calls close(): the request ends when its body is dropped."""
+        import gc
+
+        def app(environ: Any, start_response: Any) -> Any:
+            start_response("200 OK", [])
+            return [b"x"]
+
+        body = ActionTraceMiddleware(app)({"REQUEST_METHOD": "GET", "PATH_INFO": "/"},
+                                          lambda *a: None)
+        assert list(body) == [b"x"]
+        del body
+        gc.collect()
+        (req,) = tracer.find_actions(concept_uri="http::Server")
+        assert (req.status, req.outputs) == ("ok", {"status": 200})
+
+
 class TestDjango:
     def test_django_wsgi_handler(self, tracer: actiontrace.ActionTracer) -> None:
         """Django's WSGIHandler, wrapped, on a real WSGI server."""

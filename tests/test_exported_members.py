@@ -11,6 +11,7 @@ CONTRACT = {
     "wrap_context", "ActionTracer", "ActionRecord", "ProvenanceEdge", "ActionTrace",
     "ActionFilter", "InMemoryTraceStorage", "SqlAlchemyTraceStorage", "TraceAnalyzer",
     "PerformanceMetrics", "TraceNotFound", "ActionNotFound", "ReactionLimitError",
+    "inject", "extract", "continue_flow_from", "RemoteContext", "instrument", "uninstrument",
 }
 EXTRAS = {
     "ConfigurationError", "LogEvent", "SchemaOutdated", "StorageError", "TraceStorage",
@@ -36,3 +37,13 @@ def test_contrib_modules() -> None:
         "add_flow_context", "attach_to_action",
     ]
     assert importlib.import_module("actiontrace.contrib.logging").__all__ == ["FlowContextFilter"]
+
+
+def test_service_integrations() -> None:
+    """The cross-service integrations export their middleware and instrument functions."""
+    for name in ("asgi", "wsgi"):
+        assert importlib.import_module(f"actiontrace.contrib.{name}").__all__ == [
+            "ActionTraceMiddleware"]
+    for name in ("httpx", "requests"):
+        assert importlib.import_module(f"actiontrace.contrib.{name}").__all__ == [
+            "instrument", "uninstrument"]

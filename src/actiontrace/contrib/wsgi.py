@@ -17,6 +17,7 @@ own, so the flow is the same whichever thread the server iterates the body in.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -141,6 +142,13 @@ class _Body:
             self._finish(exc)
             raise
         self._finish(None)
+
+    def __del__(self) -> None:
+        # A server must close() the body (PEP 3333); one that does not would leave the
+        # request running and its flow open for ever: end it when the body goes away.
+        if not self._done:
+            with contextlib.suppress(Exception):
+                self._finish(None)
 
     def _finish(self, exc: BaseException | None) -> None:
         if not self._done:
