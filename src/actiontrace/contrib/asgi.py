@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actiontrace._propagation import extract, join
+from actiontrace._propagation import extract_asgi, join
 from actiontrace.contrib._http import query_inputs
 from actiontrace.contrib._pending import Pending, pending_action
 
@@ -47,7 +47,7 @@ class ActionTraceMiddleware:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
-        remote = extract(scope.get("headers") or ())
+        remote = extract_asgi(scope.get("headers") or ())
         if remote is None:
             await self._record(scope, receive, send)
             return

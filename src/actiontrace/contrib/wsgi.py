@@ -22,7 +22,7 @@ import contextvars
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from actiontrace._propagation import RemoteContext, extract, join
+from actiontrace._propagation import Remote, extract_remote, join
 from actiontrace.contrib._http import query_inputs
 from actiontrace.contrib._pending import Pending, pending_action
 
@@ -60,7 +60,7 @@ class ActionTraceMiddleware:
 
     def _call(self, context: contextvars.Context, environ: dict[str, Any],
               start_response: Any) -> Iterable[bytes]:
-        remote = extract(_carrier(environ))
+        remote = extract_remote(_carrier(environ))
         joined = None if remote is None else _enter(remote)
         inputs = [environ.get("REQUEST_METHOD", "GET"),
                   environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")]
@@ -87,7 +87,7 @@ class ActionTraceMiddleware:
         return _Body(body, context, pending, joined, status)
 
 
-def _enter(remote: RemoteContext) -> join:
+def _enter(remote: Remote) -> join:
     joined = join(remote)
     joined.__enter__()
     return joined
