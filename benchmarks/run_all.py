@@ -16,6 +16,8 @@ Sections (``--sections`` picks some), each in this one process unless said other
 * throughput: actions/s into SQLite (and PostgreSQL), end to end (recorded, then
   flushed) and through the writer alone, next to plain sqlite3 inserting the same rows.
 * store size: the queries of API.md §4 and the analyzer as one SQLite store grows.
+* services: ``instrument()`` per call next to ``@action``'s, and the ASGI/WSGI
+  middleware per request above the bare app (docs/services.md).
 * memory: bytes per buffered action and the peak RSS with 1,000,000 actions waiting for
   a stalled writer (each in a fresh process, so the peak is its own).
 
@@ -42,10 +44,12 @@ import overhead
 import query_latency
 import report
 import seed_requests
+import services
 import sql_throughput
 from _suite import REPO, Row, machine, progress, summarize, timed
 
-SECTIONS = ("overhead", "requests", "concurrency", "flows", "throughput", "store", "memory")
+SECTIONS = ("overhead", "requests", "concurrency", "flows", "throughput", "store", "services",
+            "memory")
 FULL_STORE = "10000,1000000,10000000"
 
 
@@ -68,6 +72,7 @@ class Plan:
     mem_actions: int = 100_000
     rss_actions: int = 1_000_000
     mem_repeat: int = 3
+    services: services.Config = field(default_factory=services.Config)
 
 
 QUICK = Plan(
@@ -78,6 +83,7 @@ QUICK = Plan(
     flow_sizes=(1, 10, 100, 1_000), flow_n=5_000, flow_durable_n=2_000, throughput_n=5_000,
     store_sizes=(1_000, 5_000), store_repeat=5,
     mem_actions=20_000, rss_actions=100_000, mem_repeat=1,
+    services=services.Config(calls=10_000, requests=1_000, repeat=3),
 )
 
 
@@ -191,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     if "store" in sections:
         with timed("store size", timings):
             rows += store_rows(plan.store_sizes, plan.store_repeat)
+    if "services" in sections:
+        with timed("services", timings):
+            rows += services.measure(replace(plan.services, repeat=plan.repeat))
     if "memory" in sections:
         with timed("memory", timings):
             rows += memory_rows(plan)

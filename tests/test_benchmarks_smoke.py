@@ -31,6 +31,10 @@ EXPECTED_ROWS = [
     ("throughput", "raw sqlite3, multi-row"),
     ("store size", "get_causal_chain (10-action flow) @ 5,000 actions"),
     ("store size", "sync_performance @ 5,000 actions"),
+    ("instrument", "@action (memory, hot path)"),
+    ("instrument", "instrument() (memory, hot path)"),
+    ("middleware", "ASGI + middleware, new flow"),
+    ("middleware", "WSGI + middleware, continued flow"),
     ("memory", "bytes per buffered action, flows of 10"),
     ("memory", "peak RSS, 100,000 actions waiting for a stalled writer"),
 ]
