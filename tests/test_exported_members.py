@@ -12,10 +12,11 @@ CONTRACT = {
     "ActionFilter", "InMemoryTraceStorage", "SqlAlchemyTraceStorage", "TraceAnalyzer",
     "PerformanceMetrics", "TraceNotFound", "ActionNotFound", "ReactionLimitError",
     "inject", "extract", "continue_flow_from", "RemoteContext", "instrument", "uninstrument",
+    "current_action_id",
 }
 EXTRAS = {
     "ConfigurationError", "LogEvent", "SchemaOutdated", "StorageError", "TraceStorage",
-    "__version__",
+    "__version__", "remove_reaction",
 }
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actiontrace._analysis import TraceAnalyzer
-from actiontrace._context import continue_flow, flow, wrap_context
-from actiontrace._decorators import action, concept, synchronization
+from actiontrace._context import continue_flow, current_action_id, flow, wrap_context
+from actiontrace._decorators import action, concept, remove_reaction, synchronization
 from actiontrace._exceptions import (
     ActionNotFound,
     ConfigurationError,
@@ -71,11 +71,13 @@ __all__ = [
     "configure",
     "continue_flow",
     "continue_flow_from",
+    "current_action_id",
     "extract",
     "flow",
     "get_tracer",
     "inject",
     "instrument",
+    "remove_reaction",
     "synchronization",
     "uninstrument",
     "wrap_context",
