@@ -7,6 +7,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import actiontrace
+
 
 class _Echo(BaseHTTPRequestHandler):
     def _answer(self) -> None:
@@ -47,3 +49,8 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def client_actions(tracer: actiontrace.ActionTracer) -> list[actiontrace.ActionRecord]:
+    """The http::Client::request actions recorded so far, oldest first."""
+    return tracer.find_actions(concept_uri="http::Client", action="request")

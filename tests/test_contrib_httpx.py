@@ -13,7 +13,8 @@ import pytest
 import actiontrace
 from actiontrace import extract, flow, synchronization
 from actiontrace.contrib import httpx as at_httpx
-from http_echo import EchoServer, closed_port
+from http_echo import client_actions as clients
+from http_echo import closed_port
 
 
 @pytest.fixture
@@ -22,16 +23,6 @@ def tracer() -> Iterator[actiontrace.ActionTracer]:
     at_httpx.instrument()
     yield tracer
     at_httpx.uninstrument()
-
-
-@pytest.fixture(scope="module")
-def echo() -> Iterator[str]:
-    with EchoServer() as url:
-        yield url
-
-
-def clients(tracer: actiontrace.ActionTracer) -> list[actiontrace.ActionRecord]:
-    return tracer.find_actions(concept_uri="http::Client", action="request")
 
 
 class TestSync:

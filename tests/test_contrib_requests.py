@@ -13,7 +13,8 @@ import requests
 import actiontrace
 from actiontrace import extract, flow, synchronization
 from actiontrace.contrib import requests as at_requests
-from http_echo import EchoServer, closed_port
+from http_echo import client_actions as clients
+from http_echo import closed_port
 
 
 @pytest.fixture
@@ -22,16 +23,6 @@ def tracer() -> Iterator[actiontrace.ActionTracer]:
     at_requests.instrument()
     yield tracer
     at_requests.uninstrument()
-
-
-@pytest.fixture(scope="module")
-def echo() -> Iterator[str]:
-    with EchoServer() as url:
-        yield url
-
-
-def clients(tracer: actiontrace.ActionTracer) -> list[actiontrace.ActionRecord]:
-    return tracer.find_actions(concept_uri="http::Client", action="request")
 
 
 class TestRequests:

@@ -135,44 +135,23 @@ def check_chain(tracer: actiontrace.ActionTracer, token: object, a: str, b: str)
     assert set(trace.actions) == {r.id for r in chain}
 
 
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path}/shared.db"
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One store for the three processes: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/shared.db"
+    else:
+        url = request.getfixturevalue("pg_url")
     upgrade(url)
     return url
 
 
-@pytest.fixture
-def pg_store(pg_url: str) -> str:
-    upgrade(pg_url)
-    return pg_url
-
-
-class TestAsgiServices:
-    @pytest.mark.postgres
-    def test_postgres(self, three_services: object, pg_store: str) -> None:
-        """uvicorn + Starlette services and an httpx client, one PostgreSQL."""
-        a_url = three_services("asgi-a", "asgi-b", pg_store)  # type: ignore[operator]
-        tracer, token = run_client(a_url, pg_store, wsgi=False)
-        check_chain(tracer, token, "asgi-a", "asgi-b")
-
-    def test_sqlite(self, three_services: object, sqlite_store: str) -> None:
-        """The same three processes writing one SQLite file."""
-        a_url = three_services("asgi-a", "asgi-b", sqlite_store)  # type: ignore[operator]
-        tracer, token = run_client(a_url, sqlite_store, wsgi=False)
-        check_chain(tracer, token, "asgi-a", "asgi-b")
-
-
-class TestWsgiServices:
-    @pytest.mark.postgres
-    def test_postgres(self, three_services: object, pg_store: str) -> None:
-        """Flask services on wsgiref's WSGI server and a requests client, one PostgreSQL."""
-        a_url = three_services("wsgi-a", "wsgi-b", pg_store)  # type: ignore[operator]
-        tracer, token = run_client(a_url, pg_store, wsgi=True)
-        check_chain(tracer, token, "wsgi-a", "wsgi-b")
-
-    def test_sqlite(self, three_services: object, sqlite_store: str) -> None:
-        """The same with one SQLite file."""
-        a_url = three_services("wsgi-a", "wsgi-b", sqlite_store)  # type: ignore[operator]
-        tracer, token = run_client(a_url, sqlite_store, wsgi=True)
-        check_chain(tracer, token, "wsgi-a", "wsgi-b")
+class TestThreeServices:
+    @pytest.mark.parametrize("server", ["asgi", "wsgi"])
+    def test_chain_crosses_both_services(self, three_services: object, shared_store: str,
+                                         server: str) -> None:
+        """asgi: uvicorn + Starlette and httpx; wsgi: Flask on wsgiref and requests."""
+        a, b = f"{server}-a", f"{server}-b"
+        a_url = three_services(a, b, shared_store)  # type: ignore[operator]
+        tracer, token = run_client(a_url, shared_store, wsgi=server == "wsgi")
+        check_chain(tracer, token, a, b)

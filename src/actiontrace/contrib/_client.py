@@ -17,7 +17,7 @@ from actiontrace._context import remote_view
 from actiontrace._propagation import inject
 from actiontrace.contrib._pending import Pending, pending_action
 
-__all__ = ["CLIENT_CONCEPT", "clean_url", "start_request"]
+__all__ = ["CLIENT_CONCEPT", "clean_url", "send", "send_async", "start_request"]
 
 CLIENT_CONCEPT = "http::Client"
 _ACTION = pending_action(CLIENT_CONCEPT, "request", ("method", "url"))
@@ -47,3 +47,33 @@ def start_request(method: str, url: str, headers: Any) -> Pending | None:
         with contextlib.suppress(Exception):
             inject(headers, synchronization=view[2] or "remote")
     return pending
+
+
+def send(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any], request: Any,
+         method: str, url: str) -> Any:
+    """Call ``wrapped(*args, **kwargs)`` (a client's send) as the client action, if in a flow."""
+    pending = start_request(method, url, request.headers)
+    if pending is None:
+        return wrapped(*args, **kwargs)
+    try:
+        response = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        pending.fail(exc)
+        raise
+    pending.finish({"status": response.status_code})
+    return response
+
+
+async def send_async(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     request: Any, method: str, url: str) -> Any:
+    """``send`` for an async client."""
+    pending = start_request(method, url, request.headers)
+    if pending is None:
+        return await wrapped(*args, **kwargs)
+    try:
+        response = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        pending.fail(exc)
+        raise
+    await pending.finish_async({"status": response.status_code})
+    return response

@@ -18,13 +18,13 @@ from __future__ import annotations
 from typing import Any
 
 from actiontrace._propagation import extract_asgi, join
-from actiontrace.contrib._http import query_inputs
-from actiontrace.contrib._pending import Pending, pending_action
+from actiontrace.contrib._http import RequestRecorder, query_inputs
+from actiontrace.contrib._pending import Pending
 
 __all__ = ["ActionTraceMiddleware"]
 
 
-class ActionTraceMiddleware:
+class ActionTraceMiddleware(RequestRecorder):
     """Record every HTTP request of an ASGI application as ``<concept>::request``.
 
     Args:
@@ -33,15 +33,6 @@ class ActionTraceMiddleware:
         query_string: also record the query string, as a dict under ``query``
             (redaction applies to its keys).
     """
-
-    def __init__(self, app: Any, concept: str = "http::Server", *, query_string: bool = False):
-        if not isinstance(concept, str) or not concept:
-            raise TypeError("ActionTraceMiddleware needs a concept URI, e.g. 'shop::HTTP'")
-        self.app = app
-        self.concept = concept
-        self.query_string = bool(query_string)
-        params = ("method", "path", "query") if query_string else ("method", "path")
-        self._action = pending_action(concept, "request", params)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope.get("type") != "http":

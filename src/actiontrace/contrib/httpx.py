@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from actiontrace._instrument import Patch
-from actiontrace.contrib._client import start_request
+from actiontrace.contrib._client import send, send_async
 
 __all__ = ["instrument", "uninstrument"]
 
@@ -23,31 +23,13 @@ def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 def _send(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     request = _request_of(args, kwargs)
-    pending = start_request(request.method, str(request.url), request.headers)
-    if pending is None:
-        return wrapped(*args, **kwargs)
-    try:
-        response = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        pending.fail(exc)
-        raise
-    pending.finish({"status": response.status_code})
-    return response
+    return send(wrapped, args, kwargs, request, request.method, str(request.url))
 
 
 async def _send_async(wrapped: Any, instance: Any, args: tuple[Any, ...],
                       kwargs: dict[str, Any]) -> Any:
     request = _request_of(args, kwargs)
-    pending = start_request(request.method, str(request.url), request.headers)
-    if pending is None:
-        return await wrapped(*args, **kwargs)
-    try:
-        response = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        pending.fail(exc)
-        raise
-    await pending.finish_async({"status": response.status_code})
-    return response
+    return await send_async(wrapped, args, kwargs, request, request.method, str(request.url))
 
 
 _PATCHES = (

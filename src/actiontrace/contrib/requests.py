@@ -12,23 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from actiontrace._instrument import Patch
-from actiontrace.contrib._client import start_request
+from actiontrace.contrib._client import send
 
 __all__ = ["instrument", "uninstrument"]
 
 
 def _send(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     request = args[0] if args else kwargs["request"]
-    pending = start_request(request.method, request.url, request.headers)
-    if pending is None:
-        return wrapped(*args, **kwargs)
-    try:
-        response = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        pending.fail(exc)
-        raise
-    pending.finish({"status": response.status_code})
-    return response
+    return send(wrapped, args, kwargs, request, request.method, request.url)
 
 
 _PATCH = Patch("requests.sessions", "Session.send", lambda owner, attr: _send)

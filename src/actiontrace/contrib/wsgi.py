@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from actiontrace._propagation import Remote, extract_remote, join
-from actiontrace.contrib._http import query_inputs
-from actiontrace.contrib._pending import Pending, pending_action
+from actiontrace.contrib._http import RequestRecorder, query_inputs
+from actiontrace.contrib._pending import Pending
 
 __all__ = ["ActionTraceMiddleware"]
 
@@ -36,7 +36,7 @@ def _carrier(environ: dict[str, Any]) -> list[tuple[str, Any]]:
     return [(name, environ[key]) for name, key in _HEADERS if key in environ]
 
 
-class ActionTraceMiddleware:
+class ActionTraceMiddleware(RequestRecorder):
     """Record every request of a WSGI application as ``<concept>::request``.
 
     Args:
@@ -44,15 +44,6 @@ class ActionTraceMiddleware:
         concept: the request action's concept URI (default ``"http::Server"``).
         query_string: also record the query string, as a dict under ``query``.
     """
-
-    def __init__(self, app: Any, concept: str = "http::Server", *, query_string: bool = False):
-        if not isinstance(concept, str) or not concept:
-            raise TypeError("ActionTraceMiddleware needs a concept URI, e.g. 'shop::HTTP'")
-        self.app = app
-        self.concept = concept
-        self.query_string = bool(query_string)
-        params = ("method", "path", "query") if query_string else ("method", "path")
-        self._action = pending_action(concept, "request", params)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         context = contextvars.copy_context()
