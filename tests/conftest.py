@@ -121,8 +121,8 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def echo() -> Iterator[str]:
-    """A real HTTP server on 127.0.0.1 answering with the headers it got (tests/http_echo.py)."""
-    from http_echo import EchoServer
+    """A real HTTP server on 127.0.0.1 answering with the headers it got (tests/web_support.py)."""
+    from web_support import EchoServer
 
     with EchoServer() as url:
         yield url

@@ -18,20 +18,14 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 import actiontrace
-from actiontrace import action, flow, inject
+from actiontrace import flow, inject
 from actiontrace.contrib.asgi import ActionTraceMiddleware
-
-TP = "00-12345678901234567890123456789012-1234567890123456-01"
+from web_support import FOREIGN_TP, inner
 
 
 @pytest.fixture
 def tracer() -> actiontrace.ActionTracer:
     return actiontrace.configure()
-
-
-@action(concept="svc::Inner")
-def inner(x: int) -> int:
-    return x + 1
 
 
 async def hello(request: Request) -> Response:
@@ -143,9 +137,9 @@ class TestContinuedFlow:
 
     async def test_foreign_traceparent(self, tracer: actiontrace.ActionTracer) -> None:
         """A traceparent from another tracer joins its trace id's flow, with no edge."""
-        await get(make_app(), "/hello", headers={"traceparent": TP})
+        await get(make_app(), "/hello", headers={"traceparent": FOREIGN_TP})
         (req,) = requests_of(tracer)
-        assert req.flow_token == uuid.UUID(TP[3:35])
+        assert req.flow_token == uuid.UUID(FOREIGN_TP[3:35])
         assert tracer.get_trace(req.flow_token).provenance_edges == []
 
     async def test_malformed_headers_start_a_new_flow(self, tracer: actiontrace.ActionTracer) -> None:
@@ -172,7 +166,7 @@ class TestPassThrough:
 
         app = ActionTraceMiddleware(raw_app)
         for scope in ({"type": "lifespan", "asgi": {"version": "3.0"}},
-                      {"type": "websocket", "path": "/ws", "headers": [(b"traceparent", TP.encode())]}):
+                      {"type": "websocket", "path": "/ws", "headers": [(b"traceparent", FOREIGN_TP.encode())]}):
             await app(scope, receive, send)
             assert seen[-1] == (scope, receive, send)
             assert seen[-1][0] is scope and seen[-1][2] is send

@@ -13,8 +13,8 @@ import requests
 import actiontrace
 from actiontrace import extract, flow, synchronization
 from actiontrace.contrib import requests as at_requests
-from http_echo import client_actions as clients
-from http_echo import closed_port
+from web_support import client_actions as clients
+from web_support import closed_port
 
 
 @pytest.fixture

@@ -14,20 +14,14 @@ import pytest
 import requests
 
 import actiontrace
-from actiontrace import action, flow, inject
+from actiontrace import flow, inject
 from actiontrace.contrib.wsgi import ActionTraceMiddleware
-
-TP = "00-12345678901234567890123456789012-1234567890123456-01"
+from web_support import FOREIGN_TP, inner
 
 
 @pytest.fixture
 def tracer() -> actiontrace.ActionTracer:
     return actiontrace.configure()
-
-
-@action(concept="svc::Inner")
-def inner(x: int) -> int:
-    return x + 1
 
 
 def flask_app() -> flask.Flask:
@@ -103,8 +97,8 @@ class TestFlask:
 
     def test_foreign_traceparent(self, tracer: actiontrace.ActionTracer, flask_url: str) -> None:
         """A traceparent from another tracer joins its trace id's flow."""
-        requests.get(f"{flask_url}/hello", headers={"traceparent": TP}, timeout=10)
-        assert requests_of(tracer)[0].flow_token == uuid.UUID(TP[3:35])
+        requests.get(f"{flask_url}/hello", headers={"traceparent": FOREIGN_TP}, timeout=10)
+        assert requests_of(tracer)[0].flow_token == uuid.UUID(FOREIGN_TP[3:35])
 
     def test_error_status(self, tracer: actiontrace.ActionTracer, flask_url: str) -> None:
         """A handler error that Flask turns into a 500 is recorded with that status."""

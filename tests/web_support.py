@@ -1,4 +1,8 @@
-"""A real HTTP server on 127.0.0.1 (a port the OS chose) that answers with the headers it got."""
+"""What the web integration tests share: an echo server, a foreign traceparent, an action.
+
+``EchoServer`` is a real HTTP server on 127.0.0.1 (a port the OS chose) that answers
+with the headers it got.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import actiontrace
+from actiontrace import action
+
+# A traceparent as another tracer writes it (no actiontrace header beside it).
+FOREIGN_TP = "00-12345678901234567890123456789012-1234567890123456-01"
+
+
+@action(concept="svc::Inner")
+def inner(x: int) -> int:
+    """An action for request handlers to call."""
+    return x + 1
 
 
 class _Echo(BaseHTTPRequestHandler):
