@@ -1,4 +1,4 @@
-"""The ASGI middleware (reference §9) on real Starlette and FastAPI apps, and uvicorn."""
+"""The ASGI middleware (docs/reference.md, Across services) on real Starlette and FastAPI apps, and uvicorn."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket
 import actiontrace
 from actiontrace import flow, inject
 from actiontrace.contrib.asgi import ActionTraceMiddleware
-from web_support import FOREIGN_TP, inner
+from web_support import FOREIGN_TP, inner, recorded
 
 
 @pytest.fixture
@@ -223,5 +223,5 @@ class TestUvicorn:
         with httpx.Client() as client:
             for _ in range(3):
                 assert client.get(f"{uvicorn_server}/hello").status_code == 200
-        reqs = requests_of(tracer)
+        reqs = recorded(tracer, 3)  # the server ends each flow after its response went out
         assert len(reqs) == 3 and len({r.flow_token for r in reqs}) == 3

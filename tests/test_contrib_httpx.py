@@ -1,4 +1,4 @@
-"""actiontrace.contrib.httpx (reference §9): every request in a flow is an action and carries headers."""
+"""actiontrace.contrib.httpx (docs/reference.md, Across services): every request in a flow is an action and carries headers."""
 
 from __future__ import annotations
 

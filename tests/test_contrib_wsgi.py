@@ -1,4 +1,4 @@
-"""The WSGI middleware (reference §9): Flask and Django apps on a real WSGI server."""
+"""The WSGI middleware (docs/reference.md, Across services): Flask and Django apps on a real WSGI server."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import requests
 import actiontrace
 from actiontrace import flow, inject
 from actiontrace.contrib.wsgi import ActionTraceMiddleware
-from web_support import FOREIGN_TP, inner
+from web_support import FOREIGN_TP, inner, recorded
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def flask_url() -> Iterator[str]:
 
 
 def requests_of(tracer: actiontrace.ActionTracer) -> list[actiontrace.ActionRecord]:
-    return tracer.find_actions(concept_uri="svc::HTTP", action="request")
+    return recorded(tracer)  # over a real socket: waits for the server to end the flow
 
 
 class TestFlask:

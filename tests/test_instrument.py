@@ -1,4 +1,4 @@
-"""actiontrace.instrument / uninstrument (reference §9): code you do not own, recorded as @action would."""
+"""actiontrace.instrument / uninstrument (docs/reference.md, Across services): code you do not own, recorded as @action would."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Propagation across processes (reference §9): inject, extract, continue_flow_from.
+"""Propagation across processes (docs/reference.md, Across services): inject, extract, continue_flow_from.
 
 The W3C Trace Context level 1 rules checked here are the ones the W3C test suite
 (w3c/trace-context, test/test.py) checks, each with its own test below.

@@ -1,4 +1,4 @@
-"""One flow across three real processes over real sockets (reference §9), into one store.
+"""One flow across three real processes over real sockets (docs/reference.md, Across services), into one store.
 
 The test process is the client: its flow calls service A over HTTP; A's synchronization
 ``OrderPlaced`` calls service B; B records ``player::Player::play``. All three write to

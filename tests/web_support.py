@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -68,3 +69,19 @@ def closed_port() -> int:
 def client_actions(tracer: actiontrace.ActionTracer) -> list[actiontrace.ActionRecord]:
     """The http::Client::request actions recorded so far, oldest first."""
     return tracer.find_actions(concept_uri="http::Client", action="request")
+
+
+def recorded(tracer: actiontrace.ActionTracer, n: int = 1, *, concept_uri: str = "svc::HTTP",
+             action: str = "request") -> list[actiontrace.ActionRecord]:
+    """The matching actions, once at least ``n`` are stored (deadline 10 s).
+
+    A server ends the request's flow after the client has its response (the WSGI body
+    is closed, the ASGI app returns, after the last byte went out), so a test reading
+    right after the response may be early: it waits for the condition.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        found = tracer.find_actions(concept_uri=concept_uri, action=action)
+        if len(found) >= n or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)

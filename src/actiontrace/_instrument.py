@@ -1,4 +1,4 @@
-"""Recording code you do not own: ``instrument``/``uninstrument`` (docs/reference.md §9).
+"""Recording code you do not own: ``instrument``/``uninstrument`` (docs/reference.md, Across services).
 
 Built on ``wrapt`` as OpenTelemetry's instrumentations are: ``wrap_function_wrapper``
 puts a wrapper on the attribute, and a post-import hook applies it when the module is

@@ -1,4 +1,4 @@
-"""One flow across processes: ``inject``, ``extract``, ``continue_flow_from`` (docs/reference.md §9).
+"""One flow across processes: ``inject``, ``extract``, ``continue_flow_from`` (docs/reference.md, Across services).
 
 Two headers travel with a request (or a queued message):
 

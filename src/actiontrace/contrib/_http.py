@@ -1,4 +1,4 @@
-"""What the HTTP integrations share: the request's inputs (docs/reference.md §9)."""
+"""What the HTTP integrations share: the request's inputs (docs/reference.md, Across services)."""
 
 from __future__ import annotations
 

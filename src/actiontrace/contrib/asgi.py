@@ -1,4 +1,4 @@
-"""ASGI middleware: one flow per HTTP request, continued from its headers (docs/reference.md §9).
+"""ASGI middleware: one flow per HTTP request, continued from its headers (docs/reference.md, Across services).
 
 Works with any ASGI 3 application (Starlette, FastAPI, ...)::
 

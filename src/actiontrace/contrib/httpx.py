@@ -1,4 +1,4 @@
-"""Record and propagate every request an ``httpx`` client sends (docs/reference.md §9).
+"""Record and propagate every request an ``httpx`` client sends (docs/reference.md, Across services).
 
 ``instrument()`` wraps ``httpx.Client.send`` and ``httpx.AsyncClient.send`` (every
 request goes through them), now or when ``httpx`` is imported; inside a flow each

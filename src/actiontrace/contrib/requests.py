@@ -1,4 +1,4 @@
-"""Record and propagate every request ``requests`` sends (docs/reference.md §9).
+"""Record and propagate every request ``requests`` sends (docs/reference.md, Across services).
 
 ``instrument()`` wraps ``requests.Session.send`` (``requests.get`` and friends go
 through a session too), now or when ``requests`` is imported; inside a flow each

@@ -1,4 +1,4 @@
-"""WSGI middleware: one flow per HTTP request, continued from its headers (docs/reference.md §9).
+"""WSGI middleware: one flow per HTTP request, continued from its headers (docs/reference.md, Across services).
 
 Works with any WSGI application (Flask, Django's ``WSGIHandler``, ...)::
 

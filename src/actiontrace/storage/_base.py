@@ -1,4 +1,4 @@
-"""The storage interface every backend implements (API.md §4-§5).
+"""The storage interface every backend implements (docs/reference.md: Queries, Storage).
 
 Storages are written in *parts* (``actiontrace._record.FlowPart``): what one process
 recorded of one flow. Parts of the same flow merge; writing the same action twice
@@ -80,7 +80,13 @@ class TraceStorage(abc.ABC):
 
     @abc.abstractmethod
     def get_trace(self, flow_token: uuid.UUID) -> ActionTrace:
-        """The flow's trace, all parts merged; raises ``TraceNotFound``."""
+        """The flow's trace, all parts merged; raises ``TraceNotFound``.
+
+        Until the part holding the flow's root arrives (it is recorded by the process
+        that started the flow, or the token was never seen), ``root_action_id`` is the
+        flow token itself, an id no action has: ``trace.root_action_id in
+        trace.actions`` tells whether the root is stored.
+        """
 
     @abc.abstractmethod
     def find_actions(self, filter: ActionFilter) -> list[ActionRecord]:
@@ -111,6 +117,13 @@ class TraceStorage(abc.ABC):
     @abc.abstractmethod
     def sync_performance(self, sync_name: str) -> PerformanceMetrics:
         """Duration statistics of the actions the synchronization produced."""
+
+    def sync_performances(self, sync_names: Sequence[str]) -> dict[str, PerformanceMetrics]:
+        """``sync_performance`` of several synchronizations at once (``actiontrace stats``).
+
+        Backends override it to answer in one query; this fallback asks one by one.
+        """
+        return {name: self.sync_performance(name) for name in sync_names}
 
     # -- browsing (the command line); not abstract, so older custom storages keep working --
 
@@ -146,3 +159,8 @@ class TraceStorage(abc.ABC):
         except (TraceNotFound, ActionNotFound):
             return []
         return [low]
+
+    def resolve_suffix(self, suffix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
+        """The stored flow tokens or action ids ending with ``suffix`` (as
+        ``resolve_prefix``; this fallback, too, only accepts a whole id)."""
+        return self.resolve_prefix(suffix, kind, limit)
