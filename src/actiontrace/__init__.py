@@ -20,6 +20,7 @@ from actiontrace._exceptions import (
     StorageError,
     TraceNotFound,
 )
+from actiontrace._instrument import instrument, uninstrument
 from actiontrace._model import (
     ActionFilter,
     ActionRecord,
@@ -28,6 +29,7 @@ from actiontrace._model import (
     PerformanceMetrics,
     ProvenanceEdge,
 )
+from actiontrace._propagation import RemoteContext, continue_flow_from, extract, inject
 from actiontrace._reactions import remove_reaction
 from actiontrace._tracer import ActionTracer, configure, get_tracer
 from actiontrace._version import __version__
@@ -57,6 +59,7 @@ __all__ = [
     "PerformanceMetrics",
     "ProvenanceEdge",
     "ReactionLimitError",
+    "RemoteContext",
     "SchemaOutdated",
     "SqlAlchemyTraceStorage",
     "StorageError",
@@ -68,10 +71,15 @@ __all__ = [
     "concept",
     "configure",
     "continue_flow",
+    "continue_flow_from",
     "current_action_id",
+    "extract",
     "flow",
     "get_tracer",
+    "inject",
+    "instrument",
     "remove_reaction",
     "synchronization",
+    "uninstrument",
     "wrap_context",
 ]

@@ -22,6 +22,7 @@ as completed in the frame's owner (the pair's ``last_completed`` is always the o
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -43,11 +44,13 @@ from actiontrace._layout import (
     RUNNING,
     START,
     STATUS,
+    SYNC,
+    TRIGGER,
     base_frame,
     new_record,
     sync_frame,
 )
-from actiontrace._record import FlowPart, split_root
+from actiontrace._record import LOCAL_LIMIT, FlowPart, split_root
 from actiontrace._state import current_recorder, recording_enabled, settings
 
 __all__ = [
@@ -59,6 +62,7 @@ __all__ = [
     "flow",
     "frame_var",
     "parse_id",
+    "remote_view",
     "state",
     "wrap_context",
 ]
@@ -92,6 +96,8 @@ class PartBuffer(Protocol):
     def put(self, part: FlowPart) -> None: ...
 
     def skip(self, part: FlowPart) -> None: ...
+
+    def count(self, name: str) -> None: ...
 
 
 _M64 = (1 << 64) - 1
@@ -176,6 +182,10 @@ class Recorder:
         else:
             self._parts_out.put(part)
 
+    def count_event(self, name: str) -> None:
+        """Add one to ``stats()[name]`` (events of the recording side, e.g. propagation)."""
+        self._parts_out.count(name)
+
     def active_parts(self, token: int) -> list[FlowPart]:
         """Snapshots of the parts of flow ``token`` still running in this process."""
         return [p.snapshot() for p in list(self._active.values()) if p.token == token]
@@ -190,6 +200,39 @@ def current_ids() -> tuple[uuid.UUID, uuid.UUID | None] | None:
     owner = frame[OWNER] or frame
     action_id = None if owner[ID] is None else as_uuid(part.full_id(owner))
     return as_uuid(part.token), action_id
+
+
+def remote_view() -> tuple[int, int | None, str | None, bool] | None:
+    """What propagation needs of this context: ``(token, trigger, sync_name, sampled)``.
+
+    The one place ``_propagation`` (and the contrib integrations built on it) reads the
+    frame layout (docs/reference.md, Across services): in a synchronization's frame (a running
+    ``@synchronization``, a declared reaction, or a ``continue_flow`` block with a
+    trigger) the trigger and name its direct actions get edges from; elsewhere the
+    innermost running action (or the flow's root) and None. ``trigger`` is a full
+    UUIDv7 int, or None when there is no action to point at. None outside a flow.
+    """
+    frame = current_frame()
+    if frame is None:
+        return None
+    part = frame[PART]
+    if frame[SYNC] is not None:
+        raw, name = frame[TRIGGER], frame[SYNC]
+    else:
+        owner = frame[OWNER] or frame
+        raw, name = owner[ID], None
+        if raw is None:  # a base frame: continue_flow without trigger, or an auto flow
+            raw = part.root_id
+    if raw is not None and raw < LOCAL_LIMIT:  # a local id: find its record, newest first
+        rec = next((r for r in reversed(part.records) if r[ID] == raw), None)
+        raw = None if rec is None else part.full_id(rec)
+    return part.token, raw, name, bool(part.sampled)
+
+
+def count_event(name: str) -> None:
+    """Add one to the global tracer's ``stats()[name]`` counter; never raises."""
+    with contextlib.suppress(Exception):  # counting must never reach the application
+        current_recorder().count_event(name)
 
 
 def current_action_id() -> uuid.UUID | None:
@@ -290,8 +333,8 @@ class continue_flow:
 
     def __init__(
         self,
-        flow_token: uuid.UUID | str,
-        trigger: uuid.UUID | str | None = None,
+        flow_token: uuid.UUID | str | int,
+        trigger: uuid.UUID | str | int | None = None,
         synchronization: str | None = None,
     ) -> None:
         self._token = parse_id(flow_token, "flow_token")

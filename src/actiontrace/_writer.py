@@ -175,6 +175,7 @@ class Buffer:
             "recorded": 0, "written": 0, "dropped": 0, "retries": 0, "failed_batches": 0,
             "unsampled": 0,  # actions of flows configure(sample_rate=...) left out
             "journaled": 0, "journaled_backlog": 0, "replayed": 0, "journal_errors": 0, "torn_frames": 0,
+            "rejected_trace_headers": 0,  # malformed or hostile propagation headers (extract)
         }
         self.last_error: str | None = None
         # Storage health, shared by live batches and replays (writer thread only).
@@ -192,6 +193,11 @@ class Buffer:
         with self._lock:
             self.counters["recorded"] += len(part.records)
             self.counters["unsampled"] += len(part.records)
+
+    def count(self, name: str) -> None:
+        """Add one to the counter ``name`` (shown by ``stats()``)."""
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + 1
 
     def put(self, part: FlowPart) -> None:
         """Queue an ended part for writing. Never raises, never blocks for long."""
