@@ -141,6 +141,20 @@ class TestRecompile:
         finally:
             actiontrace.configure(redact=[])
 
+    def test_recompiling_adds_no_source_lines(self) -> None:
+        """A recompile replaces the action's generated files in linecache, adds none."""
+
+        @action
+        def pay(card: str) -> None: ...
+
+        before = len(linecache.cache)
+        try:
+            for names in (["card"], ["pin"], ["card", "pin"]):
+                actiontrace.configure(redact=names)
+            assert len(linecache.cache) == before
+        finally:
+            actiontrace.configure(redact=[])
+
     def test_recompile_keeps_a_differently_shaped_wrapper(self) -> None:
         """Code whose closure differs is not swapped in (it could not run there)."""
 

@@ -59,6 +59,7 @@ class ActionSpec:
     __slots__ = (
         "__weakref__",
         "bind",
+        "binder_filename",
         "concept_uri",
         "drop_first",
         "explicit_concept",
@@ -88,6 +89,7 @@ class ActionSpec:
         self.reactions = REACTIONS.setdefault(self.key, [])
         self.wrapper: Callable[..., Any] | None = None
         self.filename = _codegen.filename_for("wrapper", func)
+        self.binder_filename = _codegen.filename_for("binder", func)
         self.compile()
         _SPECS.add(self)
 
@@ -104,7 +106,7 @@ class ActionSpec:
         base = settings.redactor
         self.redactor = base.extended(self.extra_redact) if self.extra_redact else base
         sig = _codegen.analyse(self.func, self.drop_first, self.redactor)
-        self.bind = _codegen.make_binder(self.func, sig)  # slow paths
+        self.bind = _codegen.make_binder(self.func, sig, self.binder_filename)  # slow paths
         if self.kind not in ("sync", "async"):
             return None
         auto = auto_flow_async if self.is_async else auto_flow
