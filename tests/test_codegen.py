@@ -11,8 +11,8 @@ import pytest
 
 import actiontrace
 from actiontrace import _codegen, action
-from actiontrace._capture import Redactor
 from actiontrace._model import ActionFilter
+from actiontrace._redact import Redactor
 
 
 @pytest.fixture

@@ -19,20 +19,16 @@ from typing import Any
 
 import msgspec
 
-from actiontrace._redact import DEFAULT_REDACT, REDACTED, Redactor
+from actiontrace._redact import REDACTED, Redactor
 from actiontrace._state import settings
 
 __all__ = [
-    "DEFAULT_REDACT",
-    "REDACTED",
-    "Redactor",
     "capture_error",
     "capture_fallback",
     "capture_value",
     "decode",
     "encode",
     "finish",
-    "settings",
 ]
 
 REPR_LIMIT = 200  # characters of repr() kept for a value msgspec cannot encode

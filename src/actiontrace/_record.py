@@ -38,10 +38,11 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 
 from actiontrace import _ids
-from actiontrace._capture import NULL, decode, finish, settings
+from actiontrace._capture import NULL, decode, finish
 from actiontrace._ids import as_uuid
 from actiontrace._layout import ID, INPUTS, OUTPUTS, RECORD_SLOTS, START, new_record
 from actiontrace._model import ActionRecord, ActionTrace, LogEvent, ProvenanceEdge, Status
+from actiontrace._state import settings
 
 __all__ = ["ActionRow", "FlowPart", "LogRow", "Named", "Part", "to_trace"]
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actiontrace._capture import Redactor, capture_value
+from actiontrace._capture import capture_value
+from actiontrace._redact import Redactor
 
 if TYPE_CHECKING:
     from actiontrace._model import ActionRecord, ActionTrace, FlowSummary, LogEvent

@@ -18,9 +18,10 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from actiontrace import _ids
-from actiontrace._capture import capture_value, settings
+from actiontrace._capture import capture_value
 from actiontrace._context import current_frame, current_ids
 from actiontrace._layout import ID, OWNER, PART, SPEC
+from actiontrace._state import settings
 
 __all__ = ["add_flow_context", "attach_to_action"]
 
