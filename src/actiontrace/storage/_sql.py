@@ -57,6 +57,7 @@ from actiontrace._model import (
     LogEvent,
     PerformanceMetrics,
     ProvenanceEdge,
+    Status,
 )
 from actiontrace._record import FlowPart
 from actiontrace.storage._base import IdKind, TraceStorage, prefix_bounds
@@ -522,12 +523,46 @@ class SqlAlchemyTraceStorage(TraceStorage):
 
     # -- browsing ----------------------------------------------------------------------------
 
-    def list_flows(self, limit: int = 20, since: int | None = None) -> list[FlowSummary]:
-        """The most recent flows, newest first: one indexed scan, sizes counted per flow."""
+    def list_flows(
+        self, limit: int = 20, since: int | None = None, *, until: int | None = None,
+        before: tuple[int, uuid.UUID] | None = None, concept_uri: str | None = None,
+        action: str | None = None, status: Status | None = None,
+    ) -> list[FlowSummary]:
+        """The most recent flows, newest first: one indexed scan, sizes counted per flow.
+
+        Filters on the flow's actions are ``EXISTS`` probes through the (flow_token,
+        timestamp) index, so a page stops as soon as it has ``limit`` flows.
+        """
         f, a = flows.c, actions.c
         recent = sa.select(f.flow_token, f.root_action_id, f.created_at, f.module)
         if since is not None:
             recent = recent.where(f.created_at >= since)
+        if until is not None:
+            recent = recent.where(f.created_at <= until)
+        if before is not None:
+            at, token = before
+            recent = recent.where(sa.or_(
+                f.created_at < at, sa.and_(f.created_at == at, f.flow_token < token)
+            ))
+        if concept_uri is not None or action is not None:
+            has = sa.select(sa.literal(1)).where(a.flow_token == f.flow_token)
+            if concept_uri is not None:
+                has = has.where(_concept_is(a.concept_uri, concept_uri))
+            if action is not None:
+                has = has.where(a.action == action)
+            recent = recent.where(has.exists())
+        if status is not None:
+            failed = sa.select(sa.literal(1)).where(
+                a.flow_token == f.flow_token, a.status == "error").exists()
+            root_ended = sa.select(sa.literal(1)).where(
+                a.id == f.root_action_id, a.status == ("ok" if status == "ok" else "running")
+            ).exists()
+            if status == "error":
+                recent = recent.where(failed)
+            elif status == "ok":
+                recent = recent.where(~failed, root_ended)
+            else:
+                recent = recent.where(root_ended)
         sub = recent.order_by(f.created_at.desc(), f.flow_token.desc()).limit(max(limit, 0)).subquery()
         root = actions.alias("root")
         n = sa.select(sa.func.count()).where(a.flow_token == sub.c.flow_token).scalar_subquery()
@@ -550,6 +585,25 @@ class SqlAlchemyTraceStorage(TraceStorage):
         col = flows.c.flow_token if kind == "flow" else actions.c.id
         stmt = sa.select(col).where(col.between(low, high)).order_by(col).limit(limit)
         return [r[0] for r in self._fetch(stmt)]
+
+    def synchronization_links(self) -> list[tuple[str, str, str, int]]:
+        """Edges grouped by (trigger's action, synchronization, produced action)."""
+        e = edges.c
+        src, dst = actions.alias("src"), actions.alias("dst")
+        n = sa.func.count().label("n")
+        stmt = (
+            sa.select(src.c.concept_uri, src.c.action, e.synchronization,
+                      dst.c.concept_uri, dst.c.action, n)
+            .select_from(
+                edges.outerjoin(src, src.c.id == e.from_action)
+                .outerjoin(dst, dst.c.id == e.to_action)
+            )
+            .group_by(src.c.concept_uri, src.c.action, e.synchronization,
+                      dst.c.concept_uri, dst.c.action)
+        )
+        found = [(_key(r[0], r[1]), r[2], _key(r[3], r[4]), r[5]) for r in self._fetch(stmt)]
+        found.sort(key=lambda t: (-t[3], t[0], t[1], t[2]))
+        return found
 
     def find_actions(self, filter: ActionFilter) -> list[ActionRecord]:
         """Actions matching ``filter``, oldest first (ties in recording order)."""
@@ -726,6 +780,11 @@ class SqlAlchemyTraceStorage(TraceStorage):
 
 
 # -- SQLite JSON containment ------------------------------------------------------------------
+
+
+def _key(concept_uri: str | None, action: str | None) -> str:
+    """``concept_uri::action``, or ``"?"`` for an action no flow holds."""
+    return "?" if concept_uri is None else f"{concept_uri}::{action}"
 
 
 def _needle(key: str, value: Any) -> str:
