@@ -1,0 +1,196 @@
+"""``actiontrace serve`` in a real browser: Debian's headless Chromium, driven by Playwright.
+
+The browser is the system's ``/usr/bin/chromium`` (never a downloaded build), with a
+fresh profile and no background networking. The viewer runs as the installed command
+over a SQLite file the demo filled. Screenshots are checked structurally (the elements
+are there and visible); ``ACTIONTRACE_VIEWER_SHOTS=docs/img`` writes the ones
+docs/viewer.md shows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from viewer_support import EXE, Server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason="needs Debian's chromium (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'x.db'}"
+    res = subprocess.run([str(EXE), "--url", url, "demo"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    return url
+
+
+@pytest.fixture(scope="module")
+def server(demo_url: str) -> Iterator[Server]:
+    srv = Server(demo_url, "--import", "actiontrace.demo")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with playwright_api.sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("profile")), executable_path=CHROMIUM, headless=True,
+            args=ARGS, viewport={"width": 1400, "height": 900},
+        )
+        yield ctx
+        ctx.close()
+
+
+class Page:
+    """A tab that records console errors and every address it asked for."""
+
+    def __init__(self, browser: Any, shots: Path) -> None:
+        self.page = browser.new_page()
+        self.shots = shots
+        self.problems: list[str] = []
+        self.requested: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
+        self.page.on("pageerror", lambda e: self.problems.append(str(e)))
+        self.page.on("request", lambda r: self.requested.append(r.url))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.page, name)
+
+    def visible(self, selector: str) -> Any:
+        """The first element matching ``selector``, waited for, visible and not empty."""
+        loc = self.page.locator(selector).first
+        loc.wait_for(state="visible", timeout=20_000)
+        box = loc.bounding_box()
+        assert box is not None and box["width"] > 0 and box["height"] > 0, selector
+        return loc
+
+    def shot(self, name: str) -> Path:
+        path = self.shots / name
+        self.page.screenshot(path=str(path), full_page=True)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        out = os.environ.get("ACTIONTRACE_VIEWER_SHOTS")
+        if out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, Path(out) / name)
+        return path
+
+    def close(self, base: str) -> None:
+        assert self.problems == []
+        outside = [u for u in self.requested if not u.startswith(base) and not u.startswith("data:")]
+        assert outside == []  # everything comes from the viewer itself
+        self.page.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: Server, tmp_path: Path) -> Iterator[Page]:
+    tab = Page(browser, tmp_path)
+    yield tab
+    tab.close(server.base)
+
+
+class TestWalkthrough:
+    def test_newest_flow_play_passage_and_its_chain(self, page: Page, server: Server) -> None:
+        """Open the newest flow, click play_passage: its chain is highlighted, root first."""
+        newest = server.get("/api/flows?limit=1").json()[0]
+        page.goto(server.base)
+        rows = page.visible("#flows-table tbody tr")
+        assert page.locator("#flows-table tbody tr").count() == 6
+        assert rows.get_attribute("data-flow") == newest["flow_token"]
+        page.shot("viewer-flows.png")
+        rows.click()
+        page.visible("#flow-graph svg g.node")
+        trace = server.get(f"/api/flows/{newest['flow_token']}").json()
+        assert page.locator("#flow-graph g.node").count() == len(trace["actions"])
+        assert page.locator("#flow-graph g.edge.sync").count() == len(trace["provenance_edges"])
+        assert page.locator("#flow-graph g.edge.call").count() == sum(
+            1 for a in trace["actions"].values() if a["parent_id"] in trace["actions"])
+        assert page.locator("#waterfall g.lane").count() == len(trace["actions"])
+        page.visible("#flow-graph g.node[data-name=play_passage]").click()
+        page.visible("#chain li")
+        steps = page.locator("#chain li")
+        assert steps.count() == 3
+        texts = [steps.nth(i).inner_text() for i in range(3)]
+        assert ["handle_request" in texts[0], "validate_token" in texts[1],
+                "play_passage" in texts[2]] == [True, True, True]
+        assert "OnWebRequest" in texts[1] and "OnAuthSuccess" in texts[2]
+        highlighted = page.locator("#flow-graph g.node.in-chain")
+        assert sorted(highlighted.nth(i).get_attribute("data-name") for i in range(3)) == [
+            "handle_request", "play_passage", "validate_token"]
+        assert highlighted.count() == 3
+        assert page.locator("#flow-graph g.edge.in-chain").count() == 2
+        assert page.locator("#flow-graph g.node.selected").get_attribute("data-name") == "play_passage"
+        assert page.locator("#waterfall g.lane.in-chain").count() == 3
+        assert '"passage_id": 42' in page.visible("#inputs").inner_text()
+        assert "playing" in page.visible("#logs").inner_text()
+        page.shot("viewer-flow.png")
+
+    def test_search_by_input_value(self, page: Page, server: Server) -> None:
+        """Search passage_id=42: matching actions; one opens its flow with its chain."""
+        page.goto(server.base)
+        page.visible("#flows-table")
+        page.fill("input[name=input]", "passage_id=42")
+        page.click("#filters button[type=submit]")
+        page.visible("#actions-table tbody tr")
+        names = page.locator("#actions-table tbody tr td:nth-child(2)").all_inner_texts()
+        assert any(n.endswith("play_passage") for n in names)
+        page.shot("viewer-search.png")
+        page.locator("#actions-table tbody tr", has_text="play_passage").first.click()
+        page.visible("#chain li")
+        assert page.locator("#flow-graph g.node.selected").get_attribute("data-name") == "play_passage"
+
+    def test_synchronizations_view(self, page: Page, server: Server) -> None:
+        """The synchronizations graph: actions, syncs with counts, the declared reactions."""
+        page.goto(server.base)
+        page.visible("#flows-table")
+        page.click("header nav a[data-view=syncs]")
+        page.visible("#sync-graph g.sync-node")
+        syncs = {page.locator("#sync-graph g.sync-node").nth(i).get_attribute("data-sync")
+                 for i in range(page.locator("#sync-graph g.sync-node").count())}
+        assert syncs == {"OnWebRequest", "OnAuthSuccess", "RecordPlaybackForCooldown",
+                         "AutoSelectWhenQueueLow"}
+        assert page.locator("#sync-graph g.node").count() == 7  # concept::action nodes
+        assert "9×" in (page.locator("#sync-graph g.sync-node[data-sync=OnAuthSuccess]").text_content() or "")
+        table = page.visible("#syncs-table").inner_text()
+        assert "declared" in table and "called directly" in table
+        page.shot("viewer-syncs.png")
+
+    def test_stats_charts(self, page: Page, server: Server) -> None:
+        """The stats view draws the three charts as SVG."""
+        page.goto(f"{server.base}#/stats")
+        for chart in ("#chart-top svg rect.bar", "#chart-chains svg rect.bar",
+                      "#chart-latency svg rect.p99"):
+            page.visible(chart)
+        assert page.locator("#chart-top svg rect.bar").count() == 4
+        page.shot("viewer-stats.png")
+
+
+class TestTokenInBrowser:
+    def test_opening_the_printed_address(self, browser: Any, demo_url: str, tmp_path: Path) -> None:
+        """The address printed with ?token= opens the viewer; without it, a 401 page."""
+        srv = Server(demo_url, "--token", "browser-token")
+        tab = Page(browser, tmp_path)
+        try:
+            resp = tab.goto(f"{srv.connect}/")
+            assert resp.status == 401 and "needs its token" in tab.inner_text("body")
+            tab.goto(f"{srv.connect}/?token=browser-token")
+            tab.visible("#flows-table tbody tr")
+            assert "token" not in tab.url
+        finally:
+            srv.stop()
+        # The refused first visit is logged as a console error; nothing else may be.
+        tab.problems = [p for p in tab.problems if "401 (Unauthorized)" not in p]
+        tab.close(srv.connect)
