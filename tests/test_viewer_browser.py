@@ -165,7 +165,7 @@ class TestWalkthrough:
         assert page.locator("#sync-graph g.node").count() == 7  # concept::action nodes
         assert "9×" in (page.locator("#sync-graph g.sync-node[data-sync=OnAuthSuccess]").text_content() or "")
         table = page.visible("#syncs-table").inner_text()
-        assert "declared" in table and "called directly" in table
+        assert "declared" in table and "seen in the store" in table
         page.shot("viewer-syncs.png")
 
     def test_stats_charts(self, page: Page, server: Server) -> None:

@@ -219,6 +219,10 @@ def create_app(storage: TraceStorage, *, token: str | None = None,
     def syncs(request: Request) -> Response:
         return json_response(cache.get("syncs", lambda: _data.sync_graph(storage)))
 
+    def sync_latency(request: Request) -> Response:
+        name = request.path_params["name"]
+        return json_response(cache.get(("sync", name), lambda: _data.sync_latency(storage, name)))
+
     def stats(request: Request) -> Response:
         n = _limit(request, default=10)
         return json_response(cache.get(("stats", n), lambda: _data.stats(storage, n)))
@@ -253,6 +257,7 @@ def create_app(storage: TraceStorage, *, token: str | None = None,
         Route("/api/actions/{id}/chain", endpoint(chain), methods=get),
         Route("/api/actions/{id}/why", endpoint(why), methods=get),
         Route("/api/synchronizations", endpoint(syncs), methods=get),
+        Route("/api/synchronizations/{name:path}", endpoint(sync_latency), methods=get),
         Route("/api/stats", endpoint(stats), methods=get),
         Route("/api/meta", endpoint(meta), methods=get),
         Route("/api/{rest:path}", not_found, methods=get),

@@ -27,6 +27,7 @@ __all__ = [
     "parse_cursor",
     "stats",
     "sync_graph",
+    "sync_latency",
     "why",
 ]
 
@@ -155,13 +156,16 @@ def declared_reactions() -> list[tuple[str, str]]:
                   for r in list(reactions))
 
 
-def sync_graph(storage: TraceStorage, limit: int = 200) -> dict[str, Any]:
+def sync_graph(storage: TraceStorage, links_limit: int = 150,
+               measured: int = 12) -> dict[str, Any]:
     """The synchronizations as one graph: ``concept::action -> sync -> concept::action``.
 
-    ``links`` are what the store's provenance edges connect (with counts); ``declared``
+    ``links`` are what the store's provenance edges connect, with counts, the
+    ``links_limit`` most frequent (``links_total`` says how many there are); ``declared``
     the reactions this process knows of, each marked ``fired`` when the store holds an
-    edge of it; ``syncs`` every synchronization with its firing count and the latency
-    (µs) of the actions it produced, from the analyzer.
+    edge of it; ``syncs`` every synchronization with its firing count, and for the
+    ``measured`` most frequent ones (and every declared one) the latency (µs) of the
+    actions it produced, from the analyzer (the others: ``sync_latency``, on request).
     """
     try:
         links = storage.synchronization_links()
@@ -171,24 +175,33 @@ def sync_graph(storage: TraceStorage, limit: int = 200) -> dict[str, Any]:
     for _, sync, _, n in links:
         fired[sync] = fired.get(sync, 0) + n
     declared = declared_reactions()
-    names = sorted(fired, key=lambda s: (-fired[s], s))[:limit]
-    for _, sync in declared:
-        if sync not in names:
-            names.append(sync)
+    declared_names = {s for _, s in declared}
+    names = sorted(fired, key=lambda s: (-fired[s], s))
+    names += sorted(declared_names - set(fired))
     syncs = []
-    for name in names:
-        perf = storage.sync_performance(name) if fired.get(name) else None
+    for rank, name in enumerate(names):
+        measure = fired.get(name) and (rank < measured or name in declared_names)
         syncs.append({
             "synchronization": name,
             "count": fired.get(name, 0),
-            "declared": any(s == name for _, s in declared),
-            "latency_us": perf,
+            "declared": name in declared_names,
+            "latency_us": storage.sync_performance(name) if measure else None,
         })
     return {
-        "links": [{"from": f, "synchronization": s, "to": t, "count": n} for f, s, t, n in links],
+        "links": [{"from": f, "synchronization": s, "to": t, "count": n}
+                  for f, s, t, n in links[:links_limit]],
+        "links_total": len(links),
         "declared": [{"when": w, "synchronization": s, "fired": s in fired} for w, s in declared],
         "syncs": syncs,
     }
+
+
+def sync_latency(storage: TraceStorage, name: str) -> dict[str, Any]:
+    """One synchronization's firing count and latency (µs), from the analyzer."""
+    from actiontrace._analysis import TraceAnalyzer
+
+    perf = TraceAnalyzer(storage).sync_performance(name)
+    return {"synchronization": name, "count": perf.count, "latency_us": perf}
 
 
 def stats(storage: TraceStorage, limit: int = 10) -> dict[str, Any]:

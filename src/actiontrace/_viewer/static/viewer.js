@@ -501,7 +501,7 @@
       return;
     }
     const g = new dagre.graphlib.Graph({ multigraph: true });
-    g.setGraph({ rankdir: "LR", nodesep: 22, ranksep: 70, marginx: 16, marginy: 16 });
+    g.setGraph({ rankdir: "LR", nodesep: 22, ranksep: 44, marginx: 16, marginy: 16 });
     const addAction = (key) => {
       if (!g.hasNode(`a:${key}`)) {
         const i = key.lastIndexOf("::");
@@ -513,7 +513,7 @@
       if (!g.hasNode(`s:${name}`)) {
         const p = perf.get(name) || { count: 0 };
         const meta = syncMeta(p);
-        g.setNode(`s:${name}`, { kind: "sync", name, p, meta, width: Math.max(textWidth(name, 7.6), textWidth(meta, 6.6)) + 26, height: 44 });
+        g.setNode(`s:${name}`, { kind: "sync", name, p, meta, width: Math.max(textWidth(name, 8.3), textWidth(meta, 6.7)) + 28, height: 44 });
       }
     };
     const seen = new Set();
@@ -562,17 +562,32 @@
       h("div", { class: "legend" },
         h("span", {}, h("i", { class: "sync" }), "fired (thicker: more often)"),
         h("span", {}, h("i", { class: "dead" }), "declared, never fired")));
+    if (data.links_total > data.links.length) {
+      card.append(h("p", { class: "muted", text: `Showing the ${data.links.length} most frequent of ${data.links_total} links.` }));
+    }
     const body = h("tbody");
     for (const x of data.syncs) {
-      const l = x.latency_us;
+      const cells = [0, 1, 2].map(() => h("td", { class: "num mono", text: "-" }));
+      const fill = (l) => {
+        cells[0].textContent = fmtDur(l.median); cells[1].textContent = fmtDur(l.p95); cells[2].textContent = fmtDur(l.p99);
+      };
+      if (x.latency_us) fill(x.latency_us);
+      else if (x.count) {
+        clear(cells[0]);
+        cells[0].append(h("button", { type: "button", class: "measure", text: "measure", onclick: async () => {
+          cells[0].textContent = "…";
+          try {
+            const { data: one } = await api(`api/synchronizations/${encodeURIComponent(x.synchronization)}`);
+            if (one.latency_us.count) fill(one.latency_us); else cells[0].textContent = "-";
+          } catch (err) { cells[0].textContent = "failed"; }
+        } }));
+      }
       body.append(h("tr", { "data-sync": x.synchronization },
         h("td", {}, h("b", { text: x.synchronization })),
-        h("td", {}, x.declared ? h("span", { class: "badge sync", text: "declared" }) : h("span", { class: "muted", text: "called directly" }),
-          x.declared && !x.count ? h("span", { class: "badge dead", text: "never fired" }) : ""),
+        h("td", {}, x.declared ? h("span", { class: "badge sync", text: "declared" }) : h("span", { class: "muted", text: "seen in the store" }),
+          x.declared && !x.count ? [" ", h("span", { class: "badge dead", text: "never fired" })] : ""),
         h("td", { class: "num", text: x.count }),
-        h("td", { class: "num mono", text: l ? fmtDur(l.median) : "-" }),
-        h("td", { class: "num mono", text: l ? fmtDur(l.p95) : "-" }),
-        h("td", { class: "num mono", text: l ? fmtDur(l.p99) : "-" })));
+        cells));
     }
     main.append(h("div", { class: "card" }, h("h2", { text: "Firing counts and latency of the actions each produced" }),
       h("table", { class: "list", id: "syncs-table" },
@@ -583,7 +598,7 @@
   function syncMeta(p) {
     if (!p.count) return "never fired";
     const l = p.latency_us;
-    return `${p.count}× · p50 ${fmtDur(l && l.median)} · p99 ${fmtDur(l && l.p99)}`;
+    return l ? `${p.count}× · p50 ${fmtDur(l.median)} · p99 ${fmtDur(l.p99)}` : `${p.count}×`;
   }
 
   // -- stats: our own SVG charts ---------------------------------------------------------------
