@@ -348,6 +348,8 @@ class TestBrowsing:
                 go()
         assert tracer.flush(10)
         assert storage.synchronization_links() == [("links::A::start", "Go", "links::B::react", 6)]
+        assert storage.synchronization_links(newest=4) == [
+            ("links::A::start", "Go", "links::B::react", 4)]
 
     def test_resolve_prefix(self, storage: Any) -> None:
         """Unique, ambiguous and unknown prefixes; dashes and case do not matter."""

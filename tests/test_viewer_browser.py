@@ -3,7 +3,7 @@
 The browser is the system's ``/usr/bin/chromium`` (never a downloaded build), with a
 fresh profile and no background networking. The viewer runs as the installed command
 over a SQLite file the demo filled. Screenshots are checked structurally (the elements
-are there and visible); ``ACTIONTRACE_VIEWER_SHOTS=docs/img`` writes the ones
+are there and visible); ``ACTIONTRACE_VIEWER_SHOTS=docs/img`` writes the two that
 docs/viewer.md shows.
 """
 
@@ -20,6 +20,7 @@ import pytest
 from viewer_support import EXE, Server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DOCS_SHOTS = {"viewer-flow.png", "viewer-syncs.png"}  # the two docs/viewer.md shows
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -83,7 +84,7 @@ class Page:
         self.page.screenshot(path=str(path), full_page=True)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         out = os.environ.get("ACTIONTRACE_VIEWER_SHOTS")
-        if out:
+        if out and name in DOCS_SHOTS:
             Path(out).mkdir(parents=True, exist_ok=True)
             shutil.copy(path, Path(out) / name)
         return path

@@ -665,6 +665,9 @@ def demo(obj: Context, demo_url: str | None) -> None:
                  f"actiontrace{url_opt} find --action play_passage --input passage_id=42",
                  f"actiontrace{url_opt} stats"):
         click.echo(f"  {line}")
+    click.echo("")
+    click.echo(f"Or look at it in the browser: actiontrace{url_opt} serve "
+               "(needs pip install 'actiontrace[web]')")
     tracer.shutdown()
 
 

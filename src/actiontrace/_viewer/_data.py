@@ -102,9 +102,10 @@ def find_page(
     want = limit + 1
     ask = want + (16 if after is not None else 0)
     while True:
+        bounded = since is not None or until is not None or after is not None
         got = storage.find_actions(ActionFilter(
-            concept_uri=concept_uri, action=action, inputs=inputs, time_range=(start, end),
-            limit=ask,
+            concept_uri=concept_uri, action=action, inputs=inputs,
+            time_range=(start, end) if bounded else None, limit=ask,
         ))
         exhausted = len(got) < ask
         if after is not None:
@@ -156,42 +157,50 @@ def declared_reactions() -> list[tuple[str, str]]:
                   for r in list(reactions))
 
 
+EXACT_LINKS = 50_000  # edges; above that the graph's links come from the newest of each sync
+SAMPLE_LINKS = 20
+
+
 def sync_graph(storage: TraceStorage, links_limit: int = 150,
-               measured: int = 12) -> dict[str, Any]:
+               measured: int = 8) -> dict[str, Any]:
     """The synchronizations as one graph: ``concept::action -> sync -> concept::action``.
 
-    ``links`` are what the store's provenance edges connect, with counts, the
-    ``links_limit`` most frequent (``links_total`` says how many there are); ``declared``
-    the reactions this process knows of, each marked ``fired`` when the store holds an
-    edge of it; ``syncs`` every synchronization with its firing count, and for the
-    ``measured`` most frequent ones (and every declared one) the latency (µs) of the
-    actions it produced, from the analyzer (the others: ``sync_latency``, on request).
+    ``syncs`` lists every synchronization with its firing count (edges in the whole
+    store, ``top_synchronizations``) and, for the ``measured`` most frequent, the
+    latency (µs) of the actions it produced (``sync_performance``; the others through
+    ``sync_latency``, on request). ``links`` are what the provenance edges connect, with
+    counts, the ``links_limit`` most frequent (``links_total`` says how many there
+    are). A store of more than ``EXACT_LINKS`` edges gets its links from each
+    synchronization's newest ``SAMPLE_LINKS`` edges (``links_sampled``: that number,
+    else None), since every edge counted costs two lookups (2.5 s at 1M actions).
+    ``declared`` holds the reactions this process knows of, each marked ``fired`` when
+    the store holds an edge of it.
     """
+    totals = dict(storage.top_synchronizations(10**9))
+    sampled = SAMPLE_LINKS if sum(totals.values()) > EXACT_LINKS else None
     try:
-        links = storage.synchronization_links()
+        links = storage.synchronization_links(newest=sampled)
     except NotImplementedError:
         links = []
-    fired: dict[str, int] = {}
-    for _, sync, _, n in links:
-        fired[sync] = fired.get(sync, 0) + n
     declared = declared_reactions()
     declared_names = {s for _, s in declared}
-    names = sorted(fired, key=lambda s: (-fired[s], s))
-    names += sorted(declared_names - set(fired))
+    names = sorted(totals, key=lambda s: (-totals[s], s))
+    names += sorted(declared_names - set(totals))
     syncs = []
     for rank, name in enumerate(names):
-        measure = fired.get(name) and (rank < measured or name in declared_names)
+        count = totals.get(name, 0)
         syncs.append({
             "synchronization": name,
-            "count": fired.get(name, 0),
+            "count": count,
             "declared": name in declared_names,
-            "latency_us": storage.sync_performance(name) if measure else None,
+            "latency_us": storage.sync_performance(name) if count and rank < measured else None,
         })
     return {
         "links": [{"from": f, "synchronization": s, "to": t, "count": n}
                   for f, s, t, n in links[:links_limit]],
         "links_total": len(links),
-        "declared": [{"when": w, "synchronization": s, "fired": s in fired} for w, s in declared],
+        "links_sampled": sampled,
+        "declared": [{"when": w, "synchronization": s, "fired": s in totals} for w, s in declared],
         "syncs": syncs,
     }
 

@@ -141,13 +141,16 @@ class TraceStorage(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not support list_flows()")
 
-    def synchronization_links(self) -> list[tuple[str, str, str, int]]:
+    def synchronization_links(self, newest: int | None = None) -> list[tuple[str, str, str, int]]:
         """What the provenance edges connect: ``(from, synchronization, to, count)``.
 
         ``from`` and ``to`` are ``"concept_uri::action"`` of the edges' trigger and
-        produced actions; ``count`` is how many edges go that way. Most frequent first,
-        ties by the three names. (An edge whose trigger is stored in no flow has
-        ``from`` ``"?"``.)
+        produced actions (``"?"`` for an action no flow holds); ``count`` is how many
+        edges go that way. Most frequent first, ties by the three names.
+
+        Args:
+            newest: count only each synchronization's ``newest`` most recent edges (by
+                ``created_at``): the shape of a large store at a bounded cost.
         """
         raise NotImplementedError(
             f"{type(self).__name__} does not support synchronization_links()"

@@ -260,16 +260,24 @@ class InMemoryTraceStorage(TraceStorage):
                 ))
         return out
 
-    def synchronization_links(self) -> list[tuple[str, str, str, int]]:
+    def synchronization_links(self, newest: int | None = None) -> list[tuple[str, str, str, int]]:
         def key(action_id: uuid.UUID) -> str:
             rec = self._actions.get(action_id)
             return f"{rec.concept_uri}::{rec.action}" if rec is not None else "?"
 
         with self._lock:
-            counts = Counter(
-                (key(e.from_action), e.synchronization, key(e.to_action))
-                for fl in self._flows.values() for e in fl.edges.values()
-            )
+            every = [e for fl in self._flows.values() for e in fl.edges.values()]
+            if newest is not None:
+                every.sort(key=lambda e: (e.created_at, e.to_action.int), reverse=True)
+                taken: Counter[str] = Counter()
+                kept = []
+                for e in every:
+                    if taken[e.synchronization] < newest:
+                        taken[e.synchronization] += 1
+                        kept.append(e)
+                every = kept
+            counts = Counter((key(e.from_action), e.synchronization, key(e.to_action))
+                             for e in every)
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return [(f, s, t, n) for (f, s, t), n in ranked]
 

@@ -26,6 +26,7 @@ part per flow) costs one indexed scan.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import os
@@ -541,7 +542,9 @@ class SqlAlchemyTraceStorage(TraceStorage):
             recent = recent.where(f.created_at <= until)
         if before is not None:
             at, token = before
-            recent = recent.where(sa.or_(
+            # The first bound is redundant, but lets the planner start the index range
+            # scan at the cursor instead of filtering from the newest flow down.
+            recent = recent.where(f.created_at <= at, sa.or_(
                 f.created_at < at, sa.and_(f.created_at == at, f.flow_token < token)
             ))
         if concept_uri is not None or action is not None:
@@ -586,24 +589,48 @@ class SqlAlchemyTraceStorage(TraceStorage):
         stmt = sa.select(col).where(col.between(low, high)).order_by(col).limit(limit)
         return [r[0] for r in self._fetch(stmt)]
 
-    def synchronization_links(self) -> list[tuple[str, str, str, int]]:
-        """Edges grouped by (trigger's action, synchronization, produced action)."""
+    def synchronization_links(self, newest: int | None = None) -> list[tuple[str, str, str, int]]:
+        """Edges grouped by (trigger's action, synchronization, produced action).
+
+        Each edge counted costs two primary-key lookups (2.5 s for 300,000 edges on
+        SQLite). With ``newest``, one indexed query per synchronization reads only its
+        newest edges (0.2-0.8 s for 300 synchronizations there, on a loaded machine; one
+        window-function query over every edge took 0.75 s before any lookup).
+        """
         e = edges.c
         src, dst = actions.alias("src"), actions.alias("dst")
-        n = sa.func.count().label("n")
-        stmt = (
-            sa.select(src.c.concept_uri, src.c.action, e.synchronization,
-                      dst.c.concept_uri, dst.c.action, n)
-            .select_from(
-                edges.outerjoin(src, src.c.id == e.from_action)
-                .outerjoin(dst, dst.c.id == e.to_action)
+
+        def ends(source: Any) -> Any:
+            c = source.c
+            return (
+                sa.select(src.c.concept_uri, src.c.action, c.synchronization,
+                          dst.c.concept_uri, dst.c.action)
+                .select_from(source.outerjoin(src, src.c.id == c.from_action)
+                             .outerjoin(dst, dst.c.id == c.to_action))
             )
-            .group_by(src.c.concept_uri, src.c.action, e.synchronization,
-                      dst.c.concept_uri, dst.c.action)
-        )
-        found = [(_key(r[0], r[1]), r[2], _key(r[3], r[4]), r[5]) for r in self._fetch(stmt)]
-        found.sort(key=lambda t: (-t[3], t[0], t[1], t[2]))
-        return found
+
+        self._ensure()
+        counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        with self.engine.connect() as conn:
+            if newest is None:
+                stmt = ends(edges)
+                rows = conn.execute(
+                    stmt.add_columns(sa.func.count()).group_by(*stmt.selected_columns)
+                ).all()
+                for r in rows:
+                    counts[(_key(r[0], r[1]), r[2], _key(r[3], r[4]))] += r[5]
+            else:
+                names = conn.execute(sa.select(e.synchronization).distinct()).scalars().all()
+                recent = ends(
+                    sa.select(e.from_action, e.to_action, e.synchronization)
+                    .where(e.synchronization == sa.bindparam("name"))
+                    .order_by(e.created_at.desc()).limit(sa.bindparam("n")).subquery()
+                )
+                for name in names:
+                    for r in conn.execute(recent, {"name": name, "n": newest}):
+                        counts[(_key(r[0], r[1]), r[2], _key(r[3], r[4]))] += 1
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(f, s, t, n) for (f, s, t), n in ranked]
 
     def find_actions(self, filter: ActionFilter) -> list[ActionRecord]:
         """Actions matching ``filter``, oldest first (ties in recording order)."""

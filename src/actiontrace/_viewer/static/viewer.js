@@ -562,6 +562,9 @@
       h("div", { class: "legend" },
         h("span", {}, h("i", { class: "sync" }), "fired (thicker: more often)"),
         h("span", {}, h("i", { class: "dead" }), "declared, never fired")));
+    if (data.links_sampled) {
+      card.append(h("p", { class: "muted", text: `A large store: the links are drawn from the newest ${data.links_sampled} firings of each synchronization; the counts on the synchronizations are for the whole store.` }));
+    }
     if (data.links_total > data.links.length) {
       card.append(h("p", { class: "muted", text: `Showing the ${data.links.length} most frequent of ${data.links_total} links.` }));
     }
