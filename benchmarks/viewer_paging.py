@@ -18,18 +18,17 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from query_latency import StoreBuilder, fill  # noqa: E402
-from viewer_support import Server  # noqa: E402
+from query_latency import StoreBuilder, fill
 
-from actiontrace import ActionFilter, SqlAlchemyTraceStorage  # noqa: E402
-from actiontrace._record import FlowPart  # noqa: E402
+from actiontrace import ActionFilter, SqlAlchemyTraceStorage
+from actiontrace._record import FlowPart
+from viewer_support import Server
 
 STATUS = 5  # the status slot of a raw record (the layout of _record.py)
 
@@ -87,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                 "flows, a page half-way down (keyset)": f"/api/flows?limit=50&before={deep}",
                 "flows, status=error (1 flow in 100)": "/api/flows?limit=50&status=error",
                 "flows, holding app::Concept1::play": "/api/flows?limit=50&concept=app::Concept1&action=play",
+                "flows, a concept no flow holds (reads all)": "/api/flows?limit=50&concept=nope",
                 "flows, since 1 s before the newest": f"/api/flows?limit=50&since={newest.created_at - 1_000_000}",
                 "search input passage_id=42 (input index)": "/api/actions?limit=50&input=passage_id%3D42",
                 "search passage_id=42, second page": None,

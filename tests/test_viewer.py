@@ -25,33 +25,23 @@ from actiontrace import ActionFilter, SqlAlchemyTraceStorage
 from actiontrace._viewer import plan_token
 from actiontrace._viewer._app import loopback_hosts
 from actiontrace._viewer._data import Cache, parse_cursor
-from viewer_support import EXE, Server
+from viewer_support import Server, demo_store, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "src" / "actiontrace" / "_viewer" / "static"
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=120,
-                          check=False)
-
-
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A SQLite file the demo ran into twice (12 flows)."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('viewer') / 'x.db'}"
-    for _ in range(2):
-        res = run_cli("--url", url, "demo")
-        assert res.returncode == 0, res.stderr
-    return url
+    return demo_store(tmp_path_factory.mktemp("viewer") / "x.db", runs=2)
 
 
 @pytest.fixture(scope="module")
 def server(demo_url: str) -> Iterator[Server]:
     """The viewer over the demo store, knowing the demo's declared reactions."""
-    srv = Server(demo_url, "--import", "actiontrace.demo")
-    yield srv
-    srv.stop()
+    with Server(demo_url, "--import", "actiontrace.demo") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

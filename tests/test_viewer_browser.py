@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from viewer_support import EXE, Server
+
+from viewer_support import Server, demo_store
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS_SHOTS = {"viewer-flow.png", "viewer-syncs.png"}  # the two docs/viewer.md shows
@@ -31,18 +31,13 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
 
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'x.db'}"
-    res = subprocess.run([str(EXE), "--url", url, "demo"], capture_output=True, text=True,
-                         timeout=120, check=False)
-    assert res.returncode == 0, res.stderr
-    return url
+    return demo_store(tmp_path_factory.mktemp("browser") / "x.db")
 
 
 @pytest.fixture(scope="module")
 def server(demo_url: str) -> Iterator[Server]:
-    srv = Server(demo_url, "--import", "actiontrace.demo")
-    yield srv
-    srv.stop()
+    with Server(demo_url, "--import", "actiontrace.demo") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,28 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 
 EXE = Path(sys.executable).parent / "actiontrace"
 ADDRESS = re.compile(r"^  (http://\S+?:(\d+)/)(?:\?token=(\S+))?$")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``actiontrace`` command (``$ACTIONTRACE_URL`` left out)."""
+    env = {k: v for k, v in os.environ.items() if k != "ACTIONTRACE_URL"}
+    return subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=120,
+                          check=False, env=env)
+
+
+def demo_store(path: Path, runs: int = 1) -> str:
+    """The URL of a SQLite file at ``path`` that ``actiontrace demo`` ran into ``runs`` times."""
+    url = f"sqlite:///{path}"
+    for _ in range(runs):
+        res = run_cli("--url", url, "demo")
+        assert res.returncode == 0, res.stderr
+    return url
 
 
 class Response:
@@ -104,6 +120,12 @@ class Server:
                 return Response(resp.status, dict(resp.headers.items()), resp.read())
         except urllib.error.HTTPError as exc:
             return Response(exc.code, dict(exc.headers.items()), exc.read())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> str:
         """Stop the server (Ctrl-C) and return everything it printed."""

@@ -555,8 +555,11 @@ class SqlAlchemyTraceStorage(TraceStorage):
                 has = has.where(a.action == action)
             recent = recent.where(has.exists())
         if status is not None:
+            # A literal, not a parameter: only then may SQLite use the partial index of
+            # failed actions (a flow with none costs one index probe).
             failed = sa.select(sa.literal(1)).where(
-                a.flow_token == f.flow_token, a.status == "error").exists()
+                a.flow_token == f.flow_token, a.status == sa.literal_column("'error'")
+            ).exists()
             root_ended = sa.select(sa.literal(1)).where(
                 a.id == f.root_action_id, a.status == ("ok" if status == "ok" else "running")
             ).exists()
