@@ -357,7 +357,8 @@ class TestToken:
 class TestCredentials:
     @pytest.mark.postgres
     def test_password_reaches_neither_page_nor_log(self, pg_url: str) -> None:
-        """A URL with a password: no response and no line the server prints holds it."""
+        """A URL with a password: no response and no line the server prints holds it,
+        also when the store fails under the viewer."""
         secret = "Hunter2-secret-pw"
         url = sa.make_url(pg_url).set(password=secret).render_as_string(hide_password=False)
         res = run_cli("--url", url, "demo")
@@ -374,9 +375,17 @@ class TestCredentials:
             for resp in bodies:
                 assert secret not in resp.text and secret not in str(resp.headers)
             assert "Hunter2" not in srv.get("/api/meta").json()["store"]
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+            with engine.begin() as conn:  # the store breaks while the viewer runs
+                conn.exec_driver_sql("DROP TABLE actiontrace_flows")
+            engine.dispose()
+            broken = srv.get("/api/flows")
+            assert broken.status == 500 and broken.json()["error"]
+            assert secret not in broken.text and "Traceback" not in broken.text
         finally:
             out = srv.stop()
-        assert secret not in out
+        assert secret not in out and "Traceback" not in out
+        assert "/api/flows failed" in out  # the failure is logged, in one line
 
     def test_unreachable_store_fails_in_one_line(self) -> None:
         """serve on a database it cannot reach: one line, no password, no traceback."""

@@ -41,9 +41,10 @@
   function pad(n, w) { return String(n).padStart(w || 2, "0"); }
   function fmtTime(us) {
     if (us === null || us === undefined) return "-";
+    // UTC, as the command line prints it (and as since/until read a time without offset).
     const d = new Date(us / 1000);
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+    return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ` +
+      `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}.${pad(d.getUTCMilliseconds(), 3)}Z`;
   }
   function fmtDur(us) {
     if (us === null || us === undefined) return "-";
@@ -240,7 +241,7 @@
     const timeline = h("div", { class: "card" }, h("h2", { text: "Timeline" }));
     main.append(timeline);
 
-    const graph = flowGraph(trace, actions, byId, (id) => select(id));
+    const graph = flowGraph(trace, actions, byId, (id) => select(id), graphCard.clientWidth - 34);
     graphCard.append(graph.el,
       h("div", { class: "legend" },
         h("span", {}, h("i", { class: "call" }), "called inside (parent → child)"),
@@ -329,7 +330,7 @@
   }
 
   // A flow as a layered DAG: dagre places the nodes; we draw the SVG.
-  function flowGraph(trace, actions, byId, onClick) {
+  function flowGraph(trace, actions, byId, onClick, avail) {
     const wrap = h("div", { class: "graph-wrap", id: "flow-graph" });
     const shown = actions.slice(0, MAX_GRAPH);
     const shownIds = new Set(shown.map((a) => a.id));
@@ -355,8 +356,15 @@
       edges.push({ v: e.from_action, w: e.to_action, name });
     });
     dagre.layout(g);
+    if (g.graph().width > 1.5 * avail && g.graph().height < g.graph().width) {
+      // Many siblings: a top-down layout would be too wide to read; lay it out sideways.
+      g.setGraph(Object.assign(g.graph(), { rankdir: "LR", nodesep: 16, ranksep: 60 }));
+      dagre.layout(g);
+    }
     const gw = g.graph().width, gh = g.graph().height;
-    const svg = s("svg", { class: "graph", width: gw, height: gh, viewBox: `0 0 ${gw} ${gh}` });
+    // Shrunk to fit when that keeps the text readable; else drawn full size and scrolled.
+    const fits = gw * 0.75 <= avail;
+    const svg = s("svg", { class: `graph ${fits ? "" : "natural"}`, width: gw, height: gh, viewBox: `0 0 ${gw} ${gh}` });
     svg.append(markers());
     const edgeLayer = s("g"), labelLayer = s("g"), nodeLayer = s("g");
     svg.append(edgeLayer, labelLayer, nodeLayer);
@@ -409,7 +417,7 @@
         if (e.lab) e.lab.classList.toggle("in-chain", on);
       }
       const el = nodeEls.get(selected);
-      if (el && el.scrollIntoView && !mark.done) { mark.done = true; }
+      if (el && !fits) el.scrollIntoView({ block: "nearest", inline: "nearest" });
     }
     return { el: wrap, mark };
   }
