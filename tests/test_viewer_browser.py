@@ -30,13 +30,22 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
 
 
 @pytest.fixture(scope="module")
-def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return demo_store(tmp_path_factory.mktemp("browser") / "x.db")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding actiontrace.db, which the demo filled (as `make demo` does)."""
+    where = tmp_path_factory.mktemp("browser")
+    demo_store(where / "actiontrace.db", relative=True)
+    return where
 
 
 @pytest.fixture(scope="module")
-def server(demo_url: str) -> Iterator[Server]:
-    with Server(demo_url, "--import", "actiontrace.demo") as srv:
+def demo_url(store_dir: Path) -> str:
+    return f"sqlite:///{store_dir / 'actiontrace.db'}"
+
+
+@pytest.fixture(scope="module")
+def server(store_dir: Path) -> Iterator[Server]:
+    """`actiontrace serve` run where the store is, with its default URL."""
+    with Server("sqlite:///actiontrace.db", "--import", "actiontrace.demo", cwd=store_dir) as srv:
         yield srv
 
 

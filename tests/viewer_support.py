@@ -24,18 +24,19 @@ EXE = Path(sys.executable).parent / "actiontrace"
 ADDRESS = re.compile(r"^  (http://\S+?:(\d+)/)(?:\?token=(\S+))?$")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The installed ``actiontrace`` command (``$ACTIONTRACE_URL`` left out)."""
     env = {k: v for k, v in os.environ.items() if k != "ACTIONTRACE_URL"}
     return subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=120,
-                          check=False, env=env)
+                          check=False, env=env, cwd=cwd)
 
 
-def demo_store(path: Path, runs: int = 1) -> str:
-    """The URL of a SQLite file at ``path`` that ``actiontrace demo`` ran into ``runs`` times."""
-    url = f"sqlite:///{path}"
+def demo_store(path: Path, runs: int = 1, relative: bool = False) -> str:
+    """The URL of a SQLite file at ``path`` that ``actiontrace demo`` ran into ``runs``
+    times (``relative``: ``sqlite:///<name>``, for commands run in its directory)."""
+    url = f"sqlite:///{path.name if relative else path}"
     for _ in range(runs):
-        res = run_cli("--url", url, "demo")
+        res = run_cli("--url", url, "demo", cwd=path.parent)
         assert res.returncode == 0, res.stderr
     return url
 
@@ -64,13 +65,13 @@ class Server:
     """``actiontrace --url URL serve --port 0 ARGS...`` until ``stop()``."""
 
     def __init__(self, url: str, *args: str, env: dict[str, str] | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", cwd: Path | None = None) -> None:
         full_env = {k: v for k, v in os.environ.items()
                     if k not in ("ACTIONTRACE_URL", "ACTIONTRACE_SERVE_TOKEN")}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [str(EXE), "--url", url, "serve", "--host", host, "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=cwd,
         )
         self.out_lines: list[str] = []
         self.err = ""
