@@ -326,6 +326,11 @@ class TestBrowsing:
         assert tokens(status="ok") == [fine.token]
         assert tokens(status="running") == [other.token]
         assert tokens(status="error", limit=1, before=(1_000, uuid.UUID(int=failed.token))) == []
+        if hasattr(storage, "few_actions"):  # SQL: the same answers when a concept is common
+            storage.few_actions = 1
+            assert tokens(concept_uri="browse") == [fine.token, failed.token]
+            assert tokens(concept_uri="shop::Cart", action="checkout") == [other.token]
+            assert tokens(concept_uri="shop", action="act0") == []
 
     def test_synchronization_links(self, storage: Any) -> None:
         """Edges grouped by the trigger's and the produced action's concept::action."""

@@ -237,7 +237,7 @@ class InMemoryTraceStorage(TraceStorage):
                     continue
                 chosen.append((key, token, fl))
             chosen.sort(key=lambda t: t[0], reverse=True)
-            out = []
+            out: list[FlowSummary] = []
             for _, token, fl in chosen:
                 if len(out) >= max(limit, 0):
                     break
