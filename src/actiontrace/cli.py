@@ -609,6 +609,8 @@ def serve(obj: Context, host: str, port: int, token: str | None,
     import importlib
 
     try:
+        import uvicorn  # noqa: F401 - checked here, used by _viewer.serve
+
         from actiontrace import _viewer
     except ImportError as exc:
         raise CliError(f"serve needs the web extra: pip install 'actiontrace[web]' ({exc})") from None

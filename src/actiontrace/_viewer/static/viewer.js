@@ -231,7 +231,8 @@
         ` · ${actions.length} action${actions.length === 1 ? "" : "s"}`,
         errors ? h("span", {}, " · ", h("span", { class: "badge error", text: `${errors} failed` })) : "",
         ` · ${trace.provenance_edges.length} provenance edge${trace.provenance_edges.length === 1 ? "" : "s"}`,
-        trace.sampled ? "" : " · kept for its error (not sampled)")));
+        trace.sampled ? "" : " · kept for its error (not sampled)",
+        " · ", h("a", { href: `api/flows/${trace.flow_token}`, target: "_blank", text: "JSON" }))));
 
     const state = { selected: null, chain: [] };
     const graphCard = h("div", { class: "card grow" }, h("h2", { text: "Actions and why they happened" }));
