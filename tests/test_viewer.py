@@ -415,3 +415,17 @@ class TestData:
         assert cache.get("k", compute) == 1
         now[0] = 10.0
         assert cache.get("k", compute) == 2
+
+
+class TestBenchmark:
+    def test_paging_benchmark_runs(self) -> None:
+        """benchmarks/viewer_paging.py runs at a tiny size and prints every row (no figure checked)."""
+        res = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "viewer_paging.py"), "--size", "3000",
+             "--repeat", "1"], capture_output=True, text=True, timeout=300, check=False,
+        )
+        assert res.returncode == 0, res.stderr
+        for row in ("flows, first page (limit 50)", "flows, a page half-way down (keyset)",
+                    "search input passage_id=42 (input index)", "synchronizations graph",
+                    "stats (uncached)"):
+            assert row in res.stdout

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -199,3 +201,72 @@ class TestTokenInBrowser:
         # The refused first visit is logged as a console error; nothing else may be.
         tab.problems = [p for p in tab.problems if "401 (Unauthorized)" not in p]
         tab.close(srv.connect)
+
+
+WIDE_FLOW = """
+import sys
+import actiontrace
+from actiontrace import action, concept, flow, synchronization
+
+actiontrace.configure(url=sys.argv[1], module="shop")
+
+@concept("shop::Cart")
+class Cart:
+    @action
+    def add(self, item):
+        return {"item": item}
+
+@concept("shop::Stock")
+class Stock:
+    @action
+    def reserve(self, item):
+        if item == 37:
+            raise KeyError(item)
+        return True
+
+cart, stock = Cart(), Stock()
+
+@synchronization("ReserveOnAdd")
+def reserve_on_add(item):
+    try:
+        stock.reserve(item)
+    except KeyError:
+        pass
+
+with flow("shop::Web::order"):
+    for i in range(40):
+        cart.add(i)
+        reserve_on_add(i)
+"""
+
+
+class TestWideFlow:
+    def test_drawn_full_size_and_scrolled_to_the_action(
+        self, browser: Any, tmp_path: Path
+    ) -> None:
+        """81 actions under one root: drawn readable (not shrunk), the failed one scrolled into view."""
+        url = f"sqlite:///{tmp_path / 'wide.db'}"
+        res = subprocess.run([sys.executable, "-c", WIDE_FLOW, url], capture_output=True,
+                             text=True, timeout=120, check=False)
+        assert res.returncode == 0, res.stderr
+        tab = Page(browser, tmp_path)
+        with Server(url) as srv:
+            token = srv.get("/api/flows").json()[0]["flow_token"]
+            tab.goto(f"{srv.base}#/flow/{token}")
+            tab.visible("#flow-graph svg g.node")
+            assert tab.locator("#flow-graph g.node").count() == 81
+            svg = tab.locator("#flow-graph svg")
+            drawn = svg.bounding_box()
+            assert drawn and drawn["width"] >= 0.75 * float(svg.get_attribute("width") or 0)
+            failed = tab.locator("#flow-graph g.node.error")
+            assert failed.count() == 1
+            failed.click()
+            tab.visible("#chain li")
+            assert tab.locator("#chain li").count() == 3
+            wrap = tab.locator("#flow-graph").bounding_box()
+            node = failed.bounding_box()
+            assert wrap and node and wrap["y"] <= node["y"] <= wrap["y"] + wrap["height"] - node["height"]
+            assert tab.locator("#flow-graph g.node.in-chain").count() == 3
+            tab.shot("viewer-wide.png")
+            base = srv.base
+        tab.close(base)

@@ -250,7 +250,7 @@
         h("span", {}, h("i", { class: "chain" }), "causal chain of the selected action"),
         h("span", {}, h("span", { class: "badge error", text: "error" }), " failed")));
     const wf = waterfall(actions, byId, producedBy, (id) => select(id));
-    timeline.append(wf.el);
+    timeline.append(h("div", { class: "timeline-wrap" }, wf.el));
 
     async function select(id) {
       state.selected = id;
@@ -418,7 +418,7 @@
         if (e.lab) e.lab.classList.toggle("in-chain", on);
       }
       const el = nodeEls.get(selected);
-      if (el && !fits) el.scrollIntoView({ block: "nearest", inline: "nearest" });
+      if (el) el.scrollIntoView({ block: "nearest", inline: "nearest" });
     }
     return { el: wrap, mark };
   }
@@ -491,6 +491,13 @@
       for (const [id, g] of lanes) {
         g.classList.toggle("selected", id === selected);
         g.classList.toggle("in-chain", inChain.has(id));
+      }
+      const lane = lanes.get(selected);
+      const box = svg.parentNode;
+      if (lane && box && box.scrollHeight > box.clientHeight) {
+        // Scroll the timeline itself (not the page) to the selected lane.
+        const r = lane.getBoundingClientRect(), b = box.getBoundingClientRect();
+        if (r.top < b.top || r.bottom > b.bottom) box.scrollTop += r.top - b.top - b.height / 2;
       }
     }
     return { el: svg, mark };
