@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                 "flows, a page half-way down (keyset)": f"/api/flows?limit=50&before={deep}",
                 "flows, status=error (1 flow in 100)": "/api/flows?limit=50&status=error",
                 "flows, holding app::Concept1::play": "/api/flows?limit=50&concept=app::Concept1&action=play",
-                "flows, a concept no flow holds (reads all)": "/api/flows?limit=50&concept=nope",
+                "flows, a concept no flow holds": "/api/flows?limit=50&concept=nope",
                 "flows, since 1 s before the newest": f"/api/flows?limit=50&since={newest.created_at - 1_000_000}",
                 "search input passage_id=42 (input index)": "/api/actions?limit=50&input=passage_id%3D42",
                 "search passage_id=42, second page": None,
