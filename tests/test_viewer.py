@@ -9,6 +9,7 @@ tests are in tests/test_viewer_browser.py; the 1M-action paging figure is a benc
 from __future__ import annotations
 
 import hashlib
+import socket
 import subprocess
 import sys
 import uuid
@@ -393,6 +394,53 @@ class TestCredentials:
         assert res.returncode == 1
         assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
         assert "Pw-never-shown" not in res.stdout + res.stderr
+
+
+class TestPostgres:
+    @pytest.mark.postgres
+    def test_the_api_on_postgresql(self, pg_url: str) -> None:
+        """The same answers over PostgreSQL: flows, a trace, a chain, search, links."""
+        res = run_cli("--url", pg_url, "demo")
+        assert res.returncode == 0, res.stderr
+        store = SqlAlchemyTraceStorage(pg_url)
+        try:
+            with Server(pg_url) as srv:
+                rows = srv.get("/api/flows?limit=4").json()
+                assert [r["flow_token"] for r in rows] == [str(f.flow_token) for f in store.list_flows(4)]
+                second = srv.get(next_of(srv.get("/api/flows?limit=4")) or "").json()
+                assert [r["flow_token"] for r in second] == [
+                    str(f.flow_token) for f in store.list_flows(6)][4:]
+                token = uuid.UUID(rows[0]["flow_token"])
+                assert srv.get(f"/api/flows/{token}").text == store.get_trace(token).to_json()
+                play = play_42(store)
+                chain = srv.get(f"/api/actions/{play.id}/chain").json()
+                assert [c["id"] for c in chain] == [str(r.id) for r in store.get_causal_chain(play.id)]
+                found = srv.get("/api/actions?input=passage_id%3D42&action=play_passage").json()
+                assert [r["id"] for r in found] == [str(play.id)]
+                links = srv.get("/api/synchronizations").json()["links"]
+                assert sum(x["count"] for x in links) == sum(n for _, n in store.top_synchronizations(99))
+                assert srv.get("/api/flows?status=error").json()[0]["errors"] == 2
+        finally:
+            store.close()
+
+
+class TestCommand:
+    def test_port_in_use(self, demo_url: str) -> None:
+        """A port another program holds: one line saying so, exit 1, no traceback."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            res = run_cli("--url", demo_url, "serve", "--port", str(port))
+        assert res.returncode == 1 and "Traceback" not in res.stderr
+        assert res.stderr.strip().splitlines() == [
+            f"actiontrace: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+    def test_missing_store(self, tmp_path: Path) -> None:
+        """No database at the URL: one line, exit 1, and no file created."""
+        res = run_cli("--url", f"sqlite:///{tmp_path / 'none.db'}", "serve")
+        assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "none.db").exists()
 
 
 class TestData:
