@@ -11,10 +11,11 @@ CONTRACT = {
     "wrap_context", "ActionTracer", "ActionRecord", "ProvenanceEdge", "ActionTrace",
     "ActionFilter", "InMemoryTraceStorage", "SqlAlchemyTraceStorage", "TraceAnalyzer",
     "PerformanceMetrics", "TraceNotFound", "ActionNotFound", "ReactionLimitError",
+    "current_action_id",
 }
 EXTRAS = {
     "ConfigurationError", "LogEvent", "SchemaOutdated", "StorageError", "TraceStorage",
-    "__version__",
+    "__version__", "remove_reaction",
 }
 
 
