@@ -151,10 +151,10 @@ def declared_reactions() -> list[tuple[str, str]]:
     The viewer's process declares the reactions of the modules it imported (``serve
     --import``); the store does not record declarations.
     """
-    from actiontrace._decorators import _REACTIONS
+    from actiontrace._decorators import reactions_snapshot
 
-    return sorted((when, r.name) for when, reactions in list(_REACTIONS.items())
-                  for r in list(reactions))
+    return sorted((when, r.name) for when, reactions in reactions_snapshot().items()
+                  for r in reactions)
 
 
 EXACT_LINKS = 50_000  # edges; above that the graph's links come from the newest of each sync
