@@ -8,10 +8,12 @@ tests are in tests/test_viewer_browser.py; the 1M-action paging figure is a benc
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -463,6 +465,27 @@ class TestData:
         assert cache.get("k", compute) == 1
         now[0] = 10.0
         assert cache.get("k", compute) == 2
+
+    def test_cache_computes_one_key_at_a_time(self) -> None:
+        """Concurrent requests for one key compute it once; another key does not wait."""
+        cache = Cache(ttl=60)
+        started, release = threading.Event(), threading.Event()
+        calls: list[str] = []
+
+        def slow() -> str:
+            calls.append("slow")
+            started.set()
+            assert release.wait(30)
+            return "slow"
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            first = pool.submit(cache.get, "a", slow)
+            assert started.wait(30)
+            second = pool.submit(cache.get, "a", slow)
+            assert cache.get("b", lambda: "fast") == "fast"  # while "a" is computing
+            release.set()
+            assert first.result(30) == second.result(30) == "slow"
+        assert calls == ["slow"]
 
 
 class TestBenchmark:

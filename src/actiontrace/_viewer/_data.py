@@ -238,11 +238,15 @@ class Cache:
         self.ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
+        self._key_locks: dict[Any, threading.Lock] = {}
         self._items: dict[Any, tuple[float, Any]] = {}
 
     def get(self, key: Any, compute: Callable[[], T]) -> T:
-        """The cached value for ``key``, computed (once at a time) when missing or stale."""
+        """The cached value for ``key``, computed when missing or stale: once at a time
+        per key (a second request waits for the first's answer), other keys meanwhile."""
         with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
             hit = self._items.get(key)
             if hit is not None and self._clock() - hit[0] < self.ttl:
                 return hit[1]  # type: ignore[no-any-return]
