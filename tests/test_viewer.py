@@ -438,6 +438,12 @@ class TestCommand:
         assert res.stderr.strip().splitlines() == [
             f"actiontrace: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
 
+    def test_ctrl_c_stops_it(self, demo_url: str) -> None:
+        """Ctrl-C (SIGINT) stops the viewer: "Stopped.", exit 0, no error line."""
+        srv = Server(demo_url)
+        out = srv.stop()
+        assert srv.returncode == 0 and "Stopped." in out and "error" not in out
+
     def test_missing_store(self, tmp_path: Path) -> None:
         """No database at the URL: one line, exit 1, and no file created."""
         res = run_cli("--url", f"sqlite:///{tmp_path / 'none.db'}", "serve")

@@ -138,6 +138,7 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(30)
         self._drain.join(10)
+        self.returncode = self.proc.returncode
         assert self.proc.stderr is not None
         self.err += self.proc.stderr.read()
         self.proc.stderr.close()

@@ -67,5 +67,8 @@ def serve(storage: Any, host: str = "127.0.0.1", port: int = 8000, token: str | 
     server = uvicorn.Server(config)
     try:
         asyncio.run(server.serve(sockets=[sock]))
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it handled; stopping is what was asked
     finally:
         sock.close()
+    echo("Stopped.")
