@@ -270,3 +270,35 @@ class TestWideFlow:
             tab.shot("viewer-wide.png")
             base = srv.base
         tab.close(base)
+
+
+DEAD_REACTION = """
+from actiontrace import synchronization
+
+
+@synchronization("RefundOnCancel", when="wkmp-ap::Queue::cancel")
+def refund_on_cancel(record):
+    pass
+"""
+
+
+class TestDeadSynchronization:
+    def test_declared_but_never_fired(
+        self, browser: Any, demo_url: str, tmp_path: Path
+    ) -> None:
+        """A reaction declared by an --import module that never fired is drawn dashed red."""
+        (tmp_path / "shop_reactions.py").write_text(DEAD_REACTION)
+        tab = Page(browser, tmp_path)
+        env = {"PYTHONPATH": str(tmp_path)}
+        with Server(demo_url, "--import", "actiontrace.demo", "--import", "shop_reactions",
+                    env=env) as srv:
+            tab.goto(f"{srv.base}#/syncs")
+            dead = tab.visible("#sync-graph g.sync-node.dead")
+            assert dead.get_attribute("data-sync") == "RefundOnCancel"
+            assert tab.locator("#sync-graph g.sync-node.dead").count() == 1
+            assert tab.locator("#sync-graph g.edge.dead").count() == 1
+            assert tab.locator("#sync-graph g.node[data-key='wkmp-ap::Queue::cancel']").count() == 1
+            row = tab.visible("#syncs-table tr[data-sync=RefundOnCancel]").inner_text()
+            assert "never fired" in row and "declared" in row
+            base = srv.base
+        tab.close(base)
