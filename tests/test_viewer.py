@@ -472,6 +472,16 @@ class TestData:
         now[0] = 10.0
         assert cache.get("k", compute) == 2
 
+    def test_cache_is_bounded(self) -> None:
+        """Past max_items keys, the oldest are forgotten (keys come from requests)."""
+        cache = Cache(ttl=60, max_items=3)
+        for key in "abcde":
+            cache.get(key, lambda k=key: k)
+        calls: list[str] = []
+        assert cache.get("e", lambda: calls.append("e") or "E") == "e"  # kept
+        assert cache.get("a", lambda: calls.append("a") or "A") == "A"  # forgotten
+        assert calls == ["a"]
+
     def test_cache_computes_one_key_at_a_time(self) -> None:
         """Concurrent requests for one key compute it once; another key does not wait."""
         cache = Cache(ttl=60)

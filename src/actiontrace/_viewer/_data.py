@@ -234,8 +234,10 @@ class Cache:
     ``ttl`` bounds how stale they get while writers add flows.
     """
 
-    def __init__(self, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 max_items: int = 256) -> None:
         self.ttl = ttl
+        self.max_items = max_items  # keys come from requests: bounded, oldest dropped
         self._clock = clock
         self._lock = threading.Lock()
         self._key_locks: dict[Any, threading.Lock] = {}
@@ -245,6 +247,10 @@ class Cache:
         """The cached value for ``key``, computed when missing or stale: once at a time
         per key (a second request waits for the first's answer), other keys meanwhile."""
         with self._lock:
+            while len(self._key_locks) >= self.max_items and key not in self._key_locks:
+                oldest = next(iter(self._key_locks))
+                del self._key_locks[oldest]
+                self._items.pop(oldest, None)
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:
             hit = self._items.get(key)
