@@ -636,16 +636,24 @@
       latencyChart(Object.entries(data.latency_us))));
   }
 
+  const CHART_W = 480; // every chart's width, so their text is drawn at one size
+  const CLIP = 30; // characters of a chart label; the whole name is in its tooltip
+  function clip(text) { return text.length > CLIP ? text.slice(0, CLIP - 1) + "…" : text; }
+  function labelRoom(labels) {
+    return Math.max(80, Math.min(CLIP, Math.max(...labels.map((l) => l.length))) * 7.4 + 14);
+  }
+
   function barChart(items) {
     if (!items.length) return h("p", { class: "muted", text: "Nothing recorded yet." });
-    const W = 440, left = 160, right = 44, row = 26, H = items.length * row + 8;
+    const W = CHART_W, left = labelRoom(items.map((i) => i.label)), right = 44, row = 26;
+    const H = items.length * row + 8;
     const max = Math.max(...items.map((i) => i.value), 1);
     const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}` });
     items.forEach((it, i) => {
       const y = 4 + i * row, w = Math.max(2, ((W - left - right) * it.value) / max);
       const g = s("g", {},
         s("title", { text: `${it.label}: ${it.text}` }),
-        s("text", { x: left - 8, y: y + 16, "text-anchor": "end", text: it.label }),
+        s("text", { x: left - 8, y: y + 16, "text-anchor": "end", text: clip(it.label) }),
         s("rect", { class: `bar ${it.cls || ""}`, x: left, y: y + 4, width: w, height: row - 8, rx: 3 }),
         s("text", { class: "v", x: left + w + 6, y: y + 16, text: it.text }));
       svg.append(it.href ? s("a", { href: it.href }, g) : g);
@@ -656,13 +664,15 @@
   function latencyChart(entries) {
     const items = entries.filter(([, m]) => m && m.count);
     if (!items.length) return h("p", { class: "muted", text: "No synchronization has produced an action yet." });
-    const W = 440, left = 160, right = 84, row = 46, H = items.length * row + 30;
+    const W = CHART_W, left = labelRoom(items.map(([name]) => name)), right = 84, row = 46;
+    const H = items.length * row + 30;
     const max = Math.max(...items.map(([, m]) => m.p99), 1);
     const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}` });
     const x = (v) => left + ((W - left - right) * v) / max;
     items.forEach(([name, m], i) => {
       const y = 6 + i * row;
-      svg.append(s("text", { x: left - 8, y: y + 21, "text-anchor": "end", text: name }));
+      svg.append(s("text", { x: left - 8, y: y + 21, "text-anchor": "end", text: clip(name) },
+        s("title", { text: name })));
       [["p50", m.median], ["p95", m.p95], ["p99", m.p99]].forEach(([k, v], j) => {
         const w = Math.max(2, x(v) - left);
         svg.append(s("g", {}, s("title", { text: `${name} ${k}: ${fmtDur(v)}` }),
