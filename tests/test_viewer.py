@@ -108,6 +108,33 @@ class TestFlows:
         until = server.get(f"/api/flows?until={newest['created_at'] - 1}").json()
         assert len(until) == 11 and newest["flow_token"] not in {r["flow_token"] for r in until}
 
+    def test_flow_whose_root_is_not_stored(self, tmp_path: Path) -> None:
+        """A flow known only from another process's part: root null, its actions listed."""
+        url = f"sqlite:///{tmp_path / 'part.db'}"
+        script = (
+            "import sys, uuid, actiontrace\n"
+            "actiontrace.configure(url=sys.argv[1])\n"
+            "@actiontrace.action(concept='svc::Worker')\n"
+            "def work(n): return n\n"
+            "with actiontrace.continue_flow(uuid.UUID(int=7)):\n"
+            "    work(1)\n"
+            "actiontrace.get_tracer().shutdown()\n"
+        )
+        res = subprocess.run([sys.executable, "-c", script, url], capture_output=True,
+                             text=True, timeout=120, check=False)
+        assert res.returncode == 0, res.stderr
+        with Server(url) as srv:
+            (row,) = srv.get("/api/flows").json()
+            assert row["flow_token"] == str(uuid.UUID(int=7)) and row["root"] is None
+            assert row["actions"] == 1
+            trace = srv.get(f"/api/flows/{row['flow_token']}").json()
+            assert [a["action"] for a in trace["actions"].values()] == ["work"]
+
+    def test_head(self, server: Server) -> None:
+        """HEAD answers like GET, without a body."""
+        resp = server.get("/api/flows", method="HEAD")
+        assert resp.status == 200 and resp.body == b""
+
     @pytest.mark.parametrize("query, message", [
         ("limit=0", "limit must be between"), ("limit=x", "limit must be an integer"),
         ("before=nope", "malformed before cursor"), ("status=bad", "status must be"),
