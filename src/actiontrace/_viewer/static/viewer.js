@@ -89,8 +89,10 @@
       a.classList.toggle("active", a.dataset.view === (view === "flow" ? "flows" : view));
     }
     clear(main);
+    const loading = h("p", { class: "muted", id: "loading", text: "Loading…" });
+    main.append(loading);
     const run = { flows: viewFlows, flow: viewFlow, syncs: viewSyncs, stats: viewStats }[view];
-    (run || viewFlows)(params, parts.slice(1)).catch(showError);
+    (run || viewFlows)(params, parts.slice(1)).catch(showError).finally(() => loading.remove());
   }
   window.addEventListener("hashchange", route);
 
