@@ -20,6 +20,9 @@ import actiontrace
 
 PG_ENV = "ACTIONTRACE_TEST_PG_URL"
 
+# tests/test_pytest_plugin.py runs pytest inside pytest.
+pytest_plugins = ["pytester"]
+
 
 def _pg_base_url() -> str:
     url = os.environ.get(PG_ENV)

@@ -37,3 +37,11 @@ def test_contrib_modules() -> None:
         "add_flow_context", "attach_to_action",
     ]
     assert importlib.import_module("actiontrace.contrib.logging").__all__ == ["FlowContextFilter"]
+
+
+def test_otel_and_testing_modules() -> None:
+    """The OpenTelemetry bridge and the test helpers export what docs/reference.md names."""
+    assert importlib.import_module("actiontrace.contrib.otel").__all__ == ["span_id_of", "to_spans"]
+    assert importlib.import_module("actiontrace.testing").__all__ == [
+        "assert_caused", "assert_not_caused", "flow_shape",
+    ]

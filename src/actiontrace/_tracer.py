@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from actiontrace import _capture, _context, _ids
+from actiontrace import _capture, _context, _ids, _writer
 from actiontrace._capture import EMPTY, NULL, capture_value, settings
 from actiontrace._context import (
     ID,
@@ -27,9 +28,12 @@ from actiontrace._ids import as_uuid, new_id
 from actiontrace._journal import open_journal
 from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
 from actiontrace._record import FlowPart, Named, to_trace
-from actiontrace._writer import Buffer, WriterStats
+from actiontrace._writer import MAX_QUEUE_BYTES, Buffer, WriterStats
 from actiontrace.storage._base import TraceStorage
 from actiontrace.storage._memory import InMemoryTraceStorage
+
+if TYPE_CHECKING:
+    from actiontrace.contrib.otel import SpanExport
 
 __all__ = ["ActionTracer", "configure", "get_tracer"]
 
@@ -37,6 +41,7 @@ __all__ = ["ActionTracer", "configure", "get_tracer"]
 TRACER_OPTIONS = {
     "max_reaction_depth": 100,
     "max_queue": 1_000_000,
+    "max_queue_bytes": MAX_QUEUE_BYTES,
     "batch_size": 5_000,
     "flush_interval": 0.2,
     "full_wait": 0.05,
@@ -44,6 +49,8 @@ TRACER_OPTIONS = {
     "query_flush_timeout": 5.0,
     "sample_rate": 1.0,
     "journal": None,  # overflow journal directory: None = default place, False = none
+    "span_exporters": (),  # OpenTelemetry SpanExporters fed every stored part (contrib.otel)
+    "span_export_queue": 100_000,  # actions that may wait for one exporter
 }
 # Options that change process-wide capture settings.
 CAPTURE_OPTIONS = ("redact", "max_value_bytes")
@@ -61,6 +68,9 @@ class ActionTracer(Recorder):
         module: the trace's ``module`` (default: the running program's name).
         max_reaction_depth: how deep declared reactions may cascade.
         max_queue: actions that may wait for the writer before flows are dropped.
+        max_queue_bytes: the same bound in bytes (default 256 MiB): encoded inputs and
+            outputs plus ~400 bytes per action. Past half of either bound, while the
+            storage answers but slower than the application, batches go to the journal.
         batch_size: actions per write (one transaction).
         flush_interval: seconds the writer sleeps between batches when idle.
         full_wait: seconds a flow waits for room when the buffer is full.
@@ -96,11 +106,15 @@ class ActionTracer(Recorder):
                 for part in parts:
                     save(to_trace(part))
 
+        self._span_export = _span_export(opts["span_exporters"], opts["span_export_queue"])
+        if self._span_export is not None:
+            write = self._span_export.wrap(write)
         describe = getattr(self.storage, "describe_error", None)
         self._buffer = Buffer(
             write,
             is_transient=getattr(self.storage, "is_transient", lambda exc: True),
             max_queue=opts["max_queue"],
+            max_queue_bytes=opts["max_queue_bytes"],
             batch_size=opts["batch_size"],
             flush_interval=opts["flush_interval"],
             full_wait=opts["full_wait"],
@@ -108,9 +122,14 @@ class ActionTracer(Recorder):
             journal=open_journal(self.storage, opts["journal"]),
             **({"describe_error": describe} if describe else {}),
         )
+        if self._span_export is not None:
+            self._span_export.buffer = self._buffer
         self.query_flush_timeout: float = opts["query_flush_timeout"]
         self._started: list[tuple[Any, Any, list[Any], FlowPart]] = []
         self._started_lock = threading.Lock()
+        for name in ("max_queue", "max_queue_bytes"):
+            if not isinstance(opts[name], int) or isinstance(opts[name], bool) or opts[name] < 1:
+                raise ConfigurationError(f"{name} must be a positive int, got {opts[name]!r}")
         rate = opts["sample_rate"]
         if not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
             raise ConfigurationError(f"sample_rate must be a number from 0 to 1, got {rate!r}")
@@ -216,15 +235,31 @@ class ActionTracer(Recorder):
         return self._buffer.flush(timeout)
 
     def shutdown(self, timeout: float | None = 10.0) -> bool:
-        """Flush, stop the writer and close the storage. Returns whether all was written."""
+        """Flush, stop the writer and close the storage. Returns whether all was written.
+
+        With ``span_exporters``, it then waits for their pending exports; the whole call
+        takes at most about ``timeout`` seconds, whatever an exporter does.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         ok = self._buffer.stop(timeout)
         with contextlib.suppress(Exception):  # shutting down must not raise
             self.storage.close()
+        if self._span_export is not None:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            ok = self._span_export.shutdown(left) and ok
         return ok
 
     def stats(self) -> WriterStats:
-        """Counters: recorded, written, dropped, retries, queued, last_error..."""
-        return self._buffer.stats()
+        """Counters: recorded, written, dropped, retries, queued, last_error...
+
+        With ``span_exporters`` also ``spans_exported``, ``span_export_failed``,
+        ``span_export_dropped``, ``span_export_queued``, ``span_export_errors`` and
+        ``span_exporters`` (the same per exporter, with ``stalled``).
+        """
+        s = self._buffer.stats()
+        if self._span_export is not None:
+            s.update(self._span_export.stats())
+        return s
 
     # -- queries (they flush first) ------------------------------------------------------
 
@@ -272,12 +307,31 @@ class ActionTracer(Recorder):
         return self.storage.find_by_sync(sync_name)
 
 
+def _span_export(exporters: Any, max_queue: Any) -> SpanExport | None:
+    """The span export of ``configure(span_exporters=...)``, or None without exporters."""
+    if not exporters:
+        return None
+    exporters = list(exporters)
+    for exp in exporters:
+        if not callable(getattr(exp, "export", None)) or not callable(getattr(exp, "shutdown", None)):
+            raise ConfigurationError(
+                f"span_exporters takes OpenTelemetry SpanExporter objects, got {exp!r}")
+    if not isinstance(max_queue, int) or max_queue < 1:
+        raise ConfigurationError(f"span_export_queue must be a positive int, got {max_queue!r}")
+    try:
+        from actiontrace.contrib.otel import SpanExport
+
+        return SpanExport(exporters, max_queue=max_queue)
+    except ImportError as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
 def _merge(stored: ActionTrace | None, parts: list[ActionTrace]) -> ActionTrace:
     base = stored or parts[0]
     actions = dict(base.actions)
     edges = list(base.provenance_edges)
     seen = {(e.from_action, e.to_action, e.synchronization) for e in edges}
-    root = base.root_action_id if stored is not None else None
+    root = stored.root_action_id if stored is not None and stored.root_action_id in stored.actions else None
     created = base.created_at
     sampled = all(t.sampled for t in ([stored] if stored is not None else []) + parts)
     for p in parts:
@@ -369,5 +423,15 @@ def configure(
     return tracer
 
 
+def _leave_inherited_flow() -> None:
+    # A forked multiprocessing child (a Pool worker, say) starts in the context of the
+    # thread that forked, maybe inside a flow: its actions would go into the parent's copy
+    # of that flow's part, which no one ever ends here, and were lost (issue 10). Start it
+    # outside any flow instead, as spawned and forkserver children start: its actions make
+    # flows of their own (or join one through continue_flow), and are stored.
+    _context.frame_var.set(_context.NO_FLOW)
+
+
+_writer.CHILD_HOOKS.append(_leave_inherited_flow)
 _context.set_factory(ActionTracer)
 

@@ -53,7 +53,7 @@ def cursor(at: int, ident: uuid.UUID) -> str:
 
 
 def flow_row(f: FlowSummary) -> dict[str, Any]:
-    """One flow of ``/api/flows``: the fields of docs/reference.md §12, then the rest."""
+    """One flow of ``/api/flows``: the fields docs/reference.md (Viewer) names, then the rest."""
     root = f"{f.concept_uri}::{f.action}" if f.concept_uri is not None else None
     return {
         "flow_token": f.flow_token,

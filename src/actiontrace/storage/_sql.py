@@ -33,6 +33,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -86,9 +87,32 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # busy_timeout first: switching to WAL needs a lock another process may hold.
     cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    cur.execute("PRAGMA journal_mode = WAL")
+    switch_to_wal(cur)
     cur.execute("PRAGMA synchronous = NORMAL")
     cur.close()
+
+
+def switch_to_wal(cur: Any, timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> None:
+    """Run ``PRAGMA journal_mode = WAL``, waiting (bounded) while another connection locks.
+
+    Switching a file to WAL needs an exclusive lock, and when another process holds one
+    (a pool of workers opening a fresh store together) SQLite fails at once with
+    "database is locked": its busy handler does not cover this pragma. That lost a batch
+    to the overflow journal about 1 run in 40 (issue 10). So retry here as the busy
+    handler would, with backoff, for up to the busy timeout.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _owner_only(path: str) -> Any:
@@ -501,7 +525,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
             ).all()
             logs = self._logs(conn, flow_token)
         recs = [self._record(r) for r in rows]
-        root = head[0] or (recs[0].id if recs else flow_token)
+        root = head[0] or flow_token  # the root's part has not arrived (see _base)
         return ActionTrace(
             flow_token=flow_token,
             root_action_id=root,
@@ -991,6 +1015,12 @@ _COLS = ("id", "flow_token", "parent_id", "concept_uri", "action", "timestamp",
 # PostgreSQL bulk path: COPY a batch into a temporary table, then one INSERT .. SELECT
 # with the same conflict rules. psycopg's pipelined executemany reached ~30,000 actions/s
 # here; COPY removes the per-row statement round trips (docs/performance.md).
+# A flow's module is the one of the part holding its root (the process that started the
+# flow), whichever part arrives first; SET expressions read the row as it was.
+_MODULE_MERGE = (
+    "CASE WHEN actiontrace_flows.root_action_id IS NULL AND excluded.root_action_id IS NOT NULL "
+    "THEN excluded.module ELSE actiontrace_flows.module END"
+)
 _PG_COPY_MIN = 64  # below this, executemany is as fast and needs no temp table
 _PG_COPY = {
     "actions": (
@@ -1007,11 +1037,14 @@ _PG_COPY = {
         # Parts of one flow in the same batch merge here as they do across batches.
         "INSERT INTO actiontrace_flows ({cols}) SELECT flow_token, "
         "(array_agg(root_action_id) FILTER (WHERE root_action_id IS NOT NULL))[1], "
-        "min(created_at), min(module), "
+        "min(created_at), "
+        "COALESCE((array_agg(module) FILTER (WHERE root_action_id IS NOT NULL))[1], "
+        "min(module)), "
         "CASE WHEN count(*) = 1 THEN max(max_depth) END, bool_and(sampled) "
         "FROM {tmp} GROUP BY flow_token "
         "ON CONFLICT (flow_token) DO UPDATE SET "
         "sampled = actiontrace_flows.sampled AND excluded.sampled, "
+        f"module = {_MODULE_MERGE}, "
         "root_action_id = COALESCE(excluded.root_action_id, actiontrace_flows.root_action_id), "
         "created_at = LEAST(actiontrace_flows.created_at, excluded.created_at), "
         "max_depth = NULL",
@@ -1135,6 +1168,7 @@ _FLOW_INSERT = (
     "INSERT INTO actiontrace_flows (flow_token, root_action_id, created_at, module, max_depth, "
     "sampled) VALUES {values} ON CONFLICT (flow_token) DO UPDATE SET "
     "sampled = actiontrace_flows.sampled AND excluded.sampled, "
+    f"module = {_MODULE_MERGE}, "
     "root_action_id = COALESCE(excluded.root_action_id, actiontrace_flows.root_action_id), "
     "created_at = {least}(actiontrace_flows.created_at, excluded.created_at), "
     "max_depth = NULL"  # a second part: recompute the depth at query time
