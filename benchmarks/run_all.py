@@ -15,7 +15,7 @@ Sections (``--sections`` picks some), each in this one process unless said other
 * flow size: ns per call as flows grow, in memory and in SQLite.
 * throughput: actions/s into SQLite (and PostgreSQL), end to end (recorded, then
   flushed) and through the writer alone, next to plain sqlite3 inserting the same rows.
-* store size: the queries of API.md §4 and the analyzer as one SQLite store grows.
+* store size: the queries of docs/reference.md (Queries) and the analyzer as one SQLite store grows.
 * span export: what ``configure(span_exporters=...)`` costs per exported action (the
   conversion alone, end to end with no exporter / a no-op / the SDK's in-memory / the
   real OTLP/HTTP exporter to 127.0.0.1, and the hot path with an exporter configured).

@@ -161,6 +161,16 @@ class TestOneFlow:
                 break
         assert server.get(f"/api/flows/{token[:n]}").json()["flow_token"] == token
 
+    def test_unique_suffix(self, server: Server, store: SqlAlchemyTraceStorage) -> None:
+        """A unique ending of an id finds it too (UUIDv7 ids share their first digits)."""
+        play = play_42(store)
+        ending = play.id.hex[-12:]
+        assert store.resolve_suffix(ending, "action") == [play.id]
+        chain = server.get(f"/api/actions/{ending}/chain").json()
+        assert chain[-1]["id"] == str(play.id)
+        flow_end = play.flow_token.hex[-12:]
+        assert server.get(f"/api/flows/{flow_end}").json()["flow_token"] == str(play.flow_token)
+
     @pytest.mark.parametrize("path", [
         "/api/flows/{zero}", "/api/actions/{zero}", "/api/actions/{zero}/chain",
         "/api/actions/{zero}/why", "/api/actions/ffff0000/chain", "/api/nothing/here",

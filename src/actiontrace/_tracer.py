@@ -1,4 +1,4 @@
-"""``ActionTracer``: flows, the writer and storage, and the queries (API.md §3-§4)."""
+"""``ActionTracer``: flows, the writer and storage, and the queries (docs/reference.md: Flows and the tracer, Queries)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import msgspec
 from starlette.applications import Starlette
@@ -131,7 +131,7 @@ def _next_link(request: Request, name: str, value: str | None) -> dict[str, str]
 
 
 def _resolve(storage: TraceStorage, text: str, kind: str) -> uuid.UUID:
-    """A whole id, or a unique prefix of one (as the command line accepts)."""
+    """A whole id, or a unique prefix or suffix of one (as the command line accepts)."""
     what = "flow" if kind == "flow" else "action"
     try:
         digits, low, _ = prefix_bounds(text)
@@ -139,8 +139,9 @@ def _resolve(storage: TraceStorage, text: str, kind: str) -> uuid.UUID:
         raise ApiError(400, f"malformed {what} id {text!r}") from None
     if len(digits) == 32:
         return low
-    try:
-        found = storage.resolve_prefix(digits, kind, limit=2)  # type: ignore[arg-type]
+    try:  # a prefix or a suffix (UUIDv7 ids of one process share their first digits)
+        found = sorted({*storage.resolve_prefix(digits, kind, limit=2),  # type: ignore[arg-type]
+                        *storage.resolve_suffix(digits, kind, limit=2)})  # type: ignore[arg-type]
     except NotImplementedError:
         found = []
     if not found:
@@ -308,7 +309,10 @@ def store_label(storage: TraceStorage) -> str:
         return type(storage).__name__
     url = engine.url
     if url.get_backend_name() == "sqlite":
-        return f"sqlite:///{url.database or ':memory:'}"
+        path = url.database or ":memory:"
+        if path.startswith("file:"):  # opened read-only as a URI (make_engine)
+            path = unquote(path[len("file:"):])
+        return f"sqlite:///{path}"
     host = url.host or "localhost"
     port = f":{url.port}" if url.port else ""
     return f"{url.get_backend_name()}://{host}{port}/{url.database or ''}"

@@ -186,15 +186,13 @@ def sync_graph(storage: TraceStorage, links_limit: int = 150,
     declared_names = {s for _, s in declared}
     names = sorted(totals, key=lambda s: (-totals[s], s))
     names += sorted(declared_names - set(totals))
-    syncs = []
-    for rank, name in enumerate(names):
-        count = totals.get(name, 0)
-        syncs.append({
-            "synchronization": name,
-            "count": count,
-            "declared": name in declared_names,
-            "latency_us": storage.sync_performance(name) if count and rank < measured else None,
-        })
+    perf = storage.sync_performances([n for n in names[:measured] if totals.get(n)])
+    syncs = [{
+        "synchronization": name,
+        "count": totals.get(name, 0),
+        "declared": name in declared_names,
+        "latency_us": perf.get(name),
+    } for name in names]
     return {
         "links": [{"from": f, "synchronization": s, "to": t, "count": n}
                   for f, s, t, n in links[:links_limit]],
@@ -215,15 +213,13 @@ def sync_latency(storage: TraceStorage, name: str) -> dict[str, Any]:
 
 def stats(storage: TraceStorage, limit: int = 10) -> dict[str, Any]:
     """The analyzer's figures, in the shape of ``actiontrace stats --json``."""
-    from actiontrace._analysis import TraceAnalyzer
-
-    analyzer = TraceAnalyzer(storage)
-    top = analyzer.top_synchronizations(limit)
+    top = storage.top_synchronizations(limit)
+    perf = storage.sync_performances([name for name, _ in top])  # one query
+    chains = storage.longest_chains(limit)
     return {
         "top_synchronizations": [{"synchronization": n, "count": c} for n, c in top],
-        "longest_chains": [{"flow_token": t, "depth": d}
-                           for t, d in analyzer.longest_chains(limit)],
-        "latency_us": {n: analyzer.sync_performance(n) for n, _ in top},
+        "longest_chains": [{"flow_token": t, "depth": d} for t, d in chains],
+        "latency_us": perf,
     }
 
 

@@ -283,6 +283,12 @@ class InMemoryTraceStorage(TraceStorage):
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return [(f, s, t, n) for (f, s, t), n in ranked]
 
+    def resolve_suffix(self, suffix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
+        digits, _, _ = prefix_bounds(suffix)
+        with self._lock:
+            pool = list(self._flows if kind == "flow" else self._actions)
+        return sorted(i for i in pool if i.hex.endswith(digits))[:limit]
+
     def resolve_prefix(self, prefix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
         digits, _, _ = prefix_bounds(prefix)
         with self._lock:

@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-__all__ = ["current", "downgrade", "ensure_schema", "head", "migrations_dir", "upgrade"]
+__all__ = [
+    "check_schema",
+    "current",
+    "downgrade",
+    "ensure_schema",
+    "head",
+    "migrations_dir",
+    "upgrade",
+]
 
 UPGRADE_HINT = "run `actiontrace db upgrade`"
 
@@ -148,6 +156,33 @@ def _check(conn: sa.Connection, location: str | None) -> str | None:
         f"the database's actiontrace schema is at revision {rev}, which this version "
         f"of actiontrace does not know (it needs {want}); upgrade actiontrace"
     )
+
+
+def check_schema(engine: sa.Engine, location: str | None = None) -> None:
+    """Check, changing nothing, that the database holds actiontrace's schema at head.
+
+    Raises:
+        SchemaOutdated: no actiontrace tables, or another revision (the message names
+            ``actiontrace db upgrade`` where that helps).
+    """
+    with engine.connect() as conn:
+        if _check(conn, location) == "empty":
+            raise SchemaOutdated(
+                f"{describe(engine)} has no actiontrace tables: {UPGRADE_HINT} to create "
+                "them (or record something into it first, e.g. `actiontrace demo`)"
+            )
+        conn.rollback()
+
+
+def describe(engine: sa.Engine) -> str:
+    """``the SQLite database 'x.db'`` or ``the PostgreSQL database 'db'``, for messages."""
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        path = url.database or ""
+        from urllib.parse import unquote
+
+        return f"the SQLite database {unquote(path.removeprefix('file:'))!r}"
+    return f"the PostgreSQL database {url.database!r} on {url.host or 'localhost'}"
 
 
 def ensure_schema(engine: sa.Engine, location: str | None = None) -> None:
