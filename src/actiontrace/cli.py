@@ -704,7 +704,7 @@ def serve(obj: Context, host: str, port: int, token: str | None,
     storage = obj.storage()
     storage.list_flows(limit=1)  # fail now, in one line, on a store that cannot be read
     try:
-        _viewer.serve(storage, host=host, port=port, token=token, echo=click.echo)
+        _viewer.serve(storage, host=host, port=port, token=token, echo=click.echo, url=obj.url)
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 

@@ -27,7 +27,7 @@ def plan_token(host: str, token: str | None) -> str | None:
 
 
 def serve(storage: Any, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          echo: Callable[[str], None] = print) -> None:
+          echo: Callable[[str], None] = print, url: str | None = None) -> None:
     """Serve the viewer over ``storage`` until interrupted.
 
     Args:
@@ -36,6 +36,7 @@ def serve(storage: Any, host: str = "127.0.0.1", port: int = 8000, token: str | 
         port: the port (0: any free port; the one chosen is printed).
         token: the token to require (default: none on loopback, a new one elsewhere).
         echo: where the start-up lines go (the address, with the token).
+        url: the store's URL as the user gave it (a SQLite one is shown as it is).
     """
     import asyncio
     import socket
@@ -43,7 +44,8 @@ def serve(storage: Any, host: str = "127.0.0.1", port: int = 8000, token: str | 
     import uvicorn
 
     required = plan_token(host, token)
-    app = create_app(storage, token=required,
+    label = store_label(storage, url)
+    app = create_app(storage, token=required, label=label,
                      allowed_hosts=None if required else loopback_hosts(host))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -54,7 +56,7 @@ def serve(storage: Any, host: str = "127.0.0.1", port: int = 8000, token: str | 
     if host in ("0.0.0.0", "::"):
         shown = socket.gethostname()
     address = f"http://{shown}:{bound}/"
-    echo(f"actiontrace viewer of {store_label(storage)}")
+    echo(f"actiontrace viewer of {label}")
     echo(f"  {address}?token={required}" if required else f"  {address}")
     if required and not token:
         echo("  (a new token: pass --token or $ACTIONTRACE_SERVE_TOKEN to choose one)")

@@ -155,7 +155,8 @@ def _resolve(storage: TraceStorage, text: str, kind: str) -> uuid.UUID:
 
 
 def create_app(storage: TraceStorage, *, token: str | None = None,
-               allowed_hosts: set[str] | None = None, cache_ttl: float = 10.0) -> ASGIApp:
+               allowed_hosts: set[str] | None = None, cache_ttl: float = 10.0,
+               label: str | None = None) -> ASGIApp:
     """The viewer over ``storage``, as an ASGI application.
 
     Args:
@@ -165,8 +166,11 @@ def create_app(storage: TraceStorage, *, token: str | None = None,
             refused (a page on another site cannot reach a loopback viewer through DNS
             rebinding); ``None`` accepts any.
         cache_ttl: seconds the whole-store answers (stats, synchronizations) are kept.
+        label: what the page calls the store (default: ``store_label(storage)``); it
+            must hold no credentials.
     """
     cache = _data.Cache(cache_ttl)
+    shown = label or store_label(storage)
 
     def endpoint(fn: Callable[[Request], Response]) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
@@ -231,7 +235,7 @@ def create_app(storage: TraceStorage, *, token: str | None = None,
     def meta(request: Request) -> Response:
         from actiontrace._version import __version__
 
-        return json_response({"version": __version__, "store": store_label(storage)})
+        return json_response({"version": __version__, "store": shown})
 
     async def page(request: Request) -> Response:
         html = (_STATIC / "index.html").read_bytes()
@@ -302,8 +306,13 @@ def _describe(exc: BaseException) -> str:
     return " ".join(mask_url(describe(exc)).split())
 
 
-def store_label(storage: TraceStorage) -> str:
-    """What store this is, without any credentials: a SQLite path, else dialect://host/db."""
+def store_label(storage: TraceStorage, url: str | None = None) -> str:
+    """What store this is, without any credentials: a SQLite URL (``url`` as the user
+    gave it, when it is one), else ``dialect://host:port/db``."""
+    if url is not None and url.startswith("sqlite:"):
+        from actiontrace.storage._sql import mask_url
+
+        return mask_url(url)  # (masked: sqlite+pysqlcipher URLs hold a passphrase)
     engine = getattr(storage, "engine", None)
     if engine is None:
         return type(storage).__name__
