@@ -20,6 +20,7 @@ from actiontrace._exceptions import (
     StorageError,
     TraceNotFound,
 )
+from actiontrace._instrument import instrument, uninstrument
 from actiontrace._model import (
     ActionFilter,
     ActionRecord,
@@ -28,6 +29,7 @@ from actiontrace._model import (
     PerformanceMetrics,
     ProvenanceEdge,
 )
+from actiontrace._propagation import RemoteContext, continue_flow_from, extract, inject
 from actiontrace._tracer import ActionTracer, configure, get_tracer
 from actiontrace._version import __version__
 from actiontrace.storage import InMemoryTraceStorage, TraceStorage
@@ -56,6 +58,7 @@ __all__ = [
     "PerformanceMetrics",
     "ProvenanceEdge",
     "ReactionLimitError",
+    "RemoteContext",
     "SchemaOutdated",
     "SqlAlchemyTraceStorage",
     "StorageError",
@@ -67,10 +70,15 @@ __all__ = [
     "concept",
     "configure",
     "continue_flow",
+    "continue_flow_from",
     "current_action_id",
+    "extract",
     "flow",
     "get_tracer",
+    "inject",
+    "instrument",
     "remove_reaction",
     "synchronization",
+    "uninstrument",
     "wrap_context",
 ]

@@ -181,6 +181,7 @@ class Buffer:
             "recorded": 0, "written": 0, "dropped": 0, "retries": 0, "failed_batches": 0,
             "unsampled": 0,  # actions of flows configure(sample_rate=...) left out
             "journaled": 0, "journaled_backlog": 0, "replayed": 0, "journal_errors": 0, "torn_frames": 0,
+            "rejected_trace_headers": 0,  # malformed or hostile propagation headers (extract)
         }
         self.last_error: str | None = None
         # Storage health, shared by live batches and replays (writer thread only).
