@@ -86,9 +86,12 @@ def _graph(lazy: bool = False) -> dict[str, set[str]]:
     graph = {}
     for name, path in paths.items():
         imports = _imports(ast.parse(path.read_text()), name, path.name == "__init__.py", lazy)
-        # The package itself is the facade that re-exports everything; importing a
-        # submodule runs it, but no module depends on what it re-exports.
-        graph[name] = {i for i in imports if i in paths and i not in (name, "actiontrace")}
+        # A package's __init__ runs before any of its submodules (the root package is
+        # the facade that re-exports everything): a module's own ancestors are not its
+        # dependencies, or every ``from pkg import sibling`` would look like a cycle.
+        ancestors = {name.rsplit(".", k)[0] for k in range(1, name.count(".") + 1)}
+        graph[name] = {i for i in imports if i in paths and i != name and i not in ancestors
+                       and i != "actiontrace"}
     return graph
 
 

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from actiontrace.storage._sql import SqlAlchemyTraceStorage
 
 __all__ = [
-    "CliError", "Context", "InputParam", "TimeParam", "compact", "echo_json", "fail",
+    "CliError", "Context", "InputParam", "TimeParam", "compact", "describe_error", "echo_json",
+    "fail",
     "fail_line", "fmt_duration", "fmt_status", "fmt_time", "friendly_errors",
     "full_ids_option", "json_option", "name_of", "parse_input", "parse_time", "pass_ctx",
     "reader_left", "resolve", "short_ids",
@@ -60,7 +61,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     from sqlalchemy import exc as sa_exc
 
     if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
@@ -101,7 +102,7 @@ def friendly_errors(fn: F) -> F:
         except (ConfigurationError, StorageError, LookupError) as exc:
             fail(str(exc).strip("'\""))
         except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback
-            fail(_describe(exc))
+            fail(describe_error(exc))
 
     return wrapper  # type: ignore[return-value]
 

@@ -5,7 +5,8 @@ tables, and there are no foreign keys: parts of one flow arrive in any order, fr
 process. The Alembic migrations in ``migrations/versions`` must create exactly this
 (``tests/test_migrations.py`` fails when they drift apart). Revision 0001 created the
 first three tables; 0002 added ``actiontrace_log_events``; 0003 ``flows.sampled``; 0004 the
-index of input values (a GIN index on PostgreSQL, ``actiontrace_input_values`` on SQLite).
+index of input values (a GIN index on PostgreSQL, ``actiontrace_input_values`` on SQLite);
+0005 the index of flows by creation time and of failed actions by flow.
 
 Objects that exist on one dialect only say so in ``info["dialect"]`` (and ``ddl_if``);
 ``migrations/env.py``'s ``include_object`` leaves them out of the other's comparisons.
@@ -65,6 +66,8 @@ flows = sa.Table(
     # False when the flow was not sampled and is kept only because it holds an error.
     sa.Column("sampled", sa.Boolean(), nullable=False, server_default=sa.true()),
     sa.Index("ix_actiontrace_flows_depth", "max_depth", "created_at"),
+    # list_flows: newest first, paged by (created_at, flow_token) (migration 0005).
+    sa.Index("ix_actiontrace_flows_created", "created_at", "flow_token"),
 )
 
 actions = sa.Table(
@@ -83,6 +86,12 @@ actions = sa.Table(
     sa.Index("ix_actiontrace_actions_flow", "flow_token", "timestamp"),
     sa.Index("ix_actiontrace_actions_concept", "concept_uri", "action", "timestamp"),
     sa.Index("ix_actiontrace_actions_timestamp", "timestamp"),
+    # list_flows(status=...): which flows hold a failed action, without reading the
+    # others' rows (partial: it costs nothing for actions that end ok; migration 0005).
+    sa.Index(
+        "ix_actiontrace_actions_failed", "flow_token",
+        sqlite_where=sa.text("status = 'error'"), postgresql_where=sa.text("status = 'error'"),
+    ),
     # find_actions(inputs=...) on PostgreSQL: `inputs @> '{"k": v}'` is a GIN probe.
     sa.Index(
         "ix_actiontrace_actions_inputs", "inputs", postgresql_using="gin",
