@@ -20,7 +20,7 @@ from actiontrace._model import (
     ProvenanceEdge,
     Status,
 )
-from actiontrace._record import FlowPart, log_from_row, record_from_row
+from actiontrace._record import Part, log_from_row, record_from_row
 from actiontrace.storage._base import IdKind, TraceStorage, prefix_bounds
 
 __all__ = ["InMemoryTraceStorage", "matches", "sort_key"]
@@ -82,12 +82,12 @@ class InMemoryTraceStorage(TraceStorage):
         self._incoming: dict[uuid.UUID, list[ProvenanceEdge]] = {}
         self._by_sync: dict[str, dict[uuid.UUID, None]] = {}
 
-    def write_parts(self, parts: Sequence[FlowPart]) -> None:
+    def write_parts(self, parts: Sequence[Part]) -> None:
         with self._lock:
             for part in parts:
                 self._merge(part)
 
-    def _merge(self, part: FlowPart) -> None:
+    def _merge(self, part: Part) -> None:
         uuids: dict[int, uuid.UUID] = {}
         token = as_uuid(part.token)
         fl = self._flows.get(token)

@@ -37,7 +37,7 @@ import time
 import urllib.parse
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -63,13 +63,14 @@ from actiontrace._model import (
     ProvenanceEdge,
     Status,
 )
-from actiontrace._record import FlowPart
+from actiontrace._options import DEFAULT_URL
+from actiontrace._record import Part
+from actiontrace._state import at_fork
 from actiontrace.storage._base import IdKind, TraceStorage, prefix_bounds
 from actiontrace.storage._schema import actions, edges, flows, input_values, log_events
 
 __all__ = ["SqlAlchemyTraceStorage", "make_engine", "mask_url"]
 
-DEFAULT_URL = "sqlite:///actiontrace.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MAX_CHAIN = 10_000  # causal chains longer than this are cut (a guard, not a real limit)
 
@@ -290,7 +291,7 @@ def _after_fork_in_child() -> None:
         storage._after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+at_fork("storage", after_in_child=_after_fork_in_child)
 
 
 
@@ -398,7 +399,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
         if isinstance(exc, sqlite3.Error):
             operational = isinstance(exc, sqlite3.OperationalError)
             cls = sa_exc.OperationalError if operational else sa_exc.DatabaseError
-            return self.is_transient(cls(None, None, exc))  # type: ignore[arg-type]
+            return self.is_transient(cls(None, None, exc))
         if self._pg:
             try:
                 import psycopg
@@ -406,7 +407,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
                 pass
             else:
                 if isinstance(exc, psycopg.Error):
-                    return self.is_transient(sa_exc.DBAPIError(None, None, exc))  # type: ignore[arg-type]
+                    return self.is_transient(sa_exc.DBAPIError(None, None, exc))
         return isinstance(exc, OSError | TimeoutError)
 
     def describe_error(self, exc: BaseException) -> str:
@@ -419,7 +420,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
 
     # -- writes ------------------------------------------------------------------------------
 
-    def write_parts(self, parts: Sequence[FlowPart]) -> None:
+    def write_parts(self, parts: Sequence[Part]) -> None:
         """Store a batch of parts in one transaction; idempotent, parts merge."""
         if self.read_only:
             raise StorageError("this storage was opened read_only: it cannot store traces")
@@ -511,7 +512,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
     def _max_vars(self, conn: sa.Connection) -> int:
         # Bound parameters one statement may hold: 32,766 since SQLite 3.32, 999 before.
         if self._sqlite_vars is None:
-            raw = conn.connection.driver_connection
+            raw: Any = conn.connection.driver_connection
             self._sqlite_vars = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         return self._sqlite_vars
 
@@ -519,6 +520,8 @@ class SqlAlchemyTraceStorage(TraceStorage):
 
     def _columns(self) -> list[Any]:
         a = actions.c
+        inputs: Any
+        outputs: Any
         if self._pg:
             inputs, outputs = sa.cast(a.inputs, sa.Text), sa.cast(a.outputs, sa.Text)
         else:
@@ -1008,7 +1011,7 @@ def _sqlite_by_value(wanted: dict[str, Any], concept: str | None, name: str | No
             if name is not None:
                 lookup = lookup.where(iv.action == name)
             other = actions.alias("cand")
-            rowid = sa.literal_column("cand.rowid")
+            rowid: Any = sa.literal_column("cand.rowid")
             indexed = sa.select(rowid).select_from(other).where(other.c.id.in_(lookup))
             newest = sa.select(rowid).select_from(other).where(
                 rowid > sa.text(f"({_SQLITE_INDEX_START_EXPR})")
@@ -1375,7 +1378,7 @@ _SQLITE_ROW = {
     "edge": _marks(5),
     "log": _marks(7),
 }
-_SQLITE_STATEMENT = {
+_SQLITE_STATEMENT: dict[str, Callable[[str], str]] = {
     "action": lambda values: _ACTION_INSERT.format(values=values),
     "flow": lambda values: _FLOW_INSERT.format(values=values, least="min"),
     "edge": lambda values: _EDGE_INSERT.format(values=values),
