@@ -17,8 +17,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
-import wrapt
-
 from actiontrace._decorators import action
 
 __all__ = ["Patch", "instrument", "uninstrument"]
@@ -80,6 +78,8 @@ class Patch:
         with self._lock:
             hook, self._hooked = not self._hooked, True
         if hook:  # once per Patch: wrapt keeps every hook registered
+            import wrapt  # lazily: ~35 ms of every CLI start-up (python -X importtime)
+
             wrapt.register_post_import_hook(self._on_import, self.module)
 
     def _install(self, module: Any) -> None:
@@ -88,6 +88,8 @@ class Patch:
                 return
             owner, attr = _resolve(module, self.path)
             own = attr in vars(owner)
+            import wrapt
+
             wrapper = wrapt.wrap_function_wrapper(owner, attr, self._make(owner, attr))
             self._installed = (owner, attr, wrapper, own)
 
@@ -112,6 +114,8 @@ class Patch:
             else:  # it was inherited: inherit it again
                 delattr(owner, attr)
         else:  # someone wrapped it again on top of ours: take ours out of the chain
+            import wrapt
+
             unwrap = getattr(wrapt, "unwrap_object", None)
             if unwrap is not None:
                 unwrap(owner, attr, wrapper, missing_ok=True)
