@@ -13,7 +13,8 @@ CONTRACT = {
     "PerformanceMetrics", "TraceNotFound", "ActionNotFound", "ReactionLimitError",
 }
 EXTRAS = {
-    "ConfigurationError", "LogEvent", "SchemaOutdated", "StorageError", "TraceStorage",
+    "ConfigurationError", "LogEvent", "SchemaAhead", "SchemaBehind", "SchemaOutdated",
+    "StorageError", "StorageUnavailable", "TraceStorage",
     "__version__",
 }
 

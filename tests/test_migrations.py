@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from actiontrace import ActionFilter, SchemaOutdated, SqlAlchemyTraceStorage
+from actiontrace import ActionFilter, SchemaAhead, SchemaBehind, SqlAlchemyTraceStorage
 from actiontrace._ids import new_id
 from actiontrace._record import FlowPart, Named
 from actiontrace.storage import _migrate
@@ -198,12 +198,12 @@ class TestFirstUse:
         return str(copy)
 
     def test_database_behind_head_is_refused(self, db_url: str, tmp_path: Path) -> None:
-        """A schema at an older revision raises SchemaOutdated naming the upgrade command."""
+        """A schema at an older revision raises SchemaBehind naming the upgrade command."""
         newer = self._migrations_with_a_newer_revision(tmp_path)
         _migrate.upgrade(db_url)  # at head, while "this version" (newer) needs 9999
         engine = sa.create_engine(db_url)
         try:
-            with pytest.raises(SchemaOutdated, match="actiontrace db upgrade"):
+            with pytest.raises(SchemaBehind, match="actiontrace db upgrade"):
                 _migrate.ensure_schema(engine, newer)
         finally:
             engine.dispose()
@@ -220,7 +220,7 @@ class TestFirstUse:
         engine.dispose()
         store = SqlAlchemyTraceStorage(db_url)
         try:
-            with pytest.raises(SchemaOutdated, match="9999") as info:
+            with pytest.raises(SchemaAhead, match="9999") as info:
                 store.find_actions(ActionFilter())
             assert not store.is_transient(info.value)
         finally:

@@ -323,7 +323,7 @@ class TestInputValueIndex:
         _migrate.upgrade(url, "0003")
         old = SqlAlchemyTraceStorage(url)
         old._ready = True  # write with the 0003 schema (this version's writer adds to 0004's)
-        old._sqlite_index_inputs = lambda cur: None  # type: ignore[method-assign]
+        old._dialect.index_inputs = lambda cur, every: None  # type: ignore[attr-defined]
         self._write(old, 12)
         old.close()
         _migrate.upgrade(url)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from actiontrace._exceptions import SchemaOutdated, StorageError
+from actiontrace._exceptions import SchemaAhead, SchemaBehind, StorageError
+from actiontrace.storage._engine import make_engine
 from actiontrace.storage._schema import VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -69,8 +70,6 @@ def head(location: str | None = None) -> str:
 def _engine(url_or_engine: str | sa.Engine) -> tuple[sa.Engine, bool]:
     if isinstance(url_or_engine, sa.Engine):
         return url_or_engine, False
-    from actiontrace.storage._sql import make_engine
-
     return make_engine(url_or_engine), True
 
 
@@ -129,7 +128,7 @@ def _check(conn: sa.Connection, location: str | None) -> str | None:
         return None
     if rev is None:
         if _has_our_tables(conn):
-            raise SchemaOutdated(
+            raise SchemaBehind(
                 "the database has actiontrace tables but no revision in "
                 f"{VERSION_TABLE}; {UPGRADE_HINT} (or `alembic stamp`) to repair it"
             )
@@ -140,11 +139,11 @@ def _check(conn: sa.Connection, location: str | None) -> str | None:
     except Exception:  # noqa: BLE001 - alembic raises several kinds for unknown ids
         known = False
     if known:
-        raise SchemaOutdated(
+        raise SchemaBehind(
             f"the database's actiontrace schema is at revision {rev}, this version "
             f"needs {want}: {UPGRADE_HINT}"
         )
-    raise SchemaOutdated(
+    raise SchemaAhead(
         f"the database's actiontrace schema is at revision {rev}, which this version "
         f"of actiontrace does not know (it needs {want}); upgrade actiontrace"
     )
@@ -153,7 +152,7 @@ def _check(conn: sa.Connection, location: str | None) -> str | None:
 def ensure_schema(engine: sa.Engine, location: str | None = None) -> None:
     """Check the database is at head; create the schema if it holds none of ours.
 
-    Raises ``SchemaOutdated`` for a database at another revision. Two processes that
+    Raises ``SchemaBehind`` / ``SchemaAhead`` for a database at another revision. Two processes that
     start on one new database both succeed: the upgrade runs under a lock (SQLite's
     write lock, a PostgreSQL advisory lock), and the loser finds the schema at head.
     ``location`` is another migrations directory (for tests).
@@ -162,7 +161,7 @@ def ensure_schema(engine: sa.Engine, location: str | None = None) -> None:
         try:
             if _check(conn, location) is None:
                 return  # the common case: one cheap look, no lock
-        except SchemaOutdated:
+        except (SchemaBehind, SchemaAhead):
             # Maybe only half-seen: the reads above are separate statements, and another
             # process may have committed the schema between them. Decide under the lock.
             pass

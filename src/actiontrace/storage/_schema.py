@@ -13,12 +13,15 @@ Objects that exist on one dialect only say so in ``info["dialect"]`` (and ``ddl_
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
     "VERSION_TABLE",
     "actions",
+    "concept_is",
     "edges",
     "flows",
     "for_dialect",
@@ -92,7 +95,7 @@ actions = sa.Table(
 
 # find_actions(inputs=...) on SQLite, which has no index over JSON members: one row per
 # top-level scalar member of each action's inputs, with the action's concept and name,
-# added by the writer in SQL, in bulk (_sql.py, _SQLITE_INPUT_VALUES; input_values_state
+# added by the writer in SQL, in bulk (_sqlite_inputs.py, INPUT_VALUES; input_values_state
 # says how far it reaches). ``value`` is the member as SQLite reads it (strings cut
 # to 64 characters, null as the text 'null'), in a NUMERIC column so 1 and 1.0 meet. It
 # only narrows the candidates: the exact JSON comparison still runs on each of them.
@@ -115,7 +118,7 @@ input_values = sa.Table(
 
 
 # How far actiontrace_input_values reaches: the writer indexes actions in bulk, every
-# MERGE_ROWS actions (_sql.py), so the newest are not in it yet; queries scan those (the
+# MERGE_ROWS actions (_sqlite_inputs.py), so the newest are not in it yet; queries scan those (the
 # actions above ``last_rowid``). ``last_id`` is the id of that action: if a VACUUM has
 # renumbered the rowids, it no longer matches, and both sides start again from rowid 0.
 input_values_state = sa.Table(
@@ -126,6 +129,12 @@ input_values_state = sa.Table(
     sa.Column("last_id", sa.Uuid(), nullable=True),
     info={"dialect": "sqlite"},
 )
+
+
+def concept_is(col: Any, concept: str) -> Any:
+    """SQL for a ``Name`` column holding ``concept`` exactly, or a concept below it: a
+    range scan over "concept::..." (":;" is the next string after "::")."""
+    return sa.or_(col == concept, sa.and_(col >= concept + "::", col < concept + ":;"))
 
 
 def for_dialect(obj: object, dialect: str) -> bool:
