@@ -33,23 +33,23 @@ __all__ = ["describe_error", "is_transient", "map_driver_errors", "translate"]
 _SQLITE_TRANSIENT = frozenset({5, 6, 8, 10, 13, 14})
 
 
+def _psycopg(exc: BaseException, *names: str) -> bool:
+    """Whether ``exc`` is one of psycopg's ``names`` (only looked at when psycopg is
+    loaded: a SQLite user need not have it installed)."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, tuple(getattr(psycopg, n) for n in names))
+
+
 def _driver_transient(orig: BaseException) -> bool:
     """Whether a DBAPI driver's own error may go away by itself."""
     if isinstance(orig, sqlite3.Error):
         code = getattr(orig, "sqlite_errorcode", None)  # set on every error SQLite reports
         return code is not None and code & 0xFF in _SQLITE_TRANSIENT
-    # psycopg is only looked at when loaded: a SQLite user need not have it installed.
-    psycopg = sys.modules.get("psycopg")
-    if psycopg is not None and isinstance(orig, psycopg.Error):
-        return isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
-    return False
+    return _psycopg(orig, "OperationalError", "InterfaceError")
 
 
 def _is_driver_error(exc: BaseException) -> bool:
-    if isinstance(exc, sa_exc.SQLAlchemyError | sqlite3.Error):
-        return True
-    psycopg = sys.modules.get("psycopg")
-    return psycopg is not None and isinstance(exc, psycopg.Error)
+    return isinstance(exc, sa_exc.SQLAlchemyError | sqlite3.Error) or _psycopg(exc, "Error")
 
 
 def _transient_driver_error(exc: BaseException) -> bool:
@@ -63,10 +63,8 @@ def _transient_driver_error(exc: BaseException) -> bool:
 
 
 def _operational(exc: BaseException) -> bool:
-    if isinstance(exc, sa_exc.OperationalError | sqlite3.OperationalError):
-        return True
-    psycopg = sys.modules.get("psycopg")
-    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
+    return isinstance(exc, sa_exc.OperationalError | sqlite3.OperationalError) or _psycopg(
+        exc, "OperationalError")
 
 
 def _inner(exc: BaseException) -> BaseException:
