@@ -136,6 +136,13 @@ class Dialect:
         """A JSON column as the encoded text ``_capture.decode`` reads."""
         return col
 
+    def begin_write(self, conn: sa.Connection) -> None:
+        """Start ``conn``'s transaction so that what it reads stays true until commit."""
+
+    def delete_index_rows(self, conn: sa.Connection, flow_tokens: list[uuid.UUID]) -> None:
+        """Remove the index rows of these flows' actions the database does not remove
+        by itself (before the actions)."""
+
     def chain_column(self, name: str) -> str:
         """Column ``name`` of alias ``a`` in the text of the causal-chain query."""
         return f"a.{name}"
@@ -195,6 +202,15 @@ class Sqlite(Dialect):
 
     def id_param(self, value: uuid.UUID) -> Any:
         return value.hex
+
+    def begin_write(self, conn: sa.Connection) -> None:
+        # The write lock now (waiting up to busy_timeout), not at the first write: the
+        # rows read before it could change meanwhile.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def delete_index_rows(self, conn: sa.Connection, flow_tokens: list[uuid.UUID]) -> None:
+        conn.execute(_sqlite_inputs.DELETE_INPUT_VALUES,
+                     {"tokens": [t.hex for t in flow_tokens]})
 
     def id_value(self, raw: Any) -> uuid.UUID:
         # Text queries get SQLite's raw CHAR(32) hex ids back.

@@ -20,7 +20,7 @@ from actiontrace._model import (
     ProvenanceEdge,
 )
 from actiontrace._record import FlowPart, log_from_row, record_from_row
-from actiontrace.storage._base import IdKind, TraceStorage, prefix_bounds
+from actiontrace.storage._base import IdKind, Pruned, TraceStorage, prefix_bounds
 
 __all__ = ["InMemoryTraceStorage", "matches", "sort_key"]
 
@@ -111,6 +111,50 @@ class InMemoryTraceStorage(TraceStorage):
         for log_row in part.log_rows():
             event = log_from_row(log_row, uuids)
             fl.logs.setdefault(event.id, event)
+
+    # -- retention -------------------------------------------------------------------------
+
+    def prune_flows(self, before_us: int, *, dry_run: bool = False, batch_size: int = 500,
+                    max_batches: int | None = None) -> Pruned:
+        """Remove whole flows whose newest action started before ``before_us``."""
+        flows = actions = batches = 0
+        with self._lock:
+            old = [
+                token for token, fl in self._flows.items()
+                if max((r.timestamp for r in fl.actions.values()), default=fl.created_at)
+                < before_us
+            ]
+            for start in range(0, len(old), max(1, batch_size)):
+                if max_batches is not None and batches >= max_batches:
+                    return Pruned(flows, actions, False)
+                batches += 1
+                for token in old[start:start + max(1, batch_size)]:
+                    fl = self._flows[token]
+                    flows += 1
+                    actions += len(fl.actions)
+                    if not dry_run:
+                        self._forget(token, fl)
+        return Pruned(flows, actions, True)
+
+    def _forget(self, token: uuid.UUID, fl: _Flow) -> None:
+        del self._flows[token]
+        for f, t, sync in fl.edges:
+            incoming = [e for e in self._incoming.get(t, ())
+                        if (e.from_action, e.synchronization) != (f, sync)]
+            if incoming:
+                self._incoming[t] = incoming
+            else:
+                self._incoming.pop(t, None)
+            produced = self._by_sync.get(sync)
+            if produced is not None and not any(e.synchronization == sync for e in incoming):
+                produced.pop(t, None)
+                if not produced:
+                    del self._by_sync[sync]
+        for aid in fl.actions:
+            self._actions.pop(aid, None)
+            self._incoming.pop(aid, None)
+            for produced in self._by_sync.values():
+                produced.pop(aid, None)
 
     # -- queries ---------------------------------------------------------------------------
 

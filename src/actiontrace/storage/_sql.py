@@ -49,7 +49,7 @@ from actiontrace._model import (
 )
 from actiontrace._record import FlowPart
 from actiontrace.storage import _errors
-from actiontrace.storage._base import IdKind, TraceStorage, prefix_bounds
+from actiontrace.storage._base import IdKind, Pruned, TraceStorage, prefix_bounds
 from actiontrace.storage._dialects import for_engine
 from actiontrace.storage._engine import DEFAULT_URL, make_engine, mask_url
 from actiontrace.storage._migrate import ensure_schema
@@ -165,6 +165,57 @@ class SqlAlchemyTraceStorage(TraceStorage):
     # value per transaction, so indexing each 5,000-action batch made SQLite's work 2.8x
     # longer (docs/performance.md). Queries scan the (at most this many) newest actions.
     input_index_every = 20_000
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune_flows(self, before_us: int, *, dry_run: bool = False, batch_size: int = 500,
+                    max_batches: int | None = None) -> Pruned:
+        """Remove whole flows whose newest action started before ``before_us``, in
+        batches of ``batch_size`` flows, one transaction each (docs/retention.md).
+
+        Safe while other processes write: on SQLite each batch holds the write lock from
+        choosing its flows to commit; on PostgreSQL the chosen flows' rows are locked
+        (``FOR UPDATE SKIP LOCKED``: a flow a writer is adding to right now waits for the
+        next batch), so no action is added to a flow between the check and the delete.
+        """
+        old = self._prunable(before_us)
+        if dry_run:
+            sub = old.subquery()
+            counted = sa.select(
+                sa.select(sa.func.count()).select_from(sub).scalar_subquery(),
+                sa.select(sa.func.count()).where(actions.c.flow_token.in_(
+                    sa.select(sub.c.flow_token))).scalar_subquery(),
+            )
+            n_flows, n_actions = self._fetch(counted)[0]
+            return Pruned(int(n_flows), int(n_actions), True)
+        pick = (old.order_by(flows.c.created_at, flows.c.flow_token).limit(max(1, batch_size))
+                .with_for_update(skip_locked=True, of=flows))
+        n_flows = n_actions = batches = 0
+        while max_batches is None or batches < max_batches:
+            batches += 1
+            with self._connect() as conn:
+                self._dialect.begin_write(conn)
+                tokens = [r[0] for r in conn.execute(pick)]
+                if not tokens:
+                    conn.rollback()
+                    return Pruned(n_flows, n_actions, True)
+                self._dialect.delete_index_rows(conn, tokens)
+                for table in (log_events, edges):
+                    conn.execute(table.delete().where(table.c.flow_token.in_(tokens)))
+                n_actions += conn.execute(
+                    actions.delete().where(actions.c.flow_token.in_(tokens))).rowcount
+                n_flows += conn.execute(
+                    flows.delete().where(flows.c.flow_token.in_(tokens))).rowcount
+                conn.commit()
+        return Pruned(n_flows, n_actions, False)
+
+    @staticmethod
+    def _prunable(before_us: int) -> sa.Select[Any]:
+        """The flows with no action started at or after ``before_us``: their
+        ``created_at`` (the root's start) is earlier, and their newest action too."""
+        f, a = flows.c, actions.c
+        newer = sa.select(a.id).where(a.flow_token == f.flow_token, a.timestamp >= before_us)
+        return sa.select(f.flow_token).where(f.created_at < before_us, ~sa.exists(newer))
 
     # -- reading helpers ---------------------------------------------------------------------
 

@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 from actiontrace.storage._schema import actions, concept_is, input_values
 
-__all__ = ["INPUT_VALUES", "by_value", "index_inputs", "inputs_clauses", "unindexed"]
+__all__ = ["DELETE_INPUT_VALUES", "INPUT_VALUES", "by_value", "index_inputs", "inputs_clauses",
+           "unindexed"]
 
 # -- the index ---------------------------------------------------------------------------------
 
@@ -36,14 +37,22 @@ _INDEX_START = "SELECT " + _INDEX_START_EXPR
 # Index the actions in a rowid range, in one statement sorted by the index's key (one
 # pass over its pages; SQLite walks the JSON without the GIL). Migration 0004 holds the
 # same SQL for the actions stored before it.
+_VALUE = "CASE j.type WHEN 'text' THEN substr(j.atom, 1, 64) WHEN 'null' THEN 'null' ELSE j.atom END"
 INPUT_VALUES = (
     "INSERT OR IGNORE INTO actiontrace_input_values (key, value, action_id, concept_uri, "
-    "action) SELECT j.key, CASE j.type WHEN 'text' THEN substr(j.atom, 1, 64) "
-    "WHEN 'null' THEN 'null' ELSE j.atom END, a.id, a.concept_uri, a.action "
+    f"action) SELECT j.key, {_VALUE}, a.id, a.concept_uri, a.action "
     "FROM actiontrace_actions a, json_each(a.inputs) j "
     "WHERE a.rowid > ? AND a.rowid <= ? AND json_type(a.inputs) = 'object' "
     "AND j.type NOT IN ('object', 'array') ORDER BY 1, 2, 3"
 )
+# The index rows of the actions of some flows (retention), found the way INPUT_VALUES made
+# them: each is a primary-key probe. Rows of actions not indexed yet are simply absent.
+DELETE_INPUT_VALUES = sa.text(
+    "DELETE FROM actiontrace_input_values WHERE (key, value, action_id) IN ("
+    f"SELECT j.key, {_VALUE}, a.id FROM actiontrace_actions a, json_each(a.inputs) j "
+    "WHERE a.flow_token IN :tokens AND json_type(a.inputs) = 'object' "
+    "AND j.type NOT IN ('object', 'array'))"
+).bindparams(sa.bindparam("tokens", expanding=True))
 _SET_STATE = (
     "INSERT INTO actiontrace_input_values_state (name, last_rowid, last_id) "
     "VALUES ('inputs', ?, (SELECT id FROM actiontrace_actions WHERE rowid = ?)) "
