@@ -443,3 +443,27 @@ class TestRetention:
             assert len(per_flow) + pruned == rounds * 100
         finally:
             store.close()
+
+
+class TestEdgeDurations:
+    def test_recorded_edges_carry_durations(self, sql_url: str) -> None:
+        """Edges the writer stores with their finished target carry its duration, so
+        sync_performance reads the edges' index; the answer is the actions' durations."""
+        from actiontrace.demo import MusicPlayer
+
+        store = SqlAlchemyTraceStorage(sql_url)
+        tracer = actiontrace.configure(storage=store)
+        app = MusicPlayer()
+        for i in range(20):
+            app.handle("/play", "tok-alice", passage_id=i)
+        assert tracer.flush(30)
+        with store.engine.connect() as conn:
+            missing = conn.exec_driver_sql(
+                "SELECT count(*) FROM actiontrace_edges WHERE duration_us IS NULL").scalar()
+        assert missing == 0
+        produced = sorted(r.duration_us for r in store.find_by_sync("OnAuthSuccess"))
+        perf = store.sync_performance("OnAuthSuccess")
+        assert perf.count == len(produced) == 20
+        assert perf.mean == pytest.approx(sum(produced) / 20)
+        assert perf.median == pytest.approx((produced[9] + produced[10]) / 2)
+        store.close()

@@ -40,8 +40,21 @@ def _hexid(value: int) -> str:
     return value.to_bytes(16).hex()
 
 
+def _shared_targets(part_edges: list[tuple[str, str, str, int]]) -> set[tuple[str, str]]:
+    """(target, synchronization) pairs that more than one edge of the part leads to."""
+    if len(part_edges) < 2:
+        return set()
+    seen: set[tuple[str, str]] = set()
+    shared = set()
+    for _f, t, sync, _c in part_edges:
+        if (t, sync) in seen:
+            shared.add((t, sync))
+        seen.add((t, sync))
+    return shared
+
+
 def _part_depth(rows: list[Row], part_edges: list[tuple[str, str, str, int]],
-                ids: set[str]) -> int | None:
+                ids: dict[str, Row]) -> int | None:
     """The longest causal path of a self-contained part (``ids``: its action ids), or
     None when it is not one (see ``_sql``'s module doc, "Causal depth")."""
     if not rows:
@@ -107,16 +120,23 @@ class Dialect:
                 (hexes.get(f) or hexid(f), hexes.get(t) or hexid(t), sync, created)
                 for f, t, sync, created in part.edges
             ]
-            ids = {row[0] for row in rows}
+            by_id = {row[0]: row for row in rows}
             out.flows.append((
                 token, root, part.created_at, text(part.module),
-                _part_depth(rows, part_edges, ids), part.sampled,
+                _part_depth(rows, part_edges, by_id), part.sampled,
             ))
             out.actions.extend(self.action_rows(rows))
+            shared = _shared_targets(part_edges)
             for f, t, sync, created in part_edges:
-                out.edges.append((f, t, text(sync), token, created))
-                if t not in ids:
+                target = by_id.get(t)
+                if target is None:
                     out.foreign.append(t)
+                    duration = None
+                elif target[7] == "running" or (shared and (t, sync) in shared):
+                    duration = None  # not final, or not this edge's alone: looked up
+                else:
+                    duration = target[6]
+                out.edges.append((f, t, text(sync), token, created, duration))
             for lid, _tok, aid, ts, level, event, fields in part.log_rows():
                 out.logs.append((
                     hexid(lid), token, None if aid is None else hexid(aid), ts,
@@ -226,7 +246,7 @@ class Sqlite(Dialect):
 
     def sync_performance(self, conn: sa.Connection, sync_name: str) -> PerformanceMetrics:
         params = {"sync": sync_name}
-        perf = _sqltext.SQLITE_PERF
+        perf = _sqltext.SQLITE_PERF.replace("{produced}", _produced(conn, sync_name))
         count, mean = conn.execute(sa.text(perf.format(tail="count(*), avg(v)")), params).one()
         if not count:
             return PerformanceMetrics(0, None, None, None, None)
@@ -242,6 +262,13 @@ class Sqlite(Dialect):
             hi = vals[1] if len(vals) > 1 else vals[0]
             figures.append(float(vals[0] + (hi - vals[0]) * (pos - lo)))
         return PerformanceMetrics(count, float(mean), *figures)
+
+
+def _produced(conn: sa.Connection, sync_name: str) -> str:
+    """The query of the durations ``sync_name`` produced: from its edges' index when every
+    edge carries its target's duration (one index probe tells), else by the actions."""
+    missing = conn.execute(sa.text(_sqltext.EDGE_DURATIONS_MISSING), {"sync": sync_name})
+    return _sqltext.PERF_FROM_EDGES if missing.scalar() == 0 else _sqltext.PRODUCED
 
 
 @functools.lru_cache(maxsize=32)
@@ -336,7 +363,8 @@ class Postgres(Dialect):
         return clauses
 
     def sync_performance(self, conn: sa.Connection, sync_name: str) -> PerformanceMetrics:
-        row = conn.execute(sa.text(_sqltext.PG_PERF), {"sync": sync_name}).one()
+        perf = _sqltext.PG_PERF.format(produced=_produced(conn, sync_name))
+        row = conn.execute(sa.text(perf), {"sync": sync_name}).one()
         count = row[0]
         if not count:
             return PerformanceMetrics(0, None, None, None, None)

@@ -5,7 +5,9 @@ tables, and there are no foreign keys: parts of one flow arrive in any order, fr
 process. The Alembic migrations in ``migrations/versions`` must create exactly this
 (``tests/test_migrations.py`` fails when they drift apart). Revision 0001 created the
 first three tables; 0002 added ``actiontrace_log_events``; 0003 ``flows.sampled``; 0004 the
-index of input values (a GIN index on PostgreSQL, ``actiontrace_input_values`` on SQLite).
+index of input values (a GIN index on PostgreSQL, ``actiontrace_input_values`` on SQLite);
+0005 ``edges.duration_us`` (sync_performance from an index), flows by ``created_at``
+(retention), and dropped the log events' index by action (no query used it).
 
 Objects that exist on one dialect only say so in ``info["dialect"]`` (and ``ddl_if``);
 ``migrations/env.py``'s ``include_object`` leaves them out of the other's comparisons.
@@ -68,6 +70,8 @@ flows = sa.Table(
     # False when the flow was not sampled and is kept only because it holds an error.
     sa.Column("sampled", sa.Boolean(), nullable=False, server_default=sa.true()),
     sa.Index("ix_actiontrace_flows_depth", "max_depth", "created_at"),
+    # Retention (prune) and list_flows walk flows by age.
+    sa.Index("ix_actiontrace_flows_created", "created_at"),
 )
 
 actions = sa.Table(
@@ -151,9 +155,14 @@ edges = sa.Table(
     sa.Column("synchronization", Name, primary_key=True),
     sa.Column("flow_token", sa.Uuid(), nullable=False),
     sa.Column("created_at", sa.BigInteger(), nullable=False),
+    # The duration of the action the edge leads to, when the writer had both in one part,
+    # the action had finished, and no other edge of this synchronization led to it; else
+    # NULL (look the action up). A synchronization whose edges all have one is answered
+    # by ix_actiontrace_edges_sync alone (sync_performance, _sqltext.PERF_FROM_EDGES).
+    sa.Column("duration_us", sa.BigInteger(), nullable=True),
     # (to_action, created_at): "the earliest incoming edge" is one index probe.
     sa.Index("ix_actiontrace_edges_to", "to_action", "created_at"),
-    sa.Index("ix_actiontrace_edges_sync", "synchronization", "created_at"),
+    sa.Index("ix_actiontrace_edges_sync", "synchronization", "duration_us"),
     sa.Index("ix_actiontrace_edges_flow", "flow_token"),
 )
 
@@ -168,6 +177,5 @@ log_events = sa.Table(
     sa.Column("level", sa.String(16), nullable=False),
     sa.Column("event", sa.Text(), nullable=False),
     sa.Column("fields", Json, nullable=False),
-    sa.Index("ix_actiontrace_log_events_action", "action_id", "timestamp"),
     sa.Index("ix_actiontrace_log_events_flow", "flow_token", "timestamp"),
 )

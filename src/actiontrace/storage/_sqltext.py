@@ -7,8 +7,9 @@ where they run through ``sa.text``). The dialect objects (``_dialects``) choose 
 
 from __future__ import annotations
 
-__all__ = ["COLUMNS", "PG_COPY", "PG_COPY_MIN", "PG_DIRECT", "PG_PERF", "POSTGRESQL", "SQLITE",
-           "SQLITE_PERF", "SQLITE_ROW", "SQLITE_ROWS", "SQLITE_STATEMENT"]
+__all__ = ["COLUMNS", "EDGE_DURATIONS_MISSING", "PERF_FROM_EDGES", "PG_COPY", "PG_COPY_MIN",
+           "PG_DIRECT", "PG_PERF", "POSTGRESQL", "PRODUCED", "SQLITE", "SQLITE_PERF", "SQLITE_ROW",
+           "SQLITE_ROWS", "SQLITE_STATEMENT"]
 
 COLUMNS = ("id", "flow_token", "parent_id", "concept_uri", "action", "timestamp",
          "duration_us", "status", "inputs", "outputs")
@@ -41,7 +42,7 @@ PG_COPY = {
         "max_depth = NULL",
     ),
     "edges": (
-        "from_action, to_action, synchronization, flow_token, created_at",
+        "from_action, to_action, synchronization, flow_token, created_at, duration_us",
         "INSERT INTO actiontrace_edges ({cols}) SELECT {cols} FROM {tmp} ON CONFLICT DO NOTHING",
     ),
 }
@@ -85,7 +86,7 @@ _FLOW_INSERT = (
 )
 _EDGE_INSERT = (
     "INSERT INTO actiontrace_edges (from_action, to_action, synchronization, flow_token, "
-    "created_at) VALUES {values} ON CONFLICT DO NOTHING"
+    "created_at, duration_us) VALUES {values} ON CONFLICT DO NOTHING"
 )
 _LOG_INSERT = (
     "INSERT INTO actiontrace_log_events (id, flow_token, action_id, \"timestamp\", level, "
@@ -155,19 +156,29 @@ _PRODUCED = (
     "(SELECT e.to_action FROM actiontrace_edges e WHERE e.synchronization = :sync) "
     "AND a.duration_us IS NOT NULL"
 )
-SQLITE_PERF = "SELECT {tail} FROM (" + _PRODUCED + ")"
+# When every edge of the synchronization carries its target's duration (_schema.edges),
+# the index (synchronization, duration_us) alone holds the durations, in order.
+EDGE_DURATIONS_MISSING = (
+    "SELECT count(*) FROM actiontrace_edges e WHERE e.synchronization = :sync "
+    "AND e.duration_us IS NULL"
+)
+PERF_FROM_EDGES = (
+    "SELECT e.duration_us AS v FROM actiontrace_edges e WHERE e.synchronization = :sync"
+)
+PRODUCED = _PRODUCED
+SQLITE_PERF = "SELECT {tail} FROM ({produced})"
 PG_PERF = (
     "SELECT count(*), avg(v), "
     "percentile_cont(0.5) WITHIN GROUP (ORDER BY v), "
     "percentile_cont(0.95) WITHIN GROUP (ORDER BY v), "
-    "percentile_cont(0.99) WITHIN GROUP (ORDER BY v) FROM (" + _PRODUCED + ") d"
+    "percentile_cont(0.99) WITHIN GROUP (ORDER BY v) FROM ({produced}) d"
 )
 
 # One row's VALUES of each SQLite insert, and the statement around any number of them.
 SQLITE_ROW = {
     "action": _marks(10),
     "flow": _marks(6),
-    "edge": _marks(5),
+    "edge": _marks(6),
     "log": _marks(7),
 }
 SQLITE_STATEMENT = {
@@ -187,7 +198,7 @@ POSTGRESQL = {
         values="(%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)"
     ),
     "flow": _FLOW_INSERT.format(values="(%s::uuid, %s::uuid, %s, %s, %s, %s)", least="LEAST"),
-    "edge": _EDGE_INSERT.format(values="(%s::uuid, %s::uuid, %s, %s::uuid, %s)"),
+    "edge": _EDGE_INSERT.format(values="(%s::uuid, %s::uuid, %s, %s::uuid, %s, %s)"),
     "stale": _STALE.format(p="%s::uuid"),
     "log": _LOG_INSERT.format(values="(%s::uuid, %s::uuid, %s::uuid, %s, %s, %s, %s::jsonb)"),
     "chain": _PG_CHAIN,
