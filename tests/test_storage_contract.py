@@ -247,6 +247,26 @@ class TestFindActions:
         assert storage.find_actions(ActionFilter(limit=0)) == []
         assert len(storage.find_actions(ActionFilter())) == 9
 
+    def test_prefix_limit_interleaves_names(self, storage: Any) -> None:
+        """A prefix with a limit merges its concepts and actions by time, within a time
+        range, and leaves out names that only share its text; with many names too."""
+        b = PartBuilder()
+        for i, (c, n) in enumerate([("pre::A", "x"), ("pre::B::C", "y"), ("pre", "z"),
+                                    ("prefix", "w"), ("pre::A", "v")] * 3):
+            b.add(c, n, 1_000 + i)
+        for i in range(40):  # more names than are read one by one
+            b.add(f"many::C{i:02d}", "act", 5_000 - i)
+        storage.write_parts([b.part])
+        got = storage.find_actions(ActionFilter(concept_uri="pre", limit=5))
+        assert [r.timestamp for r in got] == [1_000, 1_001, 1_002, 1_004, 1_005]
+        ranged = storage.find_actions(ActionFilter(concept_uri="pre::A", limit=2,
+                                                   time_range=(1_001, 1_100)))
+        assert [(r.action, r.timestamp) for r in ranged] == [("v", 1_004), ("x", 1_005)]
+        named = storage.find_actions(ActionFilter(concept_uri="pre", action="x", limit=9))
+        assert [r.timestamp for r in named] == [1_000, 1_005, 1_010]
+        many = storage.find_actions(ActionFilter(concept_uri="many", limit=3))
+        assert [r.timestamp for r in many] == [4_961, 4_962, 4_963]
+
     def test_ties_in_recording_order(self, storage: Any) -> None:
         """Actions with the same timestamp come back in id (recording) order."""
         b = PartBuilder()

@@ -317,6 +317,11 @@ class SqlAlchemyTraceStorage(TraceStorage):
 
     def find_actions(self, filter: ActionFilter) -> list[ActionRecord]:
         """Actions matching ``filter``, oldest first (ties in recording order)."""
+        if (filter.concept_uri is not None and filter.limit is not None and not filter.inputs
+                and filter.flow_token is None):
+            found = self._find_by_names(filter, filter.concept_uri, filter.limit)
+            if found is not None:
+                return found
         a = actions.c
         stmt = self._select_actions()
         concept, name = a.concept_uri, a.action
@@ -342,6 +347,45 @@ class SqlAlchemyTraceStorage(TraceStorage):
         if filter.limit is not None:
             stmt = stmt.limit(filter.limit)
         return [self._record(r) for r in self._fetch(stmt)]
+
+    # At most this many (concept, action) names are read one by one (_find_by_names).
+    NAMES_APART = 32
+
+    def _find_by_names(self, filter: ActionFilter, concept: str,
+                       limit: int) -> list[ActionRecord] | None:
+        """The oldest ``limit`` actions of a concept (and its sub-concepts), read name by
+        name from the (concept_uri, action, timestamp) index, merged here; None when more
+        than NAMES_APART names match.
+
+        The one query for a prefix ("wkmp-ap::Cooldown") ORs two ranges of the index and
+        sorts every matching action by time to keep the first 100: 224 ms at 1M actions.
+        Here each name is found with one index seek past the previous one, and its oldest
+        actions are the start of its index range.
+        """
+        a = actions.c
+        where = [concept_is(a.concept_uri, concept)]
+        if filter.action is not None:
+            where.append(a.action == filter.action)
+        names: list[tuple[str, str]] = []
+        with self._connect() as conn:
+            while True:
+                step = sa.select(a.concept_uri, a.action).where(*where)
+                if names:
+                    step = step.where(sa.tuple_(a.concept_uri, a.action) > sa.tuple_(*names[-1]))
+                got = conn.execute(step.order_by(a.concept_uri, a.action).limit(1)).first()
+                if got is None:
+                    break
+                if len(names) == self.NAMES_APART:
+                    return None
+                names.append((got[0], got[1]))
+            rows: list[Any] = []
+            for c, n in names:
+                stmt = self._select_actions().where(a.concept_uri == c, a.action == n)
+                if filter.time_range is not None:
+                    stmt = stmt.where(a.timestamp.between(*filter.time_range))
+                rows += conn.execute(stmt.order_by(a.timestamp, a.id).limit(limit)).all()
+        rows.sort(key=lambda r: (r[5], r[0]))
+        return [self._record(r) for r in rows[:limit]]
 
     def find_producing_sync(self, action_id: uuid.UUID) -> str | None:
         """The synchronization of the action's earliest incoming edge, or None."""
