@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -179,9 +180,14 @@ def one_flow_rows(n: int, repeat: int) -> list[Row]:
 # -- the 1M store ----------------------------------------------------------------------------
 
 
+CACHED_FROM = 100_000  # smaller stores (the quick run's) are built afresh, in a temp dir
+
+
 def store_path(size: int) -> str:
     from actiontrace.storage._migrate import HEAD
 
+    if size < CACHED_FROM:
+        return os.path.join(tempfile.mkdtemp(prefix="at-bench-seed-"), "seed.db")
     return str(CACHE / f"seed-{size}-rev{HEAD}.db")
 
 
@@ -191,6 +197,16 @@ def build_store(size: int) -> str:
     if os.path.exists(path):
         return path
     CACHE.mkdir(exist_ok=True)
+    older = sorted(CACHE.glob(f"seed-{size}-rev*.db")) if size >= CACHED_FROM else []
+    if older:  # an earlier schema's store: migrate a copy (timed: the migration at size)
+        from actiontrace.storage import _migrate
+
+        shutil.copy(older[-1], path + ".migrating")
+        t0 = time.perf_counter()
+        _migrate.upgrade(f"sqlite:///{path}.migrating")
+        progress(f"[bench]   {older[-1].name} migrated to head in {time.perf_counter() - t0:.0f} s")
+        shutil.move(path + ".migrating", path)
+        return path
     tmp = path + ".building"
     for leftover in (tmp, tmp + "-wal", tmp + "-shm"):
         if os.path.exists(leftover):
