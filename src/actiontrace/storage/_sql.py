@@ -363,21 +363,34 @@ class SqlAlchemyTraceStorage(TraceStorage):
         actions are the start of its index range.
         """
         a = actions.c
-        where = [concept_is(a.concept_uri, concept)]
-        if filter.action is not None:
-            where.append(a.action == filter.action)
+
+        def first(conn: sa.Connection, col: Any, *where: Any) -> Any:
+            row = conn.execute(sa.select(col).where(*where).order_by(col).limit(1)).first()
+            return None if row is None else row[0]
+
         names: list[tuple[str, str]] = []
         with self._connect() as conn:
-            while True:
-                step = sa.select(a.concept_uri, a.action).where(*where)
-                if names:
-                    step = step.where(sa.tuple_(a.concept_uri, a.action) > sa.tuple_(*names[-1]))
-                got = conn.execute(step.order_by(a.concept_uri, a.action).limit(1)).first()
-                if got is None:
-                    break
-                if len(names) == self.NAMES_APART:
-                    return None
-                names.append((got[0], got[1]))
+            # The concept itself, then each concept below it: one index seek each.
+            concepts = [] if first(conn, a.concept_uri, a.concept_uri == concept) is None else [
+                concept]
+            below = [a.concept_uri >= concept + "::", a.concept_uri < concept + ":;"]
+            c = first(conn, a.concept_uri, *below)
+            while c is not None and len(concepts) <= self.NAMES_APART:
+                concepts.append(c)
+                c = first(conn, a.concept_uri, a.concept_uri > c, below[1])
+            for c in concepts:
+                if filter.action is not None:  # is there such an action: one seek
+                    if first(conn, a.action, a.concept_uri == c, a.action == filter.action):
+                        names.append((c, filter.action))
+                    continue
+                n = first(conn, a.action, a.concept_uri == c)
+                while n is not None:  # the concept's actions: one seek each
+                    names.append((c, n))
+                    n = first(conn, a.action, a.concept_uri == c, a.action > n)
+                    if len(names) > self.NAMES_APART:
+                        return None
+            if len(names) > self.NAMES_APART or len(concepts) > self.NAMES_APART:
+                return None
             rows: list[Any] = []
             for c, n in names:
                 stmt = self._select_actions().where(a.concept_uri == c, a.action == n)
