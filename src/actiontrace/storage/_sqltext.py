@@ -45,15 +45,22 @@ PG_COPY = {
         "from_action, to_action, synchronization, flow_token, created_at, duration_us",
         "INSERT INTO actiontrace_edges ({cols}) SELECT {cols} FROM {tmp} ON CONFLICT DO NOTHING",
     ),
+    # Log events by COPY too: two per seed-shaped request, executemany took a fifth of
+    # the writer's time on the server (docs/performance.md).
+    "log_events": (
+        'id, flow_token, action_id, "timestamp", level, event, fields',
+        "INSERT INTO actiontrace_log_events ({cols}) SELECT {cols} FROM {tmp} "
+        "ON CONFLICT DO NOTHING",
+    ),
 }
 
 
 # Tables whose rows, new, can be COPYed straight in: a batch seen before (a retry after
-# a lost commit acknowledgement) or an action stored running (update merges) conflicts,
-# and then the savepoint is rolled back and the batch upserted through the temporary
-# table. Straight in, each row is written once instead of twice, and no sort runs for
+# a lost commit acknowledgement), an action stored running (update merges) or a flow's
+# second part (in this batch or stored) conflicts, and then the savepoint is rolled back
+# and the batch upserted through the temporary table. Straight in, each row is written once instead of twice, and no sort runs for
 # DISTINCT ON: the writer's wait on the server went down by ~30% (docs/performance.md).
-PG_DIRECT = ("actions", "edges")
+PG_DIRECT = ("flows", "actions", "edges", "log_events")
 
 
 def _marks(n: int) -> str:
