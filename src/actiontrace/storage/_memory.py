@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 from actiontrace._exceptions import ActionNotFound, TraceNotFound
 from actiontrace._ids import as_uuid
@@ -19,7 +20,7 @@ from actiontrace._model import (
     PerformanceMetrics,
     ProvenanceEdge,
 )
-from actiontrace._record import FlowPart, log_from_row, record_from_row
+from actiontrace._record import ActionRow, FlowPart, LogRow, log_from_row, record_from_row
 from actiontrace.storage._base import IdKind, Pruned, TraceStorage, prefix_bounds
 
 __all__ = ["InMemoryTraceStorage", "matches", "sort_key"]
@@ -71,22 +72,50 @@ class _Flow:
         self.sampled = True
 
 
+class _Staged(NamedTuple):
+    """A written part in storage form, not yet turned into records (``_settled``)."""
+
+    part: FlowPart
+    rows: list[ActionRow]
+    edges: list[tuple[int, int, str, int]]
+    logs: list[LogRow]
+
+
 class InMemoryTraceStorage(TraceStorage):
-    """Keep traces in memory. Thread-safe; nothing survives the process."""
+    """Keep traces in memory. Thread-safe; nothing survives the process.
+
+    Written parts are kept as rows (redacted and cut as they are written) until a query
+    needs them: building the records (UUIDs, decoded JSON) was two thirds of a flush of
+    20,000 actions (docs/performance.md), and a test that never reads a trace never
+    pays for it.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
+        self._staged: list[_Staged] = []
         self._flows: dict[uuid.UUID, _Flow] = {}
         self._actions: dict[uuid.UUID, ActionRecord] = {}
         self._incoming: dict[uuid.UUID, list[ProvenanceEdge]] = {}
         self._by_sync: dict[str, dict[uuid.UUID, None]] = {}
 
     def write_parts(self, parts: Sequence[FlowPart]) -> None:
+        # Storage form now, with the redaction settings of the time of writing.
+        staged = [_Staged(p, list(p.rows()), p.edges, p.log_rows()) for p in parts]
         with self._lock:
-            for part in parts:
-                self._merge(part)
+            self._staged += staged
 
-    def _merge(self, part: FlowPart) -> None:
+    @contextlib.contextmanager
+    def _settled(self) -> Iterator[None]:
+        """Hold the lock, every written part merged into the records."""
+        with self._lock:
+            if self._staged:
+                staged, self._staged = self._staged, []
+                for item in staged:
+                    self._merge(item)
+            yield
+
+    def _merge(self, staged: _Staged) -> None:
+        part = staged.part
         uuids: dict[int, uuid.UUID] = {}
         token = as_uuid(part.token)
         fl = self._flows.get(token)
@@ -96,11 +125,11 @@ class InMemoryTraceStorage(TraceStorage):
         fl.sampled = fl.sampled and part.sampled
         if part.root_id is not None:
             fl.root = as_uuid(part.root_id)
-        for row in part.rows():
+        for row in staged.rows:
             rec = record_from_row(row, uuids)
             fl.actions[rec.id] = rec
             self._actions[rec.id] = rec
-        for f, t, sync, created in part.edges:
+        for f, t, sync, created in staged.edges:
             edge = ProvenanceEdge(as_uuid(f), uuids.get(t) or as_uuid(t), sync, created)
             key = (edge.from_action, edge.to_action, sync)
             if key in fl.edges:
@@ -108,7 +137,7 @@ class InMemoryTraceStorage(TraceStorage):
             fl.edges[key] = edge
             self._incoming.setdefault(edge.to_action, []).append(edge)
             self._by_sync.setdefault(sync, {})[edge.to_action] = None
-        for log_row in part.log_rows():
+        for log_row in staged.logs:
             event = log_from_row(log_row, uuids)
             fl.logs.setdefault(event.id, event)
 
@@ -118,7 +147,7 @@ class InMemoryTraceStorage(TraceStorage):
                     max_batches: int | None = None) -> Pruned:
         """Remove whole flows whose newest action started before ``before_us``."""
         flows = actions = batches = 0
-        with self._lock:
+        with self._settled():
             old = [
                 token for token, fl in self._flows.items()
                 if max((r.timestamp for r in fl.actions.values()), default=fl.created_at)
@@ -159,7 +188,7 @@ class InMemoryTraceStorage(TraceStorage):
     # -- queries ---------------------------------------------------------------------------
 
     def get_trace(self, flow_token: uuid.UUID) -> ActionTrace:
-        with self._lock:
+        with self._settled():
             fl = self._flows.get(flow_token)
             if fl is None:
                 raise TraceNotFound(f"no trace for flow {flow_token}")
@@ -177,7 +206,7 @@ class InMemoryTraceStorage(TraceStorage):
             )
 
     def find_actions(self, filter: ActionFilter) -> list[ActionRecord]:
-        with self._lock:
+        with self._settled():
             if filter.flow_token is not None:
                 fl = self._flows.get(filter.flow_token)
                 pool = list(fl.actions.values()) if fl else []
@@ -191,7 +220,7 @@ class InMemoryTraceStorage(TraceStorage):
         return min(edges, key=lambda e: e.created_at) if edges else None
 
     def find_producing_sync(self, action_id: uuid.UUID) -> str | None:
-        with self._lock:
+        with self._settled():
             edge = self._producing_edge(action_id)
             return edge.synchronization if edge else None
 
@@ -200,7 +229,7 @@ class InMemoryTraceStorage(TraceStorage):
         return edge.from_action if edge is not None else rec.parent_id
 
     def get_causal_chain(self, action_id: uuid.UUID) -> list[ActionRecord]:
-        with self._lock:
+        with self._settled():
             rec = self._actions.get(action_id)
             if rec is None:
                 raise ActionNotFound(f"no action {action_id}")
@@ -217,7 +246,7 @@ class InMemoryTraceStorage(TraceStorage):
         return chain
 
     def find_by_sync(self, sync_name: str) -> list[ActionRecord]:
-        with self._lock:
+        with self._settled():
             ids = list(self._by_sync.get(sync_name, ()))
             found = [self._actions[i] for i in ids if i in self._actions]
         return sorted(found, key=sort_key)
@@ -225,14 +254,14 @@ class InMemoryTraceStorage(TraceStorage):
     # -- analysis ----------------------------------------------------------------------------
 
     def top_synchronizations(self, limit: int) -> list[tuple[str, int]]:
-        with self._lock:
+        with self._settled():
             counts = Counter(
                 e.synchronization for fl in self._flows.values() for e in fl.edges.values()
             )
         return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
     def longest_chains(self, limit: int) -> list[tuple[uuid.UUID, int]]:
-        with self._lock:
+        with self._settled():
             depth: dict[uuid.UUID, int] = {}
 
             def depth_of(rec: ActionRecord) -> int:
@@ -262,7 +291,7 @@ class InMemoryTraceStorage(TraceStorage):
     # -- browsing ----------------------------------------------------------------------------
 
     def list_flows(self, limit: int = 20, since: int | None = None) -> list[FlowSummary]:
-        with self._lock:
+        with self._settled():
             chosen = [
                 (token, fl) for token, fl in self._flows.items()
                 if since is None or fl.created_at >= since
@@ -285,6 +314,6 @@ class InMemoryTraceStorage(TraceStorage):
 
     def resolve_prefix(self, prefix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
         digits, _, _ = prefix_bounds(prefix)
-        with self._lock:
+        with self._settled():
             pool = list(self._flows if kind == "flow" else self._actions)
         return sorted(i for i in pool if i.hex.startswith(digits))[:limit]
