@@ -26,8 +26,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from _suite import REPO, Row, Unavailable, interleaved, progress, row_from, summarize
-from overhead import SqliteFiles, _null_exporter, durable_round, loop_traced, run_memory
+from _suite import REPO, Row, interleaved, progress, row_from, summarize
+from overhead import SqliteFiles, durable_round, loop_traced, otel_null, run_memory
+from query_latency import samples_ms
+from seed_requests import run_disabled
 
 import actiontrace
 from actiontrace import ActionFilter
@@ -46,27 +48,11 @@ def serve(n: int, offset: int = 0) -> None:
         handle("/play", "tok-alice", passage_id=i % 1000)
 
 
-def run_disabled(n: int) -> float:
-    actiontrace.configure(enabled=False)
-    t0 = time.perf_counter_ns()
-    serve(n)
-    elapsed = time.perf_counter_ns() - t0
-    actiontrace.configure()
-    return elapsed / n
-
-
 @contextmanager
 def otel_instrumented() -> Iterator[Callable[[], None]]:
     """The demo's four actions wrapped in OpenTelemetry spans (actiontrace disabled);
     yields the provider's ``force_flush``."""
-    try:
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    except ImportError as exc:
-        raise Unavailable(f"not installed: {exc.name}") from None
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(_null_exporter()))
-    tracer = provider.get_tracer("bench")
+    provider, tracer = otel_null()
 
     def spanned(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -112,7 +98,7 @@ def _goal(row: Row, text: str, met: bool | None) -> Row:
 def request_rows(n: int, repeat: int) -> list[Row]:
     files = SqliteFiles("headline")
     contenders: dict[str, Callable[[], float]] = {
-        "app alone": lambda: run_disabled(n),
+        "app alone": lambda: run_disabled(n) * 1000,  # (the same work, µs -> ns)
         "actiontrace": lambda: durable_round(files(), lambda: serve(n), n),
         "otel": lambda: run_otel(n),
     }
@@ -231,16 +217,6 @@ def build_store(size: int) -> str:
     return path
 
 
-def _samples(fn: Callable[[], Any], repeat: int) -> list[float]:
-    fn()
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
-
-
 def store_rows(size: int, repeat: int) -> list[Row]:
     from actiontrace.storage import SqlAlchemyTraceStorage
 
@@ -261,7 +237,7 @@ def store_rows(size: int, repeat: int) -> list[Row]:
     rows = []
     try:
         for case, fn, goal in queries:
-            samples = _samples(fn, repeat)
+            samples = samples_ms(fn, repeat)
             med, spread = summarize(samples)
             rows.append(_goal(Row(GROUP, f"{case} at {label}", med, "ms", spread=spread,
                                   rounds=samples, note=f"{repeat} calls"),
