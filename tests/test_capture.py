@@ -50,7 +50,7 @@ class TestHostileValues:
         rec = stored(tracer)
         value = rec.inputs["value"]
         assert value.startswith("aaaa") and "[truncated: 2000002 bytes]" in value
-        assert len(msgspec.json.encode(rec.inputs)) <= 64 * 1024
+        assert len(msgspec.json.encode(value)) <= 64 * 1024  # the value, cut to the limit
         assert "[truncated: 2000002 bytes]" in rec.outputs
 
     def test_self_referencing_list(self, tracer: actiontrace.ActionTracer) -> None:
@@ -144,6 +144,59 @@ class TestHostileValues:
             assert "[truncated: 5002 bytes]" in stored(tracer).inputs["value"]
         finally:
             actiontrace.configure(max_value_bytes=64 * 1024)
+
+
+@action(concept="cap::Echo")
+def echo_many(a: Any, b: Any = None, c: Any = None, d: Any = None, e: Any = None,
+              f: Any = None, small: int = 7) -> None:
+    return None
+
+
+LIMIT = 64 * 1024
+
+
+def encoded_len(value: Any) -> int:
+    return len(msgspec.json.encode(value))
+
+
+class TestTruncation:
+    def test_one_value_cut_to_the_limit(self, storage: Any) -> None:
+        """A 1 MB argument keeps (nearly) the whole 64 KiB limit, not a share of it."""
+        tracer = actiontrace.configure(storage=storage)
+        echo("z" * 1_000_000)
+        rec = stored(tracer)
+        for value in (rec.inputs["value"], rec.outputs):
+            assert value.startswith("zzz") and value.endswith("[truncated: 1000002 bytes]")
+            assert LIMIT - 64 <= encoded_len(value) <= LIMIT
+
+    def test_each_parameter_gets_the_limit(self, tracer: actiontrace.ActionTracer) -> None:
+        """Two large arguments are each cut to the limit; small ones are kept whole."""
+        echo_many("x" * 200_000, list(range(100_000)))
+        rec = stored(tracer)
+        assert LIMIT - 64 <= encoded_len(rec.inputs["a"]) <= LIMIT
+        assert LIMIT - 64 <= encoded_len(rec.inputs["b"]) <= LIMIT
+        assert rec.inputs["b"].startswith("[0,1,2,")
+        assert rec.inputs["small"] == 7
+
+    def test_whole_inputs_bounded(self, tracer: actiontrace.ActionTracer) -> None:
+        """Six large arguments share the inputs' bound of 4 x the limit, fairly."""
+        from actiontrace._capture import INPUTS_BOUND
+
+        big = ["y" * 100_000] * 6
+        echo_many(*big)
+        rec = stored(tracer)
+        assert encoded_len(rec.inputs) <= INPUTS_BOUND * LIMIT
+        sizes = [encoded_len(rec.inputs[k]) for k in "abcdef"]
+        assert max(sizes) - min(sizes) <= 8
+        assert min(sizes) > INPUTS_BOUND * LIMIT // 6 - 200
+        assert all(rec.inputs[k].endswith("[truncated: 100002 bytes]") for k in "abcdef")
+        assert rec.inputs["small"] == 7
+
+    def test_escaped_characters_fit(self, tracer: actiontrace.ActionTracer) -> None:
+        """Characters that encode to several bytes still end within the limit."""
+        echo("\x01\u20ac" * 200_000)
+        value = stored(tracer).inputs["value"]
+        assert encoded_len(value) <= LIMIT and "[truncated:" in value
 
 
 json_values = st.recursive(

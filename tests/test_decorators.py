@@ -372,3 +372,204 @@ def test_decorating_a_non_callable_fails() -> None:
 def test_recursion_limit_unchanged() -> None:
     """Decoration does not touch interpreter settings."""
     assert sys.getrecursionlimit() >= 1000
+
+
+@concept("gen::Feed")
+class Feed:
+    @action
+    def items(self, n: int):  # type: ignore[no-untyped-def]
+        yield from range(n)
+        return "all"
+
+    @action
+    def broken(self, n: int):  # type: ignore[no-untyped-def]
+        yield 1
+        raise ValueError(f"bad item after {n}")
+
+    @action
+    async def aitems(self, n: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    @action
+    async def abroken(self):  # type: ignore[no-untyped-def]
+        yield 1
+        raise KeyError("gone")
+
+    @action
+    def lookup(self, i: int) -> int:
+        return i * 10
+
+    @action
+    def looked_up(self):  # type: ignore[no-untyped-def]
+        yield actiontrace.current_action_id()
+        yield self.lookup(1)
+
+
+feed = Feed()
+
+
+class TestGenerators:
+    def test_still_generator_functions(self) -> None:
+        """inspect still sees generator and async generator functions after decoration."""
+        assert inspect.isgeneratorfunction(Feed.items)
+        assert inspect.isasyncgenfunction(Feed.aitems)
+
+    def test_one_action_over_the_iteration(self, tracer: actiontrace.ActionTracer) -> None:
+        """Exhausting a generator records one ok action whose outputs are its return value."""
+        with flow("gen::Web::run") as token:
+            assert list(feed.items(3)) == [0, 1, 2]
+        rec = only(tracer, flow_token=token, action="items")
+        assert (rec.status, rec.inputs, rec.outputs) == ("ok", {"n": 3}, "all")
+        assert rec.duration_us is not None
+
+    def test_error_while_iterating(self, tracer: actiontrace.ActionTracer) -> None:
+        """An exception raised between yields is the action's error and reaches the consumer."""
+        got = []
+        with pytest.raises(ValueError, match="bad item after 2"):
+            for x in feed.broken(2):
+                got.append(x)
+        assert got == [1]
+        rec = only(tracer, action="broken")
+        assert rec.status == "error"
+        assert rec.outputs == {"error": "bad item after 2", "error_type": "ValueError"}
+
+    def test_closed_early_is_ok(self, tracer: actiontrace.ActionTracer) -> None:
+        """A generator closed before it is exhausted ends its action ok, with null outputs."""
+        with flow("gen::Web::run") as token:
+            g = feed.items(10)
+            assert next(g) == 0
+            g.close()
+        rec = only(tracer, flow_token=token, action="items")
+        assert (rec.status, rec.outputs) == ("ok", None)
+
+    def test_context_inside_body_and_between_yields(self, tracer: actiontrace.ActionTracer) -> None:
+        """The body runs as the action (nesting, current id); the consumer sees its own frame."""
+        with flow("gen::Web::run") as token:
+            root_id = actiontrace.current_action_id()
+            g = feed.looked_up()
+            inside = next(g)
+            assert actiontrace.current_action_id() == root_id  # between yields
+            assert next(g) == 10
+            assert list(g) == []
+        trace = tracer.get_trace(token)
+        gen_rec = next(r for r in trace.actions.values() if r.action == "looked_up")
+        lookup = next(r for r in trace.actions.values() if r.action == "lookup")
+        assert inside == gen_rec.id
+        assert lookup.parent_id == gen_rec.id
+        assert gen_rec.parent_id == root_id
+
+    def test_generator_outside_flow_is_its_own_flow(self, tracer: actiontrace.ActionTracer) -> None:
+        """Iterated outside any flow, the generator is the root of a flow of its own."""
+        assert list(feed.items(2)) == [0, 1]
+        rec = only(tracer, action="items")
+        assert tracer.get_trace(rec.flow_token).root_action_id == rec.id
+
+    def test_async_generator(self, tracer: actiontrace.ActionTracer) -> None:
+        """An async generator is one action until exhausted; its error is recorded too."""
+
+        async def main() -> list[int]:
+            out = [x async for x in feed.aitems(3)]
+            with pytest.raises(KeyError):
+                async for _ in feed.abroken():
+                    pass
+            return out
+
+        assert asyncio.run(main()) == [0, 1, 2]
+        assert only(tracer, action="aitems").status == "ok"
+        bad = only(tracer, action="abroken")
+        assert (bad.status, bad.outputs["error_type"]) == ("error", "KeyError")
+
+    def test_async_generator_aclose(self, tracer: actiontrace.ActionTracer) -> None:
+        """aclose() before the end records the action ok."""
+
+        async def main() -> None:
+            g = feed.aitems(5)
+            assert await g.__anext__() == 0
+            await g.aclose()
+
+        asyncio.run(main())
+        assert only(tracer, action="aitems").status == "ok"
+
+
+class TestGeneratorCauses:
+    def test_throw_into_generator_is_its_error(self, tracer: actiontrace.ActionTracer) -> None:
+        """An exception thrown in with throw() and not handled is the action's error."""
+        g = feed.items(5)
+        next(g)
+        with pytest.raises(TimeoutError):
+            g.throw(TimeoutError("consumer gave up"))
+        rec = only(tracer, action="items")
+        assert (rec.status, rec.outputs["error_type"]) == ("error", "TimeoutError")
+
+    def test_synchronization_in_body_uses_generator_completions(
+        self, tracer: actiontrace.ActionTracer
+    ) -> None:
+        """A sync in the body is triggered by the body's own last action, across yields."""
+
+        @actiontrace.synchronization("AfterLookup")
+        def after_lookup() -> None:
+            feed.lookup(2)
+
+        @action(concept="gen::Feed")
+        def pipeline():  # type: ignore[no-untyped-def]
+            yield feed.lookup(1)
+            after_lookup()
+            yield "synced"
+
+        with flow("gen::Web::run") as token:
+            consumer_side = list(pipeline())
+            assert consumer_side == [10, "synced"]
+        trace = tracer.get_trace(token)
+        (edge,) = trace.provenance_edges
+        frm, to = trace.actions[edge.from_action], trace.actions[edge.to_action]
+        assert (frm.action, frm.inputs, to.inputs) == ("lookup", {"i": 1}, {"i": 2})
+        pipe = next(r for r in trace.actions.values() if r.action == "pipeline")
+        assert frm.parent_id == to.parent_id == pipe.id
+
+
+class Scorer:
+    """Scores things."""
+
+    def __init__(self) -> None:
+        self.weight = 3
+
+    def __call__(self, x: int) -> int:
+        return x * self.weight
+
+
+class AsyncScorer:
+    async def __call__(self, x: int) -> int:
+        return x + 1
+
+
+class TestMisuse:
+    def test_class_is_refused(self) -> None:
+        """@action on a class is a clear TypeError at decoration time."""
+        with pytest.raises(TypeError, match="not the class Widget: decorate its methods"):
+
+            @action
+            class Widget:
+                pass
+
+    def test_callable_object(self, tracer: actiontrace.ActionTracer) -> None:
+        """action(obj) records calls of a callable object, named after its class."""
+        score = action(Scorer())
+        assert score(2) == 6
+        rec = only(tracer, action="Scorer")
+        assert (rec.inputs, rec.outputs, rec.concept_uri) == ({"x": 2}, 6, __name__)
+        assert score.__doc__ == "Scores things."
+        assert not hasattr(score, "weight")  # the object's attributes are not copied
+
+    def test_builtin_keeps_its_name(self, tracer: actiontrace.ActionTracer) -> None:
+        """action(len) is recorded as "len", not as its type's name."""
+        assert action(len)([1, 2]) == 2
+        assert only(tracer, action="len").outputs == 2
+
+    def test_async_callable_object(self, tracer: actiontrace.ActionTracer) -> None:
+        """A callable object with an async __call__ is recorded around the awaited call."""
+        score = action("bump")(AsyncScorer())
+        assert inspect.iscoroutinefunction(score)
+        assert asyncio.run(score(1)) == 2
+        assert only(tracer, action="bump").outputs == 2

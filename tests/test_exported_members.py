@@ -11,11 +11,12 @@ CONTRACT = {
     "wrap_context", "ActionTracer", "ActionRecord", "ProvenanceEdge", "ActionTrace",
     "ActionFilter", "InMemoryTraceStorage", "SqlAlchemyTraceStorage", "TraceAnalyzer",
     "PerformanceMetrics", "TraceNotFound", "ActionNotFound", "ReactionLimitError",
+    "current_action_id",
 }
 EXTRAS = {
     "ConfigurationError", "LogEvent", "SchemaAhead", "SchemaBehind", "SchemaOutdated",
     "StorageError", "StorageUnavailable", "TraceStorage",
-    "__version__",
+    "__version__", "remove_reaction",
 }
 
 

@@ -577,6 +577,72 @@ class TestContinueFlow:
             actiontrace.continue_flow("not-a-uuid")
 
 
+class TestCurrentActionId:
+    def test_innermost_running_action(self, tracer: actiontrace.ActionTracer) -> None:
+        """current_action_id() is the running action, the flow root, or None outside."""
+        seen: list[uuid.UUID | None] = []
+
+        @action
+        def inner() -> None:
+            seen.append(actiontrace.current_action_id())
+
+        assert actiontrace.current_action_id() is None
+        with flow("t::Web::req") as token:
+            seen.append(actiontrace.current_action_id())
+            inner()
+        trace = tracer.get_trace(token)
+        assert seen == [trace.root_action_id, by_action(trace)["inner"][0].id]
+
+    def test_usable_as_continue_flow_trigger(self, tracer: actiontrace.ActionTracer) -> None:
+        """The id passed to continue_flow(trigger=...) makes the joined actions its effects."""
+        with flow("t::Web::req") as token:
+            trigger = actiontrace.current_action_id()
+        with actiontrace.continue_flow(token, trigger=trigger, synchronization="Remote"):
+            assert actiontrace.current_action_id() is None  # no action of ours runs here
+            a.one()
+        assert edges(tracer.get_trace(token)) == {("req", "one", "Remote")}
+
+
+class TestRemoveReaction:
+    def test_removed_reaction_no_longer_runs(self, tracer: actiontrace.ActionTracer) -> None:
+        """remove_reaction(sync) stops the reaction; the function still works directly."""
+        calls: list[str] = []
+
+        @synchronization("Echo", when=A.one)
+        def echo(record: ActionRecord) -> None:
+            calls.append(record.action)
+
+        with flow("t::Web::req"):
+            a.one()
+        assert actiontrace.remove_reaction(echo) is True
+        assert actiontrace.remove_reaction(echo) is False
+        with flow("t::Web::req"):
+            a.one()
+        assert calls == ["one"]
+
+    def test_snapshot_and_restore_registry(self, tracer: actiontrace.ActionTracer) -> None:
+        """restore_reactions drops reactions declared after the snapshot, keeps earlier ones."""
+        from actiontrace._decorators import reactions_snapshot, restore_reactions
+
+        calls: list[str] = []
+
+        @synchronization("Early", when="t::A::two")
+        def early(record: ActionRecord) -> None:
+            calls.append("early")
+
+        saved = reactions_snapshot()
+
+        @synchronization("Late", when=A.two)
+        def late(record: ActionRecord) -> None:
+            calls.append("late")
+
+        restore_reactions(saved)
+        with flow("t::Web::req"):
+            a.two()
+        assert calls == ["early"]
+        actiontrace.remove_reaction(early)
+
+
 def test_cut_cascade_leaves_an_error_record() -> None:
     """Where a runaway cascade is stopped, an error record says so, even with no flow."""
     tracer = actiontrace.configure(max_reaction_depth=3)

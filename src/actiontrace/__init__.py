@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actiontrace._analysis import TraceAnalyzer
-from actiontrace._context import continue_flow, flow, wrap_context
-from actiontrace._decorators import action, concept, synchronization
+from actiontrace._context import continue_flow, current_action_id, flow, wrap_context
+from actiontrace._decorators import action, concept, remove_reaction, synchronization
 from actiontrace._exceptions import (
     ActionNotFound,
     ConfigurationError,
@@ -73,8 +73,10 @@ __all__ = [
     "concept",
     "configure",
     "continue_flow",
+    "current_action_id",
     "flow",
     "get_tracer",
+    "remove_reaction",
     "synchronization",
     "wrap_context",
 ]

@@ -190,46 +190,85 @@ def _sanitize(obj: Any, depth: int, path: set[int]) -> Any:
         return _safe_repr(obj)
 
 
-def _truncate(data: bytes, limit: int) -> bytes:
-    """Shrink an encoding over ``limit`` bytes, marking every cut value."""
+# Whole inputs stay within INPUTS_BOUND x max_value_bytes (256 KiB by default): each
+# parameter's value is cut to the limit on its own, and when the values so cut still
+# add up to more, the largest are cut further, to equal shares (docs/concepts.md).
+INPUTS_BOUND = 4
+_MIN_CUT = 64  # no value is cut shorter than this, whatever the bound
 
-    def marker(value: Any, raw: bytes, budget: int) -> str:
-        # A string keeps its own first characters; anything else its JSON text.
-        head = value[:budget] if isinstance(value, str) else raw[:budget].decode("utf-8", "ignore")
-        return f"{head}…[truncated: {len(raw)} bytes]"
 
+def _cut(value: Any, raw: bytes, limit: int) -> str:
+    """``value`` (encoded as ``raw``) as a marked string whose encoding fits ``limit``.
+
+    A string keeps its own first characters; anything else its JSON text.
+    """
+    suffix = f"…[truncated: {len(raw)} bytes]"
+    head = value if isinstance(value, str) else raw.decode("utf-8", "ignore")
+    n = limit - len(suffix.encode()) - 2  # the quotes
+    while True:
+        text = head[: max(n, 0)] + suffix
+        excess = len(encode(text)) - limit
+        if excess <= 0 or n <= 0:
+            return text
+        n -= excess  # every character dropped frees at least one byte
+
+
+def _fair_cap(sizes: list[int], room: int) -> int:
+    """The size cap that shares ``room`` bytes fairly: small values kept whole."""
+    remaining, n = room, len(sizes)
+    for i, size in enumerate(sorted(sizes)):
+        share = remaining // (n - i)
+        if size > share:
+            return max(share, _MIN_CUT)
+        remaining -= size
+    return max(sizes)
+
+
+def _truncate(data: bytes, limit: int, bound: int) -> bytes:
+    """Cut an encoding: every value to ``limit`` bytes, the whole to ``bound``.
+
+    A mapping (the inputs, by parameter name) keeps its keys and has its values cut;
+    anything else is one value. Every cut value is marked ``…[truncated: N bytes]``.
+    """
     obj = decode(data)
     if isinstance(obj, dict) and obj:
-        # Keep the mapping (the inputs' parameter names); cut its largest values.
-        parts = {k: encode(v) for k, v in obj.items()}
-        budget = max(limit // (2 * len(parts)), 16)
-        total = len(data)
-        for k in sorted(parts, key=lambda k: len(parts[k]), reverse=True):
-            if total <= limit:
-                break
-            if len(parts[k]) > budget:
-                obj[k] = marker(obj[k], parts[k], budget)
-                total -= len(parts[k]) - len(encode(obj[k]))
+        orig = {k: (v, encode(v)) for k, v in obj.items()}
+        for k, (v, raw) in orig.items():
+            if len(raw) > limit:
+                obj[k] = _cut(v, raw, limit)
         out = encode(obj)
-        if len(out) <= limit:
+        if len(out) > bound:
+            sizes = {k: len(encode(v)) for k, v in obj.items()}
+            room = bound - (len(out) - sum(sizes.values()))
+            cap = _fair_cap(list(sizes.values()), room)
+            for k, size in sizes.items():
+                if size > cap:
+                    obj[k] = _cut(orig[k][0], orig[k][1], cap)
+            out = encode(obj)
+        if len(out) <= bound:
             return out
-    return encode(marker(obj, data, limit // 4))
+    return encode(_cut(obj, data, min(limit, bound)))
 
 
-def finish(data: bytes, redactor: Redactor) -> bytes:
-    """Redact nested secret keys and enforce the size limit on an encoding."""
+def finish(data: bytes, redactor: Redactor, inputs: bool = False) -> bytes:
+    """Redact nested secret keys and enforce the size limits on an encoding.
+
+    ``inputs``: ``data`` is a call's inputs, bounded as a whole by ``INPUTS_BOUND`` x the
+    limit (each value still by the limit); otherwise it is one value, cut to the limit.
+    """
     try:
         if redactor.may_contain(data):
             data = encode(redactor.apply(decode(data)))
-        if len(data) > settings.max_value_bytes:
-            data = _truncate(data, settings.max_value_bytes)
+        limit = settings.max_value_bytes
+        if len(data) > limit:
+            data = _truncate(data, limit, INPUTS_BOUND * limit if inputs else limit)
         return data
     except BaseException:  # noqa: BLE001 - hostile values may raise anything
         return encode("<unencodable>")
 
 
-def capture_value(value: Any, redactor: Redactor) -> bytes:
-    """Encode any value for storage; never raises."""
+def capture_value(value: Any, redactor: Redactor, inputs: bool = False) -> bytes:
+    """Encode any value for storage; never raises (``inputs``: see ``finish``)."""
     try:
         data = encode(value)
     except BaseException:  # noqa: BLE001 - hostile values may raise anything
@@ -238,14 +277,14 @@ def capture_value(value: Any, redactor: Redactor) -> bytes:
         except BaseException:  # noqa: BLE001 - hostile values may raise anything
             data = encode(_safe_repr(value))
     if data.find(b"{") >= 0 or len(data) > settings.max_value_bytes:
-        data = finish(data, redactor)
+        data = finish(data, redactor, inputs)
     return data
 
 
 def capture_fallback(args: tuple[Any, ...], kwargs: dict[str, Any], redactor: Redactor) -> bytes:
     """Inputs of a call whose arguments did not bind to the signature."""
     kw = {k: (REDACTED if redactor.is_secret(k) else v) for k, v in kwargs.items()}
-    return capture_value({"args": list(args), "kwargs": kw}, redactor)
+    return capture_value({"args": list(args), "kwargs": kw}, redactor, inputs=True)
 
 
 def type_name(exc: BaseException) -> str:

@@ -1,25 +1,35 @@
 """Context frames: which flow, which enclosing action, which trigger (API.md §2-§3).
 
-One ``ContextVar`` holds the innermost *frame*. asyncio tasks copy the context when they
-are created, so they inherit the frame; threads start with an empty context, so flows
-in different threads never mix (``wrap_context`` carries one into a pool).
+One ``ContextVar`` holds the innermost *frame* and the most recently completed action
+there, as a pair ``(frame, last_completed)``. asyncio tasks copy the context when they
+are created, so they inherit both; threads start with an empty context, so flows in
+different threads never mix (``wrap_context`` carries one into a pool).
+
+"Most recently completed" lives in the context, not in the frame, so that it is counted
+per thread and per asyncio task (docs/concepts.md, "Concurrency"): a completed action
+*sets* the pair ``(enclosing frame, its id)`` where a frame slot would have been
+overwritten by sibling tasks sharing the frame (a bare frame stands for
+``(frame, None)``). A task (a ``wrap_context`` call) sees
+what completed before it was started, plus its own completions; its starter never sees
+them. The set replaces the reset a call did anyway, so it costs one ``Token`` and one
+small tuple per call (measured in docs/performance.md).
 
 A frame is a plain list, and the frame of a running action *is* its record: one list
 per decorated call instead of a record plus a frame, because every allocation on the hot
 path costs ~100 ns once garbage collection is counted (docs/performance.md). Layout::
 
     [spec, id, parent_id, start_ns, duration_ns, status, inputs, outputs,    # the record
-     part, last_completed, owner, sync_name, trigger, reaction_depth]        # the frame
+     part, owner, sync_name, trigger, reaction_depth]                        # the frame
 
 (``FlowPart.rows`` reads only the first eight.)
 
 * action frames (one per running ``@action``, and the root of ``flow()``): ``id`` is the
-  running action, ``owner`` is None (the frame is its own owner), and
-  ``last_completed`` is the id of the most recent action that completed inside it.
+  running action, ``owner`` is None (the frame is its own owner).
 * synchronization frames (a running ``@synchronization`` or a declared reaction): no
   record; ``owner`` is the enclosing action frame, which they are transparent to: an
-  action that completes inside records itself as completed in the owner. ``sync_name``
-  and ``trigger`` label the provenance edge of every action called directly inside.
+  action that completes inside counts as completed in the owner (the pair's
+  ``last_completed`` is always the owner's). ``sync_name`` and ``trigger`` label the
+  provenance edge of every action called directly inside.
 * base frames (``continue_flow`` and the flow an ``@action`` starts for itself): like an
   action frame with ``id`` None, so their direct actions have no parent.
 """
@@ -43,19 +53,38 @@ from actiontrace._record import RUNNING, FlowPart, split_root
 __all__ = [
     "Recorder",
     "continue_flow",
+    "current_action_id",
     "current_frame",
     "current_ids",
     "current_recorder",
     "flow",
+    "frame_var",
     "install",
+    "state",
     "wrap_context",
 ]
 
-ID, PART, LAST, OWNER, SYNC, TRIGGER, DEPTH = 1, 8, 9, 10, 11, 12, 13
+ID, PART, OWNER, SYNC, TRIGGER, DEPTH = 1, 8, 9, 10, 11, 12
 
-current_frame: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
-    "actiontrace_frame", default=None
+# (frame, id of the most recently completed action in the frame's owner) - see above.
+# A bare frame means (frame, None): a decorated call sets its own frame so, sparing a
+# tuple per call (~100 instructions); ``state()`` reads either shape.
+State = tuple[list[Any] | None, int | None]
+NO_FLOW: State = (None, None)
+frame_var: contextvars.ContextVar[State | list[Any]] = contextvars.ContextVar(
+    "actiontrace_frame", default=NO_FLOW
 )
+
+
+def state() -> State:
+    """``(innermost frame or None, most recently completed action there or None)``."""
+    value = frame_var.get()
+    return value if value.__class__ is tuple else (value, None)  # type: ignore[return-value]
+
+
+def current_frame() -> list[Any] | None:
+    """The innermost frame in this context, or None outside a flow."""
+    return state()[0]
 
 T = TypeVar("T")
 
@@ -124,7 +153,7 @@ class Recorder:
         root_id = new_id(ts)
         part = self._open(new_id(ts), root_id, ts)
         rec = [split_root(root), root_id, None, t0, None, RUNNING, inputs, None,
-               part, None, None, None, None, 0]
+               part, None, None, None, 0]
         part.records.append(rec)
         return rec
 
@@ -183,25 +212,35 @@ def set_factory(factory: Callable[[], Recorder]) -> None:
 
 def base_frame(part: FlowPart) -> list[Any]:
     """A frame with no action: its direct actions have no parent."""
-    return [None, None, None, None, None, None, None, None, part, None, None, None, None, 0]
+    return [None, None, None, None, None, None, None, None, part, None, None, None, 0]
 
 
 def sync_frame(part: FlowPart, owner: list[Any], sync: str | None, trigger: int | None,
                depth: int) -> list[Any]:
     """A synchronization's frame: actions called directly inside get an edge."""
-    return [None, None, None, None, None, None, None, None, part, None, owner, sync, trigger,
-            depth]
+    return [None, None, None, None, None, None, None, None, part, owner, sync, trigger, depth]
 
 
 def current_ids() -> tuple[uuid.UUID, uuid.UUID | None] | None:
     """``(flow_token, innermost running action id)`` here, or None outside a flow."""
-    frame = current_frame.get()
+    frame = state()[0]
     if frame is None:
         return None
     part = frame[PART]
     owner = frame[OWNER] or frame
     action_id = None if owner[ID] is None else as_uuid(part.full_id(owner))
     return as_uuid(part.token), action_id
+
+
+def current_action_id() -> uuid.UUID | None:
+    """The id of the innermost running action (or the flow's root) in this context.
+
+    None outside a flow, and directly inside ``continue_flow`` (no action of this
+    process is running there). Pass it as ``continue_flow(token, trigger=...)`` in
+    another process to make what runs there caused by this action.
+    """
+    ids = current_ids()
+    return None if ids is None else ids[1]
 
 
 def current_recorder() -> Recorder:
@@ -213,11 +252,11 @@ def current_recorder() -> Recorder:
     return rec
 
 
-def _reset(token: contextvars.Token[Any], fallback: list[Any] | None) -> None:
+def _reset(token: contextvars.Token[Any], fallback: State | list[Any]) -> None:
     try:
-        current_frame.reset(token)
+        frame_var.reset(token)
     except ValueError:  # exited in another context (e.g. a generator finalized elsewhere)
-        current_frame.set(fallback)
+        frame_var.set(fallback)
 
 
 class flow:
@@ -243,11 +282,11 @@ class flow:
         if not _Runtime.enabled:
             self._part = None
             return uuid.uuid4()
-        inputs = EMPTY if self._inputs is None else capture_value(self._inputs, settings.redactor)
+        inputs = EMPTY if self._inputs is None else capture_value(self._inputs, settings.redactor, inputs=True)
         self._rec = current_recorder()._open_root(self._root, inputs)
         self._part = self._rec[PART]
-        self._prev = current_frame.get()
-        self._reset = current_frame.set(self._rec)
+        self._prev = frame_var.get()
+        self._reset = frame_var.set((self._rec, None))
         return as_uuid(self._part.token)
 
     def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
@@ -315,8 +354,8 @@ class continue_flow:
         base = base_frame(part)
         if self._trigger is not None:
             base = sync_frame(part, base, self._sync, self._trigger, 0)
-        self._prev = current_frame.get()
-        self._reset = current_frame.set(base)
+        self._prev = frame_var.get()
+        self._reset = frame_var.set((base, None))
         return as_uuid(self._token)
 
     def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
@@ -337,27 +376,29 @@ def wrap_context(fn: Callable[..., T]) -> Callable[..., T]:
 
     Actions it calls join the flow as if called where ``wrap_context`` was called; the
     flow must still be running when they complete, or they are not stored with it.
+    Each call sees the actions completed before ``wrap_context`` was called plus its
+    own, never those of another call running beside it (docs/concepts.md).
     """
-    frame = current_frame.get()
+    carried = frame_var.get()
 
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def run_async(*args: Any, **kwargs: Any) -> Any:
-            reset = current_frame.set(frame)
+            reset = frame_var.set(carried)
             try:
                 return await fn(*args, **kwargs)
             finally:
-                current_frame.reset(reset)
+                frame_var.reset(reset)
 
         return run_async  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> T:
-        reset = current_frame.set(frame)
+        reset = frame_var.set(carried)
         try:
             return fn(*args, **kwargs)
         finally:
-            current_frame.reset(reset)
+            frame_var.reset(reset)
 
     return run

@@ -40,20 +40,22 @@ from actiontrace._capture import (
 from actiontrace._context import (
     DEPTH,
     ID,
-    LAST,
     OWNER,
     PART,
+    SYNC,
     TRIGGER,
     base_frame,
     current_frame,
     current_recorder,
+    frame_var,
     on_change,
     recording_enabled,
+    state,
     sync_frame,
 )
 from actiontrace._exceptions import ReactionLimitError
 from actiontrace._model import ActionRecord
-from actiontrace._record import Named, record_from_row
+from actiontrace._record import RUNNING, Named, record_from_row
 
 __all__ = ["ActionSpec", "action", "concept", "synchronization"]
 
@@ -74,6 +76,21 @@ class Reaction:
         self.is_async = inspect.iscoroutinefunction(func)
 
 
+def _kind(func: Callable[..., Any]) -> str:
+    """``"sync"``, ``"async"``, ``"generator"`` or ``"asyncgen"``: how a call runs."""
+    probe = func
+    if not (inspect.isfunction(func) or inspect.ismethod(func) or inspect.isbuiltin(func)
+            or isinstance(func, functools.partial)):
+        probe = type(func).__call__  # a callable object: what its calls run
+    if inspect.isasyncgenfunction(probe):
+        return "asyncgen"
+    if inspect.isgeneratorfunction(probe):
+        return "generator"
+    if inspect.iscoroutinefunction(probe):
+        return "async"
+    return "sync"
+
+
 _SPECS: weakref.WeakSet[ActionSpec] = weakref.WeakSet()
 
 
@@ -88,6 +105,40 @@ def refresh_all_redaction() -> None:
 _REACTIONS: dict[str, list[Reaction]] = {}
 
 
+def remove_reaction(sync: Callable[..., Any]) -> bool:
+    """Remove the declared reaction that ``@synchronization(when=...)`` made of ``sync``.
+
+    ``sync`` is the decorated function (or the function it decorated). Afterwards the
+    action no longer calls it; calling ``sync`` directly still works as a plain
+    synchronization. Meant for tests that declare reactions and must not leak them into
+    the next test.
+
+    Returns:
+        True if a reaction was removed, False if ``sync`` was not (or no longer) one.
+    """
+    func = getattr(sync, "__wrapped__", sync)
+    removed = False
+    for reactions in list(_REACTIONS.values()):
+        kept = [r for r in reactions if r.func is not func and r.func is not sync]
+        if len(kept) != len(reactions):
+            reactions[:] = kept  # in place: ActionSpecs hold these very lists
+            removed = True
+    return removed
+
+
+def reactions_snapshot() -> dict[str, list[Reaction]]:
+    """A copy of the whole reaction registry, for ``restore_reactions`` (test isolation)."""
+    return {key: list(reactions) for key, reactions in _REACTIONS.items()}
+
+
+def restore_reactions(snapshot: dict[str, list[Reaction]]) -> None:
+    """Put the registry back as ``reactions_snapshot`` saw it: later declarations go."""
+    for key, reactions in list(_REACTIONS.items()):
+        reactions[:] = snapshot.get(key, [])
+    for key, reactions in snapshot.items():
+        _REACTIONS.setdefault(key, []).extend(r for r in reactions if r not in _REACTIONS[key])
+
+
 class ActionSpec:
     """What a decorated action is: its names, redaction and reactions."""
 
@@ -100,6 +151,7 @@ class ActionSpec:
         "extra_redact",
         "func",
         "is_async",
+        "kind",
         "name",
         "reactions",
         "redactor",
@@ -114,7 +166,8 @@ class ActionSpec:
         self.concept_uri = concept_uri
         self.name = name
         self.explicit_concept = explicit
-        self.is_async = inspect.iscoroutinefunction(func)
+        self.kind = _kind(func)
+        self.is_async = self.kind in ("async", "asyncgen")  # reactions may be async
         self.drop_first = drop_first
         self.extra_redact = extra_redact
         self.reactions = _REACTIONS.setdefault(self.key, [])
@@ -132,7 +185,7 @@ class ActionSpec:
         base = settings.redactor
         self.redactor = base.extended(self.extra_redact) if self.extra_redact else base
         self.bind = make_binder(self.func, self.drop_first, self.redactor)  # slow paths
-        if self.wrapper is not None:
+        if self.wrapper is not None and self.kind in ("sync", "async"):
             fresh = _build_wrapper(self)
             self.wrapper.__code__ = fresh.__code__
 
@@ -158,9 +211,9 @@ _HOT: dict[str, Any] = {}
 def _refresh_hot() -> None:
     _HOT.update(
         _at_disabled=not recording_enabled(),
-        _at_get=current_frame.get,
-        _at_set=current_frame.set,
-        _at_reset=current_frame.reset,
+        _at_get=frame_var.get,
+        _at_set=frame_var.set,
+        _at_tuple=tuple,
         _at_perf=_ids.perf_ns,
         _at_next=_ids.local_counter.__next__,
         _at_encode=encode,
@@ -181,6 +234,13 @@ def _refresh_hot() -> None:
 # Callgrind counts (docs/performance.md) drove each choice: `b"{" in data` raised and
 # swallowed a TypeError per call (~1,800 instructions), `bytes.find` parses its
 # arguments the slow way (~700), and building a UUIDv7 int here cost ~750.
+# Concurrency (docs/concepts.md): the call ends by *setting* (enclosing frame, own id),
+# the context-local "most recently completed", where it used to reset the context and
+# write the id into the enclosing frame, a slot that sibling asyncio tasks shared. The
+# set costs a Token (and a lookup of the old value) and the pair a small tuple; the
+# frame is set bare at the start, a tuple there cost ~100 more. Callgrind, per call
+# recorded in flows of 1,000, writer parked: 11,050-11,170 -> ~11,600 instructions
+# (~+500, ~70 ns at this machine's ~7 instructions/ns; docs/performance.md).
 # Names are prefixed _at_ so they cannot collide with the action's parameters.
 #
 # {SIG} the action's parameters; {INPUTS} the inputs dict; {CALL} the arguments passed
@@ -191,10 +251,12 @@ def _at_make(_at_spec, _at_func, _at_auto, _at_In):
         if _at_disabled:
             return {AWAIT}_at_func({CALL})
         _at_cur = _at_get()
+        if _at_cur.__class__ is _at_tuple:  # (frame, last completed) - see _context
+            _at_cur = _at_cur[0]
         if _at_cur is None:
             return {AWAIT}_at_auto(_at_wrapper, _at_func, {ARGS}, {KWARGS})
         _at_part = _at_cur[8]
-        _at_owner = _at_cur[10] or _at_cur
+        _at_owner = _at_cur[9] or _at_cur
         _at_id = _at_next()
         try:
             _at_in = _at_encode({INPUTS})
@@ -203,30 +265,28 @@ def _at_make(_at_spec, _at_func, _at_auto, _at_In):
         _at_t0 = _at_perf()
         # The record, which is also this call's frame (see _context for the layout).
         _at_rec = [_at_spec, _at_id, _at_owner[1], _at_t0, None, "running", _at_in, None,
-                   _at_part, None, None, None, None, _at_cur[13]]
+                   _at_part, None, None, None, _at_cur[12]]
         _at_part.records.append(_at_rec)
-        if _at_cur[11] is not None:
-            _at_part.edge_log.append((_at_cur[12], _at_id, _at_cur[11], _at_t0))
-        _at_token = _at_set(_at_rec)
+        if _at_cur[10] is not None:
+            _at_part.edge_log.append((_at_cur[11], _at_id, _at_cur[10], _at_t0))
+        _at_set(_at_rec)
         try:
             _at_result = {AWAIT}_at_func({CALL})
         except BaseException as _at_exc:  # noqa: BLE001 - tracing never raises into the app
             _at_rec[4] = _at_perf() - _at_t0
             _at_rec[7] = _at_capture_error(_at_exc, _at_spec.redactor)
             _at_rec[5] = "error"
-            _at_owner[9] = _at_id
             raise
         finally:
-            _at_reset(_at_token)
+            _at_set((_at_cur, _at_id))
         _at_rec[4] = _at_perf() - _at_t0
         try:
             _at_rec[7] = _at_encode(_at_result)
         except BaseException:  # noqa: BLE001 - tracing never raises into the app
             _at_rec[7] = _at_capture_value(_at_result, _at_spec.redactor)
         _at_rec[5] = "ok"
-        _at_owner[9] = _at_id
         if _at_spec.reactions:
-            {AWAIT}_at_react{SUFFIX}(_at_spec, _at_rec, _at_part, _at_owner, _at_cur[13])
+            {AWAIT}_at_react{SUFFIX}(_at_spec, _at_rec, _at_part, _at_owner, _at_cur[12])
         return _at_result
     return _at_wrapper
 """
@@ -298,7 +358,7 @@ def _build_wrapper(spec: ActionSpec) -> Callable[..., Any]:
 
 def _capture_inputs(spec: ActionSpec, args: Any, kwargs: Any) -> bytes:
     try:
-        return capture_value(spec.bind(*args, **kwargs), spec.redactor)
+        return capture_value(spec.bind(*args, **kwargs), spec.redactor, inputs=True)
     except BaseException:  # noqa: BLE001 - the call does not match the signature (it will raise itself)
         return capture_fallback(args, kwargs, spec.redactor)
 
@@ -307,13 +367,13 @@ def _auto_flow(wrapper: Callable[..., Any], func: Callable[..., Any], args: Any,
     """Run a root action (no flow active) in a flow of its own."""
     try:
         part = current_recorder()._open(_ids.new_id(), None, _ids.now_us())
-        token = current_frame.set(base_frame(part))
+        token = frame_var.set((base_frame(part), None))
     except BaseException:  # noqa: BLE001 - tracing must not stop the call
         return func(*args, **kwargs)
     try:
         return wrapper(*args, **kwargs)
     finally:
-        current_frame.reset(token)
+        frame_var.reset(token)
         _end_auto_flow(part)
 
 
@@ -322,13 +382,13 @@ async def _auto_flow_async(
 ) -> Any:
     try:
         part = current_recorder()._open(_ids.new_id(), None, _ids.now_us())
-        token = current_frame.set(base_frame(part))
+        token = frame_var.set((base_frame(part), None))
     except BaseException:  # noqa: BLE001 - tracing never raises into the app
         return await func(*args, **kwargs)
     try:
         return await wrapper(*args, **kwargs)
     finally:
-        current_frame.reset(token)
+        frame_var.reset(token)
         _end_auto_flow(part)
 
 
@@ -403,15 +463,33 @@ def _record_cut(part: Any, rec: list[Any], sync_name: str, error: BaseException)
     part.edge_log.append((rec[1], aid, sync_name, now))
 
 
+def _enter_reaction(
+    part: Any, owner: list[Any], name: str, rec: list[Any], depth: int
+) -> list[Any] | None:
+    """Enter a reaction's frame; return the frame to go back to (``_leave_frame``)."""
+    cur, last = state()
+    frame_var.set((sync_frame(part, owner, name, rec[1], depth + 1), last))
+    return cur
+
+
+def _leave_frame(cur: list[Any] | None) -> None:
+    """Back to ``cur`` after a synchronization frame, keeping what completed inside.
+
+    Synchronization frames are transparent: an action completed inside counts as
+    completed in the enclosing action, so the context's "last completed" is kept.
+    """
+    frame_var.set((cur, state()[1]))
+
+
 def _react(spec: ActionSpec, rec: list[Any], part: Any, owner: list[Any], depth: int) -> None:
     """Run the declared reactions to a sync action that just succeeded."""
     record = _record_of(rec, part, owner)
     for reaction in _reactions_to_run(spec, record, depth, part, rec):
-        token = current_frame.set(sync_frame(part, owner, reaction.name, rec[1], depth + 1))
+        back = _enter_reaction(part, owner, reaction.name, rec, depth)
         try:
             result = reaction.func(record)
         finally:
-            current_frame.reset(token)
+            _leave_frame(back)
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
@@ -427,13 +505,210 @@ async def _react_async(
     """Run the declared reactions to an async action; they may be sync or async."""
     record = _record_of(rec, part, owner)
     for reaction in _reactions_to_run(spec, record, depth, part, rec):
-        token = current_frame.set(sync_frame(part, owner, reaction.name, rec[1], depth + 1))
+        back = _enter_reaction(part, owner, reaction.name, rec, depth)
         try:
             result = reaction.func(record)
             if inspect.isawaitable(result):
                 await result
         finally:
-            current_frame.reset(token)
+            _leave_frame(back)
+
+
+# --- generators: one action over the whole iteration ---------------------------------------
+#
+# A generator's body runs at each next()/send(), wherever the consumer is, so the wrapper
+# drives the generator itself: before each resume it makes the action the current frame
+# (with the action's own "last completed"), after it puts the consumer's context back.
+# The action starts at the first next() (the body's first line runs then) and ends when
+# the generator is exhausted (ok, outputs: its return value), closed early (ok, null),
+# or raises (error). Not on the hot path: generic *args wrappers are enough here.
+
+
+class _Iteration:
+    """The record of one generator action and the frame it was called in."""
+
+    __slots__ = ("auto", "closing", "cur", "inner_last", "owner", "part", "pending", "rec",
+                 "sent")
+
+    def __init__(self, spec: ActionSpec, args: Any, kwargs: Any) -> None:
+        cur = current_frame()
+        self.auto = cur is None
+        if cur is None:  # no flow: the iteration is a flow of its own
+            cur = base_frame(current_recorder()._open(_ids.new_id(), None, _ids.now_us()))
+        part = self.part = cur[PART]
+        owner = self.owner = cur[OWNER] or cur
+        self.cur = cur
+        self.inner_last: int | None = None
+        self.sent: Any = None  # what the consumer sent in, for the next resume
+        self.pending: BaseException | None = None  # what it threw in, for the next resume
+        self.closing = False  # the consumer closed the generator
+        aid = _ids.local_counter.__next__()
+        inputs = _capture_inputs(spec, args, kwargs)
+        t0 = _ids.perf_ns()
+        self.rec = [spec, aid, owner[ID], t0, None, RUNNING, inputs, None, part, None, None,
+                    None, cur[DEPTH]]
+        part.records.append(self.rec)
+        if cur[SYNC] is not None:
+            part.edge_log.append((cur[TRIGGER], aid, cur[SYNC], t0))
+
+    def enter(self) -> Any:
+        """Make the action the current frame for one resume of the body."""
+        return frame_var.set((self.rec, self.inner_last))
+
+    def leave(self, token: Any) -> None:
+        """Back to the consumer's context, keeping what completed inside the body."""
+        self.inner_last = state()[1]
+        try:
+            frame_var.reset(token)
+        except ValueError:  # pragma: no cover - the body switched contexts under us
+            frame_var.set((self.cur, None))
+
+    def finish(self, spec: ActionSpec, result: Any, exc: BaseException | None) -> None:
+        rec = self.rec
+        rec[4] = _ids.perf_ns() - rec[3]
+        if exc is not None:
+            rec[7], rec[5] = capture_error(exc, spec.redactor), "error"
+        else:
+            rec[7], rec[5] = capture_value(result, spec.redactor), "ok"
+        if not self.auto and current_frame() is self.cur:
+            frame_var.set((self.cur, rec[1]))  # completed here, in the consumer's context
+
+    def _exhausted(self, spec: ActionSpec, result: Any) -> Any:
+        """Record ``result``; in a flow of its own, set the flow's frame for the reactions."""
+        self.finish(spec, result, None)
+        return frame_var.set((self.cur, self.rec[1])) if self.auto else None
+
+    def succeeded(self, spec: ActionSpec, result: Any) -> None:
+        """Exhausted: record ``result``, run the declared reactions, end an own flow."""
+        token = self._exhausted(spec, result)
+        try:
+            if spec.reactions:
+                _react(spec, self.rec, self.part, self.owner, self.cur[DEPTH])
+        finally:
+            self.end(token)
+
+    async def succeeded_async(self, spec: ActionSpec) -> None:
+        """``succeeded`` for an async generator, whose reactions may be async."""
+        token = self._exhausted(spec, None)
+        try:
+            if spec.reactions:
+                await _react_async(spec, self.rec, self.part, self.owner, self.cur[DEPTH])
+        finally:
+            self.end(token)
+
+    def end(self, token: Any) -> None:
+        """End the flow the iteration started for itself, if it did."""
+        if self.auto:
+            if token is not None:
+                frame_var.reset(token)
+            _end_auto_flow(self.part)
+
+    def step(self, resume: Callable[[Any], Any], arg: Any) -> Any:
+        """Resume the body (``gen.send``, ``gen.throw``, ``gen.close``) as the action."""
+        token = self.enter()
+        try:
+            return resume(arg) if arg is not _NOTHING else resume()
+        finally:
+            self.leave(token)
+
+    def failed(self, spec: ActionSpec, exc: BaseException) -> None:
+        """The iteration ended by an exception: the action's error, or closed early.
+
+        Closed early (GeneratorExit from close()/aclose()): ok, and no reactions, since
+        it did not return. Anything else raised while iterating is the action's error.
+        """
+        closed = self.closing and isinstance(exc, GeneratorExit)
+        self.finish(spec, None, None if closed else exc)
+        self.end(None)
+
+
+_NOTHING = object()
+
+
+def _generator_wrapper(spec: ActionSpec) -> Callable[..., Any]:
+    func = spec.func
+
+    def generator_action(*args: Any, **kwargs: Any) -> Any:
+        if not recording_enabled():
+            return (yield from func(*args, **kwargs))
+        try:
+            it = _Iteration(spec, args, kwargs)
+        except BaseException:  # noqa: BLE001 - tracing never raises into the app
+            return (yield from func(*args, **kwargs))
+        try:
+            gen = it.step(lambda _: func(*args, **kwargs), None)
+            while True:
+                try:
+                    if it.pending is None:
+                        value = it.step(gen.send, it.sent)
+                    else:
+                        value, it.pending = it.step(gen.throw, it.pending), None
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                try:
+                    it.sent = yield value
+                except GeneratorExit:
+                    it.closing = True
+                    it.step(gen.close, _NOTHING)
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - thrown in: passed on to the body
+                    it.pending = exc
+        except BaseException as exc:
+            it.failed(spec, exc)
+            raise
+        it.succeeded(spec, result)
+        return result
+
+    return generator_action
+
+
+def _async_generator_wrapper(spec: ActionSpec) -> Callable[..., Any]:
+    func = spec.func
+
+    async def async_generator_action(*args: Any, **kwargs: Any) -> Any:
+        it = None
+        if recording_enabled():
+            try:
+                it = _Iteration(spec, args, kwargs)
+            except BaseException:  # noqa: BLE001 - tracing never raises into the app
+                it = None
+        if it is None:
+            async for item in func(*args, **kwargs):
+                yield item
+            return
+        try:
+            gen = it.step(lambda _: func(*args, **kwargs), None)
+            while True:
+                # The awaitable is awaited as the action: each resume is one set/reset.
+                token = it.enter()
+                try:
+                    thrown = it.pending
+                    value = await (gen.asend(it.sent) if thrown is None else gen.athrow(thrown))
+                except StopAsyncIteration:
+                    break
+                finally:
+                    it.pending = None
+                    it.leave(token)
+                try:
+                    it.sent = yield value
+                except BaseException as exc:  # thrown in: passed on to the body
+                    if not isinstance(exc, GeneratorExit):
+                        it.pending = exc
+                        continue
+                    it.closing = True  # aclose(): close the body too, as the action
+                    token = it.enter()
+                    try:
+                        await gen.aclose()
+                    finally:
+                        it.leave(token)
+                    raise
+        except BaseException as exc:
+            it.failed(spec, exc)
+            raise
+        await it.succeeded_async(spec)
+
+    return async_generator_action
 
 
 _refresh_hot()
@@ -472,12 +747,24 @@ def _wrap_function(
         and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD)
         and (bound_kind == "classmethod" or (in_class and first.name in ("self", "cls")))
     )
+    plain = inspect.isfunction(func) or inspect.ismethod(func) or inspect.isbuiltin(func)
+    default_name = getattr(func, "__name__", None)  # a callable object: its class's name
     spec = ActionSpec(
-        func, concept_uri or default_uri, name or func.__name__, concept_uri is not None,
-        drop_first, tuple(redact),
+        func, concept_uri or default_uri, name or default_name or type(func).__name__,
+        concept_uri is not None, drop_first, tuple(redact),
     )
-    wrapper = spec.wrapper = _build_wrapper(spec)
-    functools.update_wrapper(wrapper, func)
+    if spec.kind == "generator":
+        wrapper: Callable[..., Any] = _generator_wrapper(spec)
+    elif spec.kind == "asyncgen":
+        wrapper = _async_generator_wrapper(spec)
+    else:
+        wrapper = _build_wrapper(spec)
+    spec.wrapper = wrapper
+    if plain:
+        functools.update_wrapper(wrapper, func)
+    else:  # a callable object: its class's name and doc, not a copy of its attributes
+        functools.update_wrapper(wrapper, func, updated=())
+        wrapper.__name__ = wrapper.__qualname__ = spec.name
     setattr(wrapper, SPEC_ATTR, spec)
     return wrapper
 
@@ -506,7 +793,10 @@ def action(  # type: ignore[misc]
 
     Usable bare (``@action``) or with options: ``@action("name")``,
     ``@action(name=..., concept=..., redact=[...])``. Works on functions, methods,
-    ``classmethod``/``staticmethod`` objects and ``async def`` functions.
+    ``classmethod``/``staticmethod`` objects, ``async def`` functions, generator and
+    async generator functions (one action over the whole iteration) and callable
+    objects (``action(obj)``; the name defaults to the object's class name). A class
+    is refused with a ``TypeError``: decorate its methods instead.
 
     Args:
         name: the action's name (default: the function's ``__name__``).
@@ -525,6 +815,11 @@ def action(  # type: ignore[misc]
             kind = "classmethod" if isinstance(target, classmethod) else "staticmethod"
             inner = _wrap_function(target.__func__, name, concept, redact, kind)
             return type(target)(inner)
+        if inspect.isclass(target):
+            raise TypeError(
+                f"@action decorates functions and methods, not the class {target.__name__}:"
+                " decorate its methods (and name its concept with @concept)"
+            )
         if not callable(target):
             raise TypeError(f"@action decorates functions and methods, not {target!r}")
         return _wrap_function(target, name, concept, redact, None)
@@ -564,10 +859,13 @@ def concept(uri: str) -> Callable[[type[T]], type[T]]:
 # --- @synchronization ---------------------------------------------------------------------
 
 
-def _direct_sync_frame(cur: list[Any], name: str) -> list[Any]:
-    """The frame of a synchronization called directly inside ``cur`` (API.md §2)."""
+def _direct_sync_frame(cur: list[Any], last: int | None, name: str) -> list[Any]:
+    """The frame of a synchronization called directly inside ``cur`` (API.md §2).
+
+    ``last`` is the action most recently completed in ``cur``'s owner, in this context.
+    """
     owner = cur[OWNER] or cur
-    trigger = owner[LAST]
+    trigger = last
     if trigger is None:
         trigger = owner[ID]
     if trigger is None:  # a base frame: continue_flow's trigger, else the flow root
@@ -613,27 +911,27 @@ def synchronization(
         if inspect.iscoroutinefunction(func):
 
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                cur = current_frame.get()
+                cur, last = state()
                 if cur is None:
                     return await func(*args, **kwargs)
-                token = current_frame.set(_direct_sync_frame(cur, sync_name))
+                frame_var.set((_direct_sync_frame(cur, last, sync_name), last))
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    current_frame.reset(token)
+                    _leave_frame(cur)
 
             wrapper: Callable[..., Any] = run_async
         else:
 
             def run(*args: Any, **kwargs: Any) -> Any:
-                cur = current_frame.get()
+                cur, last = state()
                 if cur is None:
                     return func(*args, **kwargs)
-                token = current_frame.set(_direct_sync_frame(cur, sync_name))
+                frame_var.set((_direct_sync_frame(cur, last, sync_name), last))
                 try:
                     return func(*args, **kwargs)
                 finally:
-                    current_frame.reset(token)
+                    _leave_frame(cur)
 
             wrapper = run
         functools.update_wrapper(wrapper, func)

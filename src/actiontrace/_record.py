@@ -246,7 +246,7 @@ def _stored(inp: bytes, out: bytes | None, spec: Any, limit: int) -> tuple[bytes
     Encodings without a nested mapping and within the limit are stored as they are.
     """
     if inp.find(b"{", 1) > 0 or len(inp) > limit:
-        inp = finish(inp, spec.redactor)
+        inp = finish(inp, spec.redactor, inputs=True)
     if out is None:
         out = NULL
     elif out.find(b"{") >= 0 or len(out) > limit:

@@ -13,7 +13,7 @@ from actiontrace import _capture, _context, _ids
 from actiontrace._capture import EMPTY, NULL, capture_value, settings
 from actiontrace._context import (
     ID,
-    LAST,
+    NO_FLOW,
     OWNER,
     PART,
     SYNC,
@@ -22,6 +22,7 @@ from actiontrace._context import (
     _as_int,
     current_frame,
     current_recorder,
+    frame_var,
 )
 from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNotFound
 from actiontrace._ids import as_uuid, new_id, now_us
@@ -155,14 +156,14 @@ class ActionTracer(Recorder):
         """
         rec = self._open_root(root_action, b"{}")
         part = rec[PART]
-        reset = current_frame.set(rec)
+        reset = frame_var.set((rec, None))
         with self._started_lock:
             self._started.append((reset, rec, rec, part))
         return as_uuid(part.token)
 
     def end_flow(self) -> None:
         """End the flow the last ``start_flow`` in this context started, and store it."""
-        frame = current_frame.get()
+        frame = current_frame()
         with self._started_lock:
             for i in range(len(self._started) - 1, -1, -1):
                 reset, started_frame, rec, part = self._started[i]
@@ -172,30 +173,30 @@ class ActionTracer(Recorder):
             else:
                 raise RuntimeError("end_flow(): no flow started by start_flow() is current")
         try:
-            current_frame.reset(reset)
+            frame_var.reset(reset)
         except ValueError:
-            current_frame.set(None)
+            frame_var.set(NO_FLOW)
         rec[4] = _ids.perf_ns() - rec[3]
         rec[5], rec[7] = "ok", NULL
         self._close(part)
 
     def current_flow_token(self) -> uuid.UUID | None:
         """The token of the flow active in this context, or None."""
-        frame = current_frame.get()
+        frame = current_frame()
         return None if frame is None else as_uuid(frame[PART].token)
 
     def record_action(
         self, concept_uri: str, action: str, inputs: Any = None, outputs: Any = None
     ) -> uuid.UUID:
         """Record a completed action by hand in the current flow (or a flow of its own)."""
-        frame = current_frame.get()
+        frame = current_frame()
         t0 = _ids.perf_ns()
         ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
         aid = new_id(ts)
         redactor = settings.redactor
         rec = [
             Named(concept_uri, action), aid, None, t0, 0, "ok",
-            EMPTY if inputs is None else capture_value(inputs, redactor),
+            EMPTY if inputs is None else capture_value(inputs, redactor, inputs=True),
             capture_value(outputs, redactor),
         ]
         if frame is None:
@@ -208,14 +209,14 @@ class ActionTracer(Recorder):
         frame[PART].records.append(rec)
         if frame[SYNC] is not None:
             frame[PART].edge_log.append((frame[TRIGGER], aid, frame[SYNC], t0))
-        owner[LAST] = aid
+        frame_var.set((frame, aid))  # completed here: the next synchronization's trigger
         return as_uuid(aid)
 
     def record_provenance(
         self, from_action: uuid.UUID | str, to_action: uuid.UUID | str, synchronization: str
     ) -> None:
         """Record that ``synchronization`` caused ``to_action`` from ``from_action``."""
-        frame = current_frame.get()
+        frame = current_frame()
         if frame is None:
             raise RuntimeError("record_provenance() needs an active flow")
         f, t = _uuid(from_action, "from_action"), _uuid(to_action, "to_action")
@@ -224,7 +225,7 @@ class ActionTracer(Recorder):
     def update_action_output(self, action_id: uuid.UUID | str, outputs: Any) -> None:
         """Replace the outputs of an action still held by this process."""
         aid = _uuid(action_id, "action_id").int
-        frame = current_frame.get()
+        frame = current_frame()
         parts = ([frame[PART]] if frame is not None else []) + list(self._active.values())
         for part in parts:
             for rec in reversed(part.records):

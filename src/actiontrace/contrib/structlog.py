@@ -59,7 +59,7 @@ def attach_to_action(
     The level is the event's ``level`` key if a processor before this one set it
     (``structlog.processors.add_log_level``), else the logger method's name.
     """
-    frame = current_frame.get()
+    frame = current_frame()
     if frame is None:
         return event_dict
     part = frame[PART]
