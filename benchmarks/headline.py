@@ -89,6 +89,37 @@ def run_otel(n: int) -> float:
         return (time.perf_counter_ns() - t0) / n
 
 
+def recorded_parts(n: int) -> list[Any]:
+    """The parts of ``n`` seed-shaped requests, as the writer receives them."""
+    from actiontrace.storage import InMemoryTraceStorage
+
+    class Keep(InMemoryTraceStorage):
+        def write_parts(self, parts: Any) -> None:
+            kept.extend(parts)
+
+    kept: list[Any] = []
+    tracer = actiontrace.configure(storage=Keep(), flush_interval=3600)
+    serve(n)
+    tracer.flush(120)
+    actiontrace.configure()
+    return kept
+
+
+def run_writer(url: str, parts: list[Any]) -> float:
+    """ns per request for ``write_parts`` alone, in the writer's batches (5,000 actions)."""
+    from actiontrace.storage import SqlAlchemyTraceStorage
+
+    store = SqlAlchemyTraceStorage(url)
+    store.find_actions(ActionFilter(limit=1))  # the schema, off the clock
+    step = 5_000 // ACTIONS_PER_REQUEST
+    t0 = time.perf_counter_ns()
+    for i in range(0, len(parts), step):
+        store.write_parts(parts[i:i + step])
+    elapsed = time.perf_counter_ns() - t0
+    store.close()
+    return elapsed / len(parts)
+
+
 def _goal(row: Row, text: str, met: bool | None) -> Row:
     verdict = "" if met is None else (": met" if met else ": not met")
     row.note = f"goal {text}{verdict}" + (f"; {row.note}" if row.note else "")
@@ -97,10 +128,12 @@ def _goal(row: Row, text: str, met: bool | None) -> Row:
 
 def request_rows(n: int, repeat: int) -> list[Row]:
     files = SqliteFiles("headline")
+    parts = recorded_parts(n)
     contenders: dict[str, Callable[[], float]] = {
         "app alone": lambda: run_disabled(n) * 1000,  # (the same work, µs -> ns)
         "actiontrace": lambda: durable_round(files(), lambda: serve(n), n),
         "otel": lambda: run_otel(n),
+        "writer": lambda: run_writer(files(), parts),
     }
     try:
         res = interleaved(contenders, repeat)
@@ -119,6 +152,13 @@ def request_rows(n: int, repeat: int) -> list[Row]:
     else:
         rows.append(row_from(GROUP, "seed-shaped flows, durable in SQLite, end to end", at,
                              "actions/s"))
+    writer = res["writer"]
+    if isinstance(writer, list):
+        rates = [per * 1e9 / v for v in writer]
+        med, spread = summarize(rates)
+        rows.append(Row(GROUP, "the same parts through SQLite's write_parts alone", med,
+                        "actions/s", spread=spread, rounds=rates,
+                        note="the storage's own rate: no recording, no GIL contention"))
     if isinstance(otel, list):
         rates = [per * 1e9 / v for v in otel]
         med, spread = summarize(rates)
