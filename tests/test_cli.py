@@ -269,6 +269,36 @@ def test_ids_are_uuids(demo: Demo) -> None:
         uuid.UUID(line.split()[0])
 
 
+class TestMissingCauses:
+    def test_why_show_and_flows_say_what_is_not_stored(self, tmp_path: Path) -> None:
+        """An unknown trigger and token: why/show name them; flows explains the root."""
+        url = f"sqlite:///{tmp_path}/t.db"
+        flow_token, trigger = uuid.uuid4(), uuid.uuid4()
+        proc = subprocess.run([sys.executable, "-c", f"""
+import uuid, actiontrace
+from actiontrace import action, continue_flow
+t = actiontrace.configure(url={url!r})
+
+@action(concept="shop::Payment")
+def charge(n):
+    return n
+
+with continue_flow(uuid.UUID({str(flow_token)!r}), trigger=uuid.UUID({str(trigger)!r}),
+                   synchronization="Remote"):
+    charge(7)
+"""], capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        (line,) = ok("--url", url, "flows").splitlines()
+        assert "(root not (yet) in the store)" in line and "?::?" not in line
+        shown = ok("--url", url, "show", str(flow_token))
+        assert f"note: the root of flow {flow_token} is not (yet) in the store" in shown
+        assert f"note: trigger {trigger} of Payment::charge (via Remote) is not (yet)" in shown
+        (found,) = ok("--url", url, "find", "--action", "charge").splitlines()
+        why = ok("--url", url, "why", found[:36])
+        assert f"note: Payment::charge was triggered (via Remote) by {trigger}, which is " \
+               "not (yet) in the store" in why
+
+
 class TestPrune:
     """actiontrace prune (API.md §13), against a database of its own."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,83 @@ class TestExitPaths:
             stored = 0
         assert 0 <= stored <= 1_000
         print("os._exit stored", stored, "of 1000")
+
+
+# A program whose children record: every child process shape multiprocessing offers.
+CHILDREN = '''
+import multiprocessing as mp
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+import actiontrace
+from actiontrace import action, flow
+
+URL, JOURNAL, METHOD, SHAPE = sys.argv[1:5]
+actiontrace.configure(url=URL, journal=JOURNAL)  # spawn and forkserver children run it too
+
+
+@action(concept="child::Job")
+def step(i):
+    return i
+
+
+def work(i):
+    with flow("child::Worker::task", inputs={"i": i}):
+        step(i)
+    return i
+
+
+def many(n):
+    for i in range(n):
+        work(i)
+
+
+if __name__ == "__main__":
+    ctx = mp.get_context(METHOD)
+    many(10)  # the parent has a writer thread, maybe a backlog, when it forks
+    if SHAPE == "process":
+        procs = [ctx.Process(target=many, args=(50,)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    elif SHAPE == "executor":
+        with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as ex:
+            assert sum(ex.map(work, range(100))) == sum(range(100))
+    elif SHAPE == "pool":
+        pool = ctx.Pool(4)
+        assert sum(pool.map(work, range(1000), chunksize=5)) == sum(range(1000))
+        pool.close()
+        pool.join()
+    elif SHAPE == "pool-in-flow":  # forked inside a flow: workers start outside it
+        with flow("child::Web::batch"):
+            pool = ctx.Pool(4)
+            assert sum(pool.map(step, range(1000), chunksize=5)) == sum(range(1000))
+            pool.close()
+            pool.join()
+'''
+
+# Actions the children record in each shape (each task: a flow root and one step).
+CHILD_ACTIONS = {"process": 2 * 50 * 2, "executor": 100 * 2, "pool": 1000 * 2,
+                 "pool-in-flow": 1 + 1000}
+
+
+class TestChildProcesses:
+    @pytest.mark.parametrize("shape", list(CHILD_ACTIONS))
+    @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+    def test_children_store_everything_without_flush(
+        self, method: str, shape: str, url: str, tmp_path: Path
+    ) -> None:
+        """Process, ProcessPoolExecutor and Pool children (fork/forkserver/spawn) store all."""
+        program = tmp_path / "children.py"  # a file: spawn re-imports the main module
+        program.write_text(CHILDREN)
+        proc = subprocess.run(
+            [sys.executable, str(program), url, str(tmp_path / "j"), method, shape],
+            capture_output=True, text=True, timeout=300, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "actiontrace" not in proc.stderr.replace("/actiontrace", ""), proc.stderr
+        stored = count_rows(url, where="WHERE concept_uri LIKE 'child::%'")
+        assert stored == 10 * 2 + CHILD_ACTIONS[shape]  # with the parent's 10 flows, once
+        assert not list((tmp_path / "j").glob("*.atj"))  # nothing left in a journal

@@ -514,3 +514,101 @@ class TestSigkill:
         got = tracer.find_actions(ActionFilter(concept_uri="rel::Killed"))
         assert sorted(r.inputs["i"] for r in got) == list(range(5000))
         assert tracer.stats()["replayed"] == 10_000
+
+
+class Gate:
+    """Holds a real lock on a storage, so its writes wait (alive, just slow) until opened."""
+
+    def __init__(self, store: Any, tmp_path: Path) -> None:
+        self.store = store
+        self.kind = getattr(store, "dialect", "memory")
+        self.release: Any = None
+
+    def close(self) -> None:
+        if self.kind == "memory":
+            self.store.gate = threading.Event()
+            self.release = self.store.gate.set
+        elif self.kind == "sqlite":
+            import sqlite3
+
+            holder = sqlite3.connect(self.store.engine.url.database, isolation_level=None,
+                                     check_same_thread=False)
+            holder.execute("BEGIN IMMEDIATE")  # writers wait in SQLite's busy handler
+            self.release = lambda: (holder.execute("COMMIT"), holder.close())
+        else:
+            conn = self.store.engine.connect()
+            conn.exec_driver_sql("LOCK TABLE actiontrace_flows IN EXCLUSIVE MODE")
+            self.release = lambda: (conn.commit(), conn.close())
+
+    def open(self) -> None:
+        self.release()
+
+
+class GatedMemory(InMemoryTraceStorage):
+    """In memory, a write waits while ``gate`` is closed (the memory backend's Gate)."""
+
+    gate: threading.Event | None = None
+
+    def write_parts(self, parts: Any) -> None:
+        if self.gate is not None:
+            self.gate.wait(60)
+        super().write_parts(parts)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def gated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gate]:
+    """A storage of each backend, with its schema in place, and a gate to slow it."""
+    from conftest import make_storage
+
+    store = GatedMemory() if request.param == "memory" else make_storage(
+        request.param, request, tmp_path)
+    if request.param != "memory":
+        store._ensure()
+    gate = Gate(store, tmp_path)
+    yield gate
+    store.close()
+
+
+def stored(store: Any) -> int:
+    return len(store.find_actions(ActionFilter(concept_uri="rel")))
+
+
+class TestSlowStorage:
+    def test_queued_bytes_stay_bounded(self, gated: Gate) -> None:
+        """Large values and a store that lags: queued bytes never pass max_queue_bytes."""
+        bound = 1 << 20
+        tracer = actiontrace.configure(storage=gated.store, journal=False, full_wait=0.01,
+                                       max_queue_bytes=bound)
+        big = {"blob": "x" * 50_000}
+        gated.close()
+        peak = 0
+        for i in range(100):  # ~5 MB of inputs, 5 times the bound
+            with flow("rel::Web::req"):
+                step(i, nested=big)
+            peak = max(peak, tracer.stats()["queued_bytes"])
+        assert 0 < peak <= bound
+        gated.open()
+        tracer.flush(60)
+        s = tracer.stats()
+        assert s["dropped"] > 0 and s["queued_bytes"] == 0  # the last resort, counted
+        assert s["recorded"] == 200 == s["written"] + s["dropped"] == stored(gated.store) + s["dropped"]
+
+    def test_slow_store_gets_everything_through_the_journal(self, gated: Gate,
+                                                           tmp_path: Path) -> None:
+        """A store that answers but lags: the backlog spills, is replayed, nothing dropped."""
+        tracer = actiontrace.configure(storage=gated.store, journal=tmp_path / "j",
+                                       max_queue=1_000, batch_size=100, full_wait=30)
+        gated.close()
+        for i in range(400):  # 800 actions: past spill_at (500), under max_queue
+            with flow("rel::Web::req"):
+                step(i)
+        gated.open()
+        for i in range(400, 3_000):
+            with flow("rel::Web::req"):
+                step(i)
+        assert tracer.flush(120) is True
+        s = tracer.stats()
+        assert s["journaled_backlog"] > 0 and s["journaled"] == s["replayed"]
+        assert s["dropped"] == 0 and not s["storage_down"] and s["journal_pending"] == 0
+        assert s["recorded"] == 6_000 == s["written"] + s["replayed"] == stored(gated.store)
+        assert Journal(tmp_path / "j").files() == []

@@ -82,6 +82,16 @@ class PartBuilder:
         return part
 
 
+def filler(n: int) -> list[FlowPart]:
+    """``n`` small unrelated flows, one action each."""
+    parts = []
+    for i in range(n):
+        b = PartBuilder(created=1, module="filler")
+        b.add("filler", "x", 1 + i)
+        parts.append(b.part)
+    return parts
+
+
 def u(i: int) -> uuid.UUID:
     return uuid.UUID(int=i)
 
@@ -405,27 +415,35 @@ class TestWrites:
         assert [r.action for r in chain] == ["post", "checkout", "charge"]
         assert storage.longest_chains(1) == [(token, 3)]
 
-    @pytest.mark.parametrize("order", ["start_first", "continuation_first", "same_batch"])
+    @pytest.mark.parametrize("order", ["start_first", "continuation_first", "same_batch",
+                                       "same_bulk_batch"])
     def test_parts_merge_in_any_order(self, storage: Any, order: str) -> None:
-        """Parts of one flow merge whatever order they arrive in; depth stays right."""
+        """Parts of one flow merge whatever order they arrive in; depth and module stay right."""
         start = PartBuilder(created=2_000, module="web")
         root = start.add("web", "req", 2_000)
         mid = start.add("web", "mid", 2_001, parent=root)
-        cont = PartBuilder(token=start.token, root=False, created=2_500, module="worker")
+        # "api" < "web" and the continuation first: neither min() nor arrival order is right.
+        cont = PartBuilder(token=start.token, root=False, created=2_500, module="api")
         a = cont.add("worker", "a", 2_500)
         b = cont.add("worker", "b", 2_501, parent=a)
         cont.edge(mid, a, "Queue", 2_500)
         parts = {"start_first": [[start.part], [cont.part]],
                  "continuation_first": [[cont.part], [start.part]],
-                 "same_batch": [[cont.part, start.part]]}[order]
+                 "same_batch": [[cont.part, start.part]],
+                 # enough flows in one batch for PostgreSQL's COPY path
+                 "same_bulk_batch": [[cont.part, *filler(70), start.part]]}[order]
         for batch in parts:
             storage.write_parts(batch)
         trace = storage.get_trace(u(start.token))
+        assert trace.module == "web"  # the module of the process that started the flow
         assert trace.root_action_id == u(root)
         assert trace.created_at == 2_000
         assert list(trace.actions) == [u(root), u(mid), u(a), u(b)]
         assert [r.id for r in storage.get_causal_chain(u(b))] == [u(root), u(mid), u(a), u(b)]
-        assert storage.longest_chains(5) == [(u(start.token), 4)]
+        fillers = 70 if order == "same_bulk_batch" else 0
+        chains = storage.longest_chains(100)
+        assert chains[0] == (u(start.token), 4)
+        assert [d for _, d in chains[1:]] == [1] * fillers
 
     def test_hostile_values_round_trip(self, storage: Any) -> None:
         """NUL characters, huge ints, unicode and escapes survive (NUL -> U+FFFD on PG)."""

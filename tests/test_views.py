@@ -152,3 +152,60 @@ class TestMermaidAndJson:
     def test_json_round_trip(self, trace: ActionTrace) -> None:
         """to_json decodes back to an equal ActionTrace."""
         assert msgspec.json.decode(trace.to_json(), type=ActionTrace) == trace
+
+
+@action(concept="shop::Payment")
+def charge(amount: int) -> int:
+    return amount
+
+
+class TestMissingCauses:
+    def test_unknown_trigger_and_token_are_named(self, storage: object) -> None:
+        """A trigger or token the store never saw: accepted, and show/why say so."""
+        from actiontrace._views import missing_causes, root_label
+
+        tracer = actiontrace.configure(storage=storage)  # type: ignore[arg-type]
+        unknown_flow, unknown_trigger = uuid.uuid4(), uuid.uuid4()
+        with actiontrace.continue_flow(unknown_flow, trigger=unknown_trigger,
+                                       synchronization="Remote"):
+            charge(7)
+        assert tracer.flush(10)
+        trace = storage.get_trace(unknown_flow)  # type: ignore[attr-defined]
+        assert trace.root_action_id not in trace.actions
+        notes = missing_causes(trace)
+        assert notes == [
+            f"the root of flow {unknown_flow} is not (yet) in the store (its part may not "
+            "have arrived yet, or it was never recorded)",
+            f"trigger {unknown_trigger} of Payment::charge (via Remote) is not (yet) in the "
+            "store (its part may not have arrived yet, or it was never recorded)",
+        ]
+        (rec,) = trace.actions.values()
+        chain = storage.get_causal_chain(rec.id)  # type: ignore[attr-defined]
+        (why,) = missing_causes(trace, chain)
+        assert why.startswith(f"Payment::charge was triggered (via Remote) by {unknown_trigger}")
+        (summary,) = storage.list_flows()  # type: ignore[attr-defined]
+        assert root_label(summary) == "(root not (yet) in the store)"
+
+    def test_notes_go_once_the_root_part_arrives(self, storage: object) -> None:
+        """A continuation stored before its root part: noted, then complete, no note."""
+        from actiontrace._views import missing_causes, root_label
+
+        tracer = actiontrace.configure(storage=storage)  # type: ignore[arg-type]
+        with flow("shop::Web::checkout") as token:
+            root = tracer.get_trace(token).root_action_id  # the live part, not stored yet
+            with actiontrace.continue_flow(token, trigger=root, synchronization="Pay"):
+                charge(3)
+            assert tracer.flush(10)
+            early = storage.get_trace(token)  # type: ignore[attr-defined]
+            (rec,) = early.actions.values()
+            chain = storage.get_causal_chain(rec.id)  # type: ignore[attr-defined]
+            assert "is not (yet) in the store" in missing_causes(early, chain)[0]
+            assert len(missing_causes(early)) == 2  # the root, and the trigger (the root)
+        assert tracer.flush(10)
+        trace = storage.get_trace(token)  # type: ignore[attr-defined]
+        assert trace.root_action_id in trace.actions
+        chain = storage.get_causal_chain(rec.id)  # type: ignore[attr-defined]
+        assert [r.action for r in chain] == ["checkout", "charge"]
+        assert missing_causes(trace) == [] and missing_causes(trace, chain) == []
+        (summary,) = storage.list_flows()  # type: ignore[attr-defined]
+        assert root_label(summary) == "Web::checkout"

@@ -46,6 +46,10 @@ from actiontrace._model import ActionRecord, ActionTrace, LogEvent, ProvenanceEd
 __all__ = ["ActionRow", "FlowPart", "LogRow", "Named", "to_trace"]
 
 RUNNING, OK, ERROR = "running", "ok", "error"
+# What one queued record holds beyond the length of its encoded inputs and outputs: the
+# list of 14 slots, its ints, the two bytes objects' headers (tracemalloc over 10,000
+# recorded calls: 394 bytes per record, 14 of them value bytes; rounded up).
+RECORD_BYTES = 400
 LOCAL_LIMIT = 1 << 64  # ids below this are local sequence numbers (see the module doc)
 
 
@@ -104,6 +108,7 @@ class FlowPart:
         "fixed",
         "log_events",
         "module",
+        "nbytes",
         "offset",
         "records",
         "root_id",
@@ -124,9 +129,27 @@ class FlowPart:
         self.sampled = True  # configure(sample_rate=...)'s decision for this flow
         self._idmap: tuple[int, dict[int, int]] | None = None  # see _id_map
         self.sink: Any = None  # the Recorder that closes it (not part of the stored form)
+        self.nbytes = 0  # what it holds, as the buffer counts it (set when queued)
         # How this process turns perf_counter_ns into epoch time and local ids into UUIDv7.
         self.offset = _ids.EPOCH_OFFSET_NS
         self.fixed = _ids.FIXED_BITS
+
+    def held_bytes(self) -> int:
+        """Roughly what the part holds in memory: encoded inputs and outputs, plus
+        ``RECORD_BYTES`` per record (the buffer's byte bound counts this).
+
+        Runs when the flow ends, on the application's thread, for every record
+        (callgrind, flows of 1,000 calls, writer parked: 9,712 -> 10,511 instructions per
+        recorded call with the byte bound, this loop most of it). Values are not cut to size before the writer's ``rows()``,
+        so a cheaper estimate would not bound anything.
+        """
+        n = 0
+        try:
+            for rec in self.records:
+                n += len(rec[6]) + len(rec[7])
+        except TypeError:  # outputs not captured yet (an action still running elsewhere)
+            n = sum(len(v) for rec in self.records for v in (rec[6], rec[7]) if v is not None)
+        return n + RECORD_BYTES * len(self.records)
 
     def full_id(self, rec: list[Any]) -> int:
         """The UUIDv7 int of a raw record of this part."""

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from actiontrace import _capture, _context, _ids
+from actiontrace import _capture, _context, _ids, _writer
 from actiontrace._capture import EMPTY, NULL, capture_value, settings
 from actiontrace._context import (
     ID,
@@ -29,7 +29,7 @@ from actiontrace._ids import as_uuid, new_id, now_us
 from actiontrace._journal import open_journal
 from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
 from actiontrace._record import FlowPart, Named, to_trace
-from actiontrace._writer import Buffer, WriterStats
+from actiontrace._writer import MAX_QUEUE_BYTES, Buffer, WriterStats
 from actiontrace.storage._base import TraceStorage
 from actiontrace.storage._memory import InMemoryTraceStorage
 
@@ -39,6 +39,7 @@ __all__ = ["ActionTracer", "configure", "get_tracer"]
 TRACER_OPTIONS = {
     "max_reaction_depth": 100,
     "max_queue": 1_000_000,
+    "max_queue_bytes": MAX_QUEUE_BYTES,
     "batch_size": 5_000,
     "flush_interval": 0.2,
     "full_wait": 0.05,
@@ -84,6 +85,9 @@ class ActionTracer(Recorder):
         module: the trace's ``module`` (default: the running program's name).
         max_reaction_depth: how deep declared reactions may cascade.
         max_queue: actions that may wait for the writer before flows are dropped.
+        max_queue_bytes: the same bound in bytes (default 256 MiB): encoded inputs and
+            outputs plus ~400 bytes per action. Past half of either bound, while the
+            storage answers but slower than the application, batches go to the journal.
         batch_size: actions per write (one transaction).
         flush_interval: seconds the writer sleeps between batches when idle.
         full_wait: seconds a flow waits for room when the buffer is full.
@@ -128,6 +132,7 @@ class ActionTracer(Recorder):
             write,
             is_transient=getattr(self.storage, "is_transient", lambda exc: True),
             max_queue=opts["max_queue"],
+            max_queue_bytes=opts["max_queue_bytes"],
             batch_size=opts["batch_size"],
             flush_interval=opts["flush_interval"],
             full_wait=opts["full_wait"],
@@ -139,6 +144,9 @@ class ActionTracer(Recorder):
         self.query_flush_timeout: float = opts["query_flush_timeout"]
         self._started: list[tuple[Any, Any, list[Any], FlowPart]] = []
         self._started_lock = threading.Lock()
+        for name in ("max_queue", "max_queue_bytes"):
+            if not isinstance(opts[name], int) or isinstance(opts[name], bool) or opts[name] < 1:
+                raise ConfigurationError(f"{name} must be a positive int, got {opts[name]!r}")
         rate = opts["sample_rate"]
         if not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
             raise ConfigurationError(f"sample_rate must be a number from 0 to 1, got {rate!r}")
@@ -305,7 +313,7 @@ def _merge(stored: ActionTrace | None, parts: list[ActionTrace]) -> ActionTrace:
     actions = dict(base.actions)
     edges = list(base.provenance_edges)
     seen = {(e.from_action, e.to_action, e.synchronization) for e in edges}
-    root = base.root_action_id if stored is not None else None
+    root = stored.root_action_id if stored is not None and stored.root_action_id in stored.actions else None
     created = base.created_at
     sampled = all(t.sampled for t in ([stored] if stored is not None else []) + parts)
     for p in parts:
@@ -397,5 +405,15 @@ def configure(
     return tracer
 
 
+def _leave_inherited_flow() -> None:
+    # A forked multiprocessing child (a Pool worker, say) starts in the context of the
+    # thread that forked, maybe inside a flow: its actions would go into the parent's copy
+    # of that flow's part, which no one ever ends here, and were lost (issue 10). Start it
+    # outside any flow instead, as spawned and forkserver children start: its actions make
+    # flows of their own (or join one through continue_flow), and are stored.
+    _context.frame_var.set(_context.NO_FLOW)
+
+
+_writer.CHILD_HOOKS.append(_leave_inherited_flow)
 _context.set_factory(ActionTracer)
 

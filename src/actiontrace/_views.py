@@ -9,9 +9,19 @@ from typing import Any
 import msgspec
 
 from actiontrace._capture import Redactor, capture_value
-from actiontrace._model import ActionRecord, ActionTrace, LogEvent
+from actiontrace._model import ActionRecord, ActionTrace, FlowSummary, LogEvent
 
-__all__ = ["causes", "log_line", "short_name", "to_ascii", "to_dot", "to_json", "to_mermaid"]
+__all__ = [
+    "causes",
+    "log_line",
+    "missing_causes",
+    "root_label",
+    "short_name",
+    "to_ascii",
+    "to_dot",
+    "to_json",
+    "to_mermaid",
+]
 
 DETAIL_WIDTH = 120
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
@@ -63,6 +73,61 @@ def causes(trace: ActionTrace) -> dict[uuid.UUID, tuple[uuid.UUID | None, str | 
         else:
             out[aid] = (None, None)
     return out
+
+
+NOT_YET = "not (yet) in the store"
+# Why a cause can be missing: continue_flow accepts any trigger and token, because the
+# other process's part may arrive later (docs/queries.md#causes-not-yet-stored).
+_LATER = "its part may not have arrived yet, or it was never recorded"
+
+
+def root_label(summary: FlowSummary) -> str:
+    """A flow's root as ``Concept::action``, or a note when its part is not stored."""
+    if summary.concept_uri is None or summary.action is None:
+        return f"(root {NOT_YET})"
+    return f"{summary.concept_uri.rpartition('::')[2] or summary.concept_uri}::{summary.action}"
+
+
+def missing_causes(trace: ActionTrace, chain: list[ActionRecord] | None = None) -> list[str]:
+    """Sentences naming what the store lacks of ``trace`` (or of a causal chain in it).
+
+    Without ``chain``: the flow's root, and every trigger an edge comes from. With a chain
+    (``get_causal_chain``, root first): why it starts where it does, when its first
+    action is not the flow's root.
+    """
+    stored = trace.actions
+    root_missing = trace.root_action_id not in stored
+    notes: list[str] = []
+    if chain is None:
+        if root_missing:
+            notes.append(f"the root of flow {trace.flow_token} is {NOT_YET} ({_LATER})")
+        seen = set()
+        for e in trace.provenance_edges:
+            if e.from_action not in stored and e.from_action not in seen:
+                seen.add(e.from_action)
+                effect = stored.get(e.to_action)
+                of = f" of {short_name(effect)}" if effect is not None else ""
+                notes.append(f"trigger {e.from_action}{of} (via {e.synchronization}) is "
+                             f"{NOT_YET} ({_LATER})")
+        return notes
+    if not chain:
+        return notes
+    first = chain[0]
+    if first.id == trace.root_action_id:
+        return notes
+    incoming = sorted((e for e in trace.provenance_edges if e.to_action == first.id),
+                      key=lambda e: e.created_at)
+    if incoming and incoming[0].from_action not in stored:
+        e = incoming[0]
+        notes.append(f"{short_name(first)} was triggered (via {e.synchronization}) by "
+                     f"{e.from_action}, which is {NOT_YET} ({_LATER})")
+    elif first.parent_id is not None and first.parent_id not in stored:
+        notes.append(f"the parent {first.parent_id} of {short_name(first)} is {NOT_YET} "
+                     f"({_LATER})")
+    elif root_missing:
+        notes.append(f"the root of flow {trace.flow_token} is {NOT_YET}, so the chain starts "
+                     f"at {short_name(first)} ({_LATER})")
+    return notes
 
 
 def to_ascii(trace: ActionTrace) -> str:

@@ -15,12 +15,17 @@ Policies (docs/reliability.md and docs/deployment.md say the same):
   append-only file, one fsync'd frame per batch), and the in-memory backlog stays small.
   When the storage answers again the writer replays the journal (its own file first,
   then any left behind by processes that died), interleaved with new batches.
-* **Full buffer**: at most ``max_queue`` actions wait in memory. A flow that ends when the
-  buffer is full (the writer cannot even keep up by spilling, or there is no journal)
-  wakes the writer and waits up to ``full_wait`` seconds (default 0.05) for room; if there
-  is still none, the part is dropped and counted in ``dropped`` and a warning is logged
-  (at most one every 10 s). A batch the journal cannot take either (disk full) is
-  dropped and counted the same way.
+* **Storage slower than the application** (it answers, but the backlog grows): once more
+  than ``spill_at`` actions or ``max_queue_bytes // 2`` bytes wait, the writer sends
+  batches to the journal as in an outage (``journaled_backlog`` counts them) until the
+  backlog is back under both, and replays the journal once it is.
+* **Full buffer**: at most ``max_queue`` actions and ``max_queue_bytes`` bytes (default
+  256 MiB: inputs and outputs as encoded, plus ``_record.RECORD_BYTES`` per action) wait in
+  memory. A flow that ends when the buffer is full (the writer cannot even keep up by
+  spilling, or there is no journal) wakes the writer and waits up to ``full_wait``
+  seconds (default 0.05) for room; if there is still none, the part is dropped and
+  counted in ``dropped`` and a warning is logged (at most one every 10 s). A batch the
+  journal cannot take either (disk full) is dropped and counted the same way.
 * **Errors that retrying cannot fix** (bad data): after three attempts the batch is
   written part by part, and the parts that still fail are dropped and counted.
 * **Exit**: an ``atexit`` hook flushes every live tracer (up to ``exit_timeout``
@@ -29,6 +34,10 @@ Policies (docs/reliability.md and docs/deployment.md say the same):
   to use the same journal directory stores it.
 * **fork**: the child starts with an empty buffer and no writer thread (one is started
   on its first flow); it never writes what its parent had queued or journaled.
+* **Child processes** (multiprocessing, concurrent.futures): a forked child never runs
+  ``atexit``, so the exit flush is also a multiprocessing finalizer there (see the end of
+  this module and docs/deployment.md#worker-processes). SIGTERM (``Pool.terminate()``)
+  runs no finalizer: what a terminated worker had not written is lost.
 
 ``flush()`` is True only when everything recorded before it is in the *storage* (frames
 this process journaled included, once replayed).
@@ -40,6 +49,7 @@ import atexit
 import collections
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -51,9 +61,11 @@ from typing import Any
 from actiontrace._journal import Journal, ReplayCursor, actions_in
 from actiontrace._record import FlowPart
 
-__all__ = ["Buffer", "WriterStats"]
+__all__ = ["CHILD_HOOKS", "Buffer", "WriterStats"]
 
 log = logging.getLogger("actiontrace")
+
+MAX_QUEUE_BYTES = 256 * 1024 * 1024
 
 RESCAN_EVERY = 60.0  # seconds between looks for journals that other processes left behind
 LOCKED_RESCAN = 2.0  # ... when one was locked by another process at the last look
@@ -100,6 +112,7 @@ class Buffer:
         write: stores a batch of parts (one transaction); raises on failure.
         is_transient: whether a write error may go away by itself (retry, spill).
         max_queue: actions that may wait in memory before ``put`` waits, then drops.
+        max_queue_bytes: the same bound in bytes (see ``FlowPart.held_bytes``).
         batch_size: actions per write.
         flush_interval: seconds the writer sleeps when idle.
         full_wait: seconds ``put`` waits for room when the queue is full.
@@ -120,6 +133,7 @@ class Buffer:
         *,
         is_transient: Callable[[BaseException], bool] = lambda exc: True,
         max_queue: int = 1_000_000,
+        max_queue_bytes: int = MAX_QUEUE_BYTES,
         batch_size: int = 5_000,
         flush_interval: float = 0.2,
         full_wait: float = 0.05,
@@ -135,6 +149,8 @@ class Buffer:
         self._is_transient = is_transient
         self._describe = describe_error
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.spill_at_bytes = max_queue_bytes // 2
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.full_wait = full_wait
@@ -164,12 +180,15 @@ class Buffer:
         self._stopping = False  # the writer exits once the queue is empty
         self._closing = False  # stop() is running: spill at once rather than wait
         self._queued_actions = 0  # waiting in the queue or held by the writer; under _lock
+        self._queued_bytes = 0  # the same in bytes (FlowPart.held_bytes); under _lock
         self._held = 0  # actions of the batch the writer holds (counted in _queued_actions)
+        self._held_bytes = 0  # ... and its bytes
         self.recent: OrderedDict[int, list[FlowPart]] = OrderedDict()
         self.counters = {
             "recorded": 0, "written": 0, "dropped": 0, "retries": 0, "failed_batches": 0,
             "unsampled": 0,  # actions of flows configure(sample_rate=...) left out
-            "journaled": 0, "replayed": 0, "journal_errors": 0, "torn_frames": 0,
+            "journaled": 0, "journaled_backlog": 0, "replayed": 0, "journal_errors": 0,
+            "torn_frames": 0,
             "pruned": 0,  # flows removed by configure(retention=...)
         }
         self._maintain_at = 0.0  # monotonic time of the next maintenance step
@@ -197,23 +216,34 @@ class Buffer:
     def put(self, part: FlowPart) -> None:
         """Queue an ended part for writing. Never raises, never blocks for long."""
         n = len(part.records) or 1
+        part.nbytes = size = part.held_bytes()
         with self._lock:
             self.counters["recorded"] += len(part.records)
-            if self._queued_actions + n > self.max_queue and not self._make_room(n):
+            # The byte test inline: calling _over_bytes on every flow cost a method call.
+            if (self._queued_actions + n > self.max_queue
+                    or (self._queued_bytes + size > self.max_queue_bytes and self._queued_bytes)) \
+                    and not self._make_room(n, size):
                 self.counters["dropped"] += len(part.records)
-                self._warn("actiontrace: buffer full (%d actions waiting); dropping a flow",
-                           self._queued_actions)
+                self._warn("actiontrace: buffer full (%d actions, %d bytes waiting); "
+                           "dropping a flow", self._queued_actions, self._queued_bytes)
                 return
             self._queued_actions += n
+            self._queued_bytes += size
             self._queue.append(part)
         if self._thread is None:
             self._start()
-        elif len(self._queue) >= 256 and not self._wake.is_set():
+        elif (len(self._queue) >= 256 or self._queued_bytes > self.spill_at_bytes) \
+                and not self._wake.is_set():
             # Event.set() takes a lock and notifies even when already set: with a busy
             # writer that was ~1 µs on every flow's end.
             self._wake.set()
 
-    def _make_room(self, n: int) -> bool:
+    def _over_bytes(self, size: int) -> bool:
+        # A part bigger than the whole bound still goes into an empty queue: it is in
+        # memory already, and refusing it would lose every such flow.
+        return self._queued_bytes + size > self.max_queue_bytes and self._queued_bytes > 0
+
+    def _make_room(self, n: int, size: int) -> bool:
         # Called with self._lock held: release it while waiting for the writer.
         self._wake.set()
         deadline = time.monotonic() + self.full_wait
@@ -221,12 +251,12 @@ class Buffer:
         try:
             with self._room:
                 while time.monotonic() < deadline:
-                    if self._queued_actions + n <= self.max_queue:
+                    if self._queued_actions + n <= self.max_queue and not self._over_bytes(size):
                         break
                     self._room.wait(deadline - time.monotonic())
         finally:
             self._lock.acquire()
-        return self._queued_actions + n <= self.max_queue
+        return self._queued_actions + n <= self.max_queue and not self._over_bytes(size)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued before the call is in storage.
@@ -252,6 +282,7 @@ class Buffer:
         """Snapshot of the counters, the backlog, the journal and the last write error."""
         s = WriterStats(self.counters)
         s["queued"] = self._queued_actions
+        s["queued_bytes"] = self._queued_bytes
         s["journal_pending"] = self._own_pending
         s["storage_down"] = self._down_since is not None
         s["last_error"] = self.last_error
@@ -297,6 +328,8 @@ class Buffer:
                 target=self._run, name="actiontrace-writer", daemon=True
             )
         self._thread.start()
+        _hook_child_exit()
+        register_child_hooks()
 
     def _run(self) -> None:
         while True:
@@ -352,7 +385,7 @@ class Buffer:
 
     def _drain_batch(self) -> None:
         batch: list[FlowPart] = []
-        size = 0
+        size = nbytes = 0
         marker: _Flush | None = None
         queue = self._queue
         with self._lock:
@@ -363,7 +396,8 @@ class Buffer:
                     break
                 batch.append(item)
                 size += len(item.records) or 1
-        self._held = size
+                nbytes += item.nbytes
+        self._held, self._held_bytes = size, nbytes
         lost = self._store(batch) if batch else 0
         self._release_held()
         if marker is None:
@@ -382,9 +416,11 @@ class Buffer:
         # the journal (its frame is a fraction of its size, and its fsync may take 100 ms
         # on a busy disk: the application must not wait for that).
         size, self._held = self._held, 0
+        nbytes, self._held_bytes = self._held_bytes, 0
         if size:
             with self._lock:
                 self._queued_actions -= size
+                self._queued_bytes -= nbytes
             with self._room:
                 self._room.notify_all()
 
@@ -419,8 +455,19 @@ class Buffer:
             or time.monotonic() - self._down_since >= self.spill_after
         )
 
+    def _behind(self) -> bool:
+        """Whether the backlog is past half its bound (the storage is slower than us)."""
+        return self.journal is not None and not self._closing and (
+            self._queued_actions > self.spill_at or self._queued_bytes > self.spill_at_bytes
+        )
+
     def _store(self, batch: list[FlowPart]) -> int:
         """Write a batch (or journal it); returns how many actions were lost."""
+        if self._behind() and self._spill(batch):
+            # Up but slower than the application: a journal frame takes ~1 ms where the
+            # write takes the storage's time, so the backlog (and memory) shrinks at once.
+            self.counters["journaled_backlog"] += actions_in(batch)
+            return 0
         attempts = 0  # failures that are not transient
         outages = 0  # transient failures of this batch
         delay = 0.05
@@ -472,11 +519,18 @@ class Buffer:
     def _spill(self, batch: list[FlowPart]) -> bool:
         assert self.journal is not None
         n = actions_in(batch)
+        held = self._held, self._held_bytes
         try:
             data = self.journal.encode(batch)
             self._release_held()
             path, _size = self.journal.append_frame(data)
         except Exception as exc:  # noqa: BLE001 - a failing journal must not stop the writer
+            if held[0] and not self._held:
+                # Still in hand (the caller may write it after all): counted again.
+                with self._lock:
+                    self._queued_actions += held[0]
+                    self._queued_bytes += held[1]
+                self._held, self._held_bytes = held
             self.counters["journal_errors"] += 1
             self.last_error = f"journal: {type(exc).__name__}: {exc}"
             self._warn_journal("actiontrace: cannot write the overflow journal in %s (%s)",
@@ -525,6 +579,8 @@ class Buffer:
     def _replay_ready(self) -> bool:
         if self.journal is None or (self._down_since is not None and time.monotonic() < self._retry_at):
             return False
+        if self._behind():
+            return False  # the live backlog first: replaying now would only add to it
         if self._cursor is not None or self._own_files or self._orphans:
             return True
         if self._closing or self._stopping:
@@ -624,6 +680,7 @@ FORK_WAIT = 5.0  # seconds a fork waits for a write in flight before going ahead
 
 
 def _before_fork() -> None:
+    register_child_hooks()  # multiprocessing is imported by now if it is forking
     for buf in list(_BUFFERS):
         if buf._thread is not None and threading.current_thread() is not buf._thread:
             buf._io_held_for_fork = buf._io.acquire(timeout=FORK_WAIT)
@@ -652,6 +709,73 @@ def _flush_all_at_exit() -> None:
         if buf.busy():
             buf.stop(max(deadline - time.monotonic(), 0.1))
 
+
+# -- exit of a process started by multiprocessing ---------------------------------------------
+#
+# Such a process never runs `atexit` hooks when it was forked (fork, forkserver, and every
+# Pool or ProcessPoolExecutor worker so started): BaseProcess._bootstrap runs the target,
+# then multiprocessing.util._exit_function() (its own finalizers), then the process ends
+# with os._exit(). So the exit flush is registered there too, as a finalizer of
+# `multiprocessing.util`. _bootstrap clears the finalizers inherited from the parent
+# before it calls the target, so the hook is (re)registered in the child: when its first
+# writer starts (always inside the target, after that clearing), and from multiprocessing's
+# own after-fork hooks for a child that starts one earlier (a spawned child importing a
+# main module that records at import time).
+
+_child_exit: Any = None  # this process's multiprocessing.util.Finalize, if any
+# Runs after any finalizer of default priority (0) and after the children of this process
+# were joined: whatever they record first is flushed too.
+CHILD_EXIT_PRIORITY = -100
+
+
+def _hook_child_exit() -> None:
+    global _child_exit
+    process = sys.modules.get("multiprocessing.process")
+    if process is None or process.parent_process() is None:
+        return  # not started by multiprocessing: atexit does it
+    if _child_exit is not None and _child_exit.still_active():
+        return
+    from multiprocessing import util
+
+    _child_exit = util.Finalize(None, _flush_all_at_exit, exitpriority=CHILD_EXIT_PRIORITY)
+
+
+class _AfterForkToken:
+    """A weak-referenceable object multiprocessing's after-fork registry holds."""
+
+
+_AFTER_FORK = _AfterForkToken()
+
+
+# Callbacks of the layers above, run in every multiprocessing child (see _mp_after_fork).
+CHILD_HOOKS: list[Callable[[], None]] = []
+_registered_in: int | None = None  # the pid whose multiprocessing registry has our hook
+
+
+def _mp_after_fork(_token: object) -> None:
+    for hook in CHILD_HOOKS:
+        try:
+            hook()
+        except Exception:  # a child must start whatever happens here
+            log.exception("actiontrace: child process hook failed")
+    if any(buf._thread is not None for buf in list(_BUFFERS)):
+        _hook_child_exit()
+
+
+def register_child_hooks() -> None:
+    """Have multiprocessing run ``_mp_after_fork`` in the children of this process.
+
+    Called at import, whenever a writer starts, and before every fork (by then a
+    program that imports multiprocessing after actiontrace has imported it).
+    """
+    global _registered_in
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _registered_in != os.getpid():
+        _registered_in = os.getpid()
+        util.register_after_fork(_AFTER_FORK, _mp_after_fork)
+
+
+register_child_hooks()
 
 os.register_at_fork(
     before=_before_fork, after_in_parent=_after_fork_in_parent,

@@ -397,12 +397,14 @@ def current(obj: Context) -> None:
 @friendly_errors
 def flows(obj: Context, limit: int, since: int | None, as_json: bool) -> None:
     """List recent flows, newest first: token, start, root action, size, status, duration."""
+    from actiontrace._views import root_label
+
     found = obj.storage().list_flows(limit=limit, since=since)
     if as_json:
         echo_json(found)
         return
     for f in found:
-        root = f"{(f.concept_uri or '?').rpartition('::')[2]}::{f.action or '?'}"
+        root = root_label(f)
         errors = f" ({f.errors} failed)" if f.errors else ""
         click.echo(
             f"{f.flow_token}  {fmt_time(f.created_at)}  {click.style(root, bold=True)}  "
@@ -431,9 +433,13 @@ def _flow_of(obj: Context, text: str) -> uuid.UUID:
 @friendly_errors
 def show(obj: Context, flow: str) -> None:
     """Print the tree of FLOW (a flow token, or an action id: that action's flow)."""
+    from actiontrace._views import missing_causes
+
     trace = obj.storage().get_trace(_flow_of(obj, flow))
     click.echo(f"flow {trace.flow_token}  module {trace.module}  {fmt_time(trace.created_at)}")
     click.echo(trace.to_ascii(), nl=False)
+    for note in missing_causes(trace):
+        click.echo(f"note: {note}")
 
 
 def render_why(chain: list[ActionRecord], syncs: list[str | None]) -> list[str]:
@@ -480,11 +486,15 @@ def _why(obj: Context, action_id: uuid.UUID) -> tuple[list[ActionRecord], list[s
 @friendly_errors
 def why(obj: Context, action_id: str, as_json: bool) -> None:
     """Explain why ACTION_ID happened: its causal chain, with the synchronization of each step."""
+    from actiontrace._views import missing_causes
+
     chain, syncs = _why(obj, resolve(obj, action_id, "action"))
     if as_json:
         echo_json([{"action": rec, "synchronization": s} for rec, s in zip(chain, syncs, strict=True)])
         return
     click.echo("\n".join(render_why(chain, syncs)))
+    for note in missing_causes(obj.storage().get_trace(chain[0].flow_token), chain):
+        click.echo(f"note: {note}")
 
 
 @cli.command()

@@ -88,7 +88,13 @@ class TraceStorage(abc.ABC):
 
     @abc.abstractmethod
     def get_trace(self, flow_token: uuid.UUID) -> ActionTrace:
-        """The flow's trace, all parts merged; raises ``TraceNotFound``."""
+        """The flow's trace, all parts merged; raises ``TraceNotFound``.
+
+        Until the part holding the flow's root arrives (it is recorded by the process
+        that started the flow, or the token was never seen), ``root_action_id`` is the
+        flow token itself, an id no action has: ``trace.root_action_id in
+        trace.actions`` tells whether the root is stored.
+        """
 
     @abc.abstractmethod
     def find_actions(self, filter: ActionFilter) -> list[ActionRecord]:

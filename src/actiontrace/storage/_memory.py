@@ -124,6 +124,8 @@ class InMemoryTraceStorage(TraceStorage):
         fl.created_at = min(fl.created_at, part.created_at)
         fl.sampled = fl.sampled and part.sampled
         if part.root_id is not None:
+            if fl.root is None:  # the part of the process that started the flow
+                fl.module = part.module
             fl.root = as_uuid(part.root_id)
         for row in staged.rows:
             rec = record_from_row(row, uuids)
@@ -193,7 +195,7 @@ class InMemoryTraceStorage(TraceStorage):
             if fl is None:
                 raise TraceNotFound(f"no trace for flow {flow_token}")
             actions = dict(sorted(fl.actions.items(), key=lambda kv: sort_key(kv[1])))
-            root = fl.root or (next(iter(actions)) if actions else flow_token)
+            root = fl.root or flow_token  # the root's part has not arrived (see _base)
             return ActionTrace(
                 flow_token=flow_token,
                 root_action_id=root,

@@ -263,7 +263,7 @@ class SqlAlchemyTraceStorage(TraceStorage):
             ).all()
             logs = self._logs(conn, flow_token)
         recs = [self._record(r) for r in rows]
-        root = head[0] or (recs[0].id if recs else flow_token)
+        root = head[0] or flow_token  # the root's part has not arrived (see _base)
         return ActionTrace(
             flow_token=flow_token,
             root_action_id=root,

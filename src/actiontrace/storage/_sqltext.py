@@ -16,6 +16,12 @@ COLUMNS = ("id", "flow_token", "parent_id", "concept_uri", "action", "timestamp"
 # PostgreSQL bulk path: COPY a batch into a temporary table, then one INSERT .. SELECT
 # with the same conflict rules. psycopg's pipelined executemany reached ~30,000 actions/s
 # here; COPY removes the per-row statement round trips (docs/performance.md).
+# A flow's module is the one of the part holding its root (the process that started the
+# flow), whichever part arrives first; SET expressions read the row as it was.
+_MODULE_MERGE = (
+    "CASE WHEN actiontrace_flows.root_action_id IS NULL AND excluded.root_action_id IS NOT NULL "
+    "THEN excluded.module ELSE actiontrace_flows.module END"
+)
 PG_COPY_MIN = 64  # below this, executemany is as fast and needs no temp table
 PG_COPY = {
     "actions": (
@@ -32,11 +38,14 @@ PG_COPY = {
         # Parts of one flow in the same batch merge here as they do across batches.
         "INSERT INTO actiontrace_flows ({cols}) SELECT flow_token, "
         "(array_agg(root_action_id) FILTER (WHERE root_action_id IS NOT NULL))[1], "
-        "min(created_at), min(module), "
+        "min(created_at), "
+        "COALESCE((array_agg(module) FILTER (WHERE root_action_id IS NOT NULL))[1], "
+        "min(module)), "
         "CASE WHEN count(*) = 1 THEN max(max_depth) END, bool_and(sampled) "
         "FROM {tmp} GROUP BY flow_token "
         "ON CONFLICT (flow_token) DO UPDATE SET "
         "sampled = actiontrace_flows.sampled AND excluded.sampled, "
+        f"module = {_MODULE_MERGE}, "
         "root_action_id = COALESCE(excluded.root_action_id, actiontrace_flows.root_action_id), "
         "created_at = LEAST(actiontrace_flows.created_at, excluded.created_at), "
         "max_depth = NULL",
@@ -87,6 +96,7 @@ _FLOW_INSERT = (
     "INSERT INTO actiontrace_flows (flow_token, root_action_id, created_at, module, max_depth, "
     "sampled) VALUES {values} ON CONFLICT (flow_token) DO UPDATE SET "
     "sampled = actiontrace_flows.sampled AND excluded.sampled, "
+    f"module = {_MODULE_MERGE}, "
     "root_action_id = COALESCE(excluded.root_action_id, actiontrace_flows.root_action_id), "
     "created_at = {least}(actiontrace_flows.created_at, excluded.created_at), "
     "max_depth = NULL"  # a second part: recompute the depth at query time
