@@ -1,25 +1,42 @@
 # Developer and CI entry points. `make test` is what .ci/run calls.
+#   make demo   the package alone (no development extras), then the bundled demo
+#   make test   development extras, missing Debian packages (scripts/provision), a
+#               throwaway PostgreSQL (scripts/run-tests), the whole suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+PKG    := $(VENV)/.installed-package
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: .venv venv test demo bench bench-full clean
+.PHONY: .venv venv provision test demo bench bench-full soak clean
 
 .venv venv: $(STAMP)
 
-# (Re)install whenever pyproject.toml is newer than the stamp.
-$(STAMP): pyproject.toml
-	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+		echo "cannot create $(VENV): install python3-venv (scripts/provision does)" >&2; exit 1; }
+
+# The package alone: what `make demo` needs.
+$(PKG): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
 	touch $@
 
-test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# (Re)install whenever pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[dev]'
+	touch $(PKG) $@
 
-demo: $(STAMP)
+# Debian packages first (python3-venv among them), then the virtualenv, then the suite.
+provision:
+	scripts/provision
+
+test: provision $(STAMP)
+	scripts/run-tests $(BIN)/python $(PYTEST_ARGS)
+
+demo: $(PKG)
 	$(BIN)/actiontrace --url sqlite:///actiontrace.db demo
 
 # One table of every benchmark (docs/performance.md, docs/img/scaling.png); a few minutes.

@@ -117,7 +117,7 @@ def samples_ms(fn: Callable[[], Any], repeat: int) -> list[float]:
 
 def queries(store: SqlAlchemyTraceStorage, sample: list[tuple[int, int]]
             ) -> dict[str, Callable[[], Any]]:
-    """The queries of API.md §4 and the analyzer, aimed at random sampled flows."""
+    """The queries of docs/reference.md, Queries, and the analyzer, aimed at random sampled flows."""
     rnd = random.Random(2)
     leaves = [as_uuid(leaf) for _, leaf in sample]
     tokens = [as_uuid(token) for token, _ in sample]

@@ -19,7 +19,10 @@ Sections (``--sections`` picks some), each in this one process unless said other
 * flow size: ns per call as flows grow, in memory and in SQLite.
 * throughput: actions/s into SQLite (and PostgreSQL), end to end (recorded, then
   flushed) and through the writer alone, next to plain sqlite3 inserting the same rows.
-* store size: the queries of API.md §4 and the analyzer as one SQLite store grows.
+* store size: the queries of docs/reference.md (Queries) and the analyzer as one SQLite store grows.
+* span export: what ``configure(span_exporters=...)`` costs per exported action (the
+  conversion alone, end to end with no exporter / a no-op / the SDK's in-memory / the
+  real OTLP/HTTP exporter to 127.0.0.1, and the hot path with an exporter configured).
 * memory: bytes per buffered action and the peak RSS with 1,000,000 actions waiting for
   a stalled writer (each in a fresh process, so the peak is its own).
 
@@ -47,10 +50,12 @@ import overhead
 import query_latency
 import report
 import seed_requests
+import span_export
 import sql_throughput
 from _suite import REPO, Row, machine, progress, summarize, timed
 
-SECTIONS = ("headline", "overhead", "requests", "concurrency", "flows", "throughput", "store", "memory")
+SECTIONS = ("headline", "overhead", "requests", "concurrency", "flows", "throughput", "store",
+            "spans", "memory")
 FULL_STORE = "10000,1000000,10000000"
 
 
@@ -72,6 +77,7 @@ class Plan:
     throughput_n: int = 100_000
     store_sizes: tuple[int, ...] = (10_000, 100_000)
     store_repeat: int = 20
+    span_n: int = 20_000
     mem_actions: int = 100_000
     rss_actions: int = 1_000_000
     mem_repeat: int = 3
@@ -84,7 +90,7 @@ QUICK = Plan(
     headline_requests=300, headline_store=4_000,
     requests=200, tasks=20, async_k=10, threads=4, thread_flows=2, thread_k=100,
     flow_sizes=(1, 10, 100, 1_000), flow_n=5_000, flow_durable_n=2_000, throughput_n=5_000,
-    store_sizes=(1_000, 5_000), store_repeat=5,
+    store_sizes=(1_000, 5_000), store_repeat=5, span_n=2_000,
     mem_actions=20_000, rss_actions=100_000, mem_repeat=1,
 )
 
@@ -205,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     if "store" in sections:
         with timed("store size", timings):
             rows += store_rows(plan.store_sizes, plan.store_repeat)
+    if "spans" in sections:
+        with timed("span export", timings):
+            rows += span_export.measure(plan.span_n, plan.repeat)
     if "memory" in sections:
         with timed("memory", timings):
             rows += memory_rows(plan)

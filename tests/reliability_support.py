@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import os
+import random
 import shlex
+import socket
 import subprocess
 import sys
 import textwrap
@@ -24,10 +26,8 @@ SCRIPT = REPO / "scripts" / "pg-test-server"
 
 
 def need_postgres(reason: str) -> None:
-    """Skip (fail in CI) when PostgreSQL is not available for a test."""
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set but {reason}")
-    pytest.skip(reason)
+    """Fail a test that needs PostgreSQL when it is not available (never a skip)."""
+    pytest.fail(f"{reason} (`make test` provisions PostgreSQL: scripts/provision)")
 
 
 class PrivateCluster:
@@ -37,6 +37,7 @@ class PrivateCluster:
         self.state = state_dir / "env"
         self.env = {**os.environ, "PGTEST_STATE": str(self.state), "PGTEST_PORT": str(first_port)}
         self.vars: dict[str, str] = {}
+        self._hold: socket.socket | None = None
 
     def start_new(self) -> None:
         """Create and start the cluster (``scripts/pg-test-server start``)."""
@@ -67,21 +68,47 @@ class PrivateCluster:
         assert proc.returncode == 0, f"pg_ctl {args}: {proc.stdout}{proc.stderr}"
 
     def stop(self) -> None:
-        """Stop the server (fast shutdown: open connections are cut)."""
+        """Stop the server (fast shutdown: open connections are cut).
+
+        The port stays bound meanwhile (a socket of ours that does not listen, so
+        connections are still refused as by a stopped server), so that another test run
+        starting a cluster on this machine cannot take it: the server must come back at
+        the same address. (A concurrent run took the port during an outage, and the
+        restart failed.) Best effort: when the port cannot be bound at once (connections
+        in TIME_WAIT), it is not held.
+        """
         self._pg_ctl("-m fast -w -t 60 stop")
+        hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            hold.bind(("127.0.0.1", int(self.vars["ACTIONTRACE_TEST_PG_PORT"])))
+        except OSError:
+            hold.close()
+            return
+        self._hold = hold
 
     def start(self) -> None:
         """Start the stopped server again, on the same port and data."""
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
         self._pg_ctl(f"-l {self.vars['ACTIONTRACE_TEST_PG_LOG']} -w -t 60 start")
 
     def destroy(self) -> None:
         """Stop the server and delete its files."""
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
         subprocess.run(["bash", str(SCRIPT), "stop"], env=self.env, capture_output=True,
                        timeout=120, cwd="/", check=False)
 
 
 def private_cluster(tmp_path_factory: pytest.TempPathFactory, port: int):  # type: ignore[no-untyped-def]
-    """Generator body for a module-scoped fixture yielding a started ``PrivateCluster``."""
+    """Generator body for a module-scoped fixture yielding a started ``PrivateCluster``.
+
+    ``port`` is a base: the search for a free port starts at a random offset above it,
+    so test runs side by side on one machine do not all reach for the same ports.
+    """
+    port += random.randrange(0, 4000, 10)
     cluster = PrivateCluster(tmp_path_factory.mktemp("pgstate"), port)
     cluster.start_new()
     try:

@@ -36,6 +36,9 @@ EXPECTED_ROWS = [
     ("throughput", "raw sqlite3, multi-row"),
     ("store size", "get_causal_chain (10-action flow) @ 5,000 actions"),
     ("store size", "sync_performance @ 5,000 actions"),
+    ("span export", "FlowPart -> spans (the export thread's path)"),
+    ("span export", "end to end, InMemorySpanExporter"),
+    ("span export", "end to end, OTLPSpanExporter (HTTP, 127.0.0.1)"),
     ("memory", "bytes per buffered action, flows of 10"),
     ("memory", "peak RSS, 100,000 actions waiting for a stalled writer"),
 ]

@@ -1,8 +1,7 @@
 """Guards for the CI environment: PostgreSQL and Graphviz must really be there.
 
-Locally these skip when the services are absent; under CI (``CI`` set) they fail instead,
-so a broken provisioning step can never turn the PostgreSQL tests into silent skips.
-Start a local server with ``eval "$(scripts/pg-test-server start)"``.
+``make test`` provisions both (scripts/provision, scripts/run-tests); when either is
+missing these fail, so a broken provisioning step never turns tests into silent skips.
 """
 
 from __future__ import annotations
@@ -14,20 +13,16 @@ from typing import NoReturn
 
 import pytest
 
-IN_CI = bool(os.environ.get("CI"))
-
 
 def _unavailable(reason: str) -> NoReturn:
-    if IN_CI:
-        pytest.fail(f"CI is set but {reason}")
-    pytest.skip(reason)
+    pytest.fail(f"{reason}; `make test` provisions it")
 
 
 def test_postgres_reachable() -> None:
     url = os.environ.get("ACTIONTRACE_TEST_PG_URL")
     if not url:
         _unavailable(
-            'ACTIONTRACE_TEST_PG_URL is not set (run: eval "$(scripts/pg-test-server start)")'
+            "ACTIONTRACE_TEST_PG_URL is not set"
         )
     import psycopg  # dev dependency
 

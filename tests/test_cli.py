@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import pytest
 
+import actiontrace
 from actiontrace import ActionFilter, ActionTrace, SqlAlchemyTraceStorage
 from actiontrace.cli import parse_input, parse_time
 
@@ -110,9 +111,10 @@ class TestDemo:
 class TestReading:
     def test_flows(self, demo: Demo) -> None:
         """One flow per line, newest first, each line starting with its token."""
-        lines = demo("flows").splitlines()
+        lines = demo("flows", "--full-ids").splitlines()
         assert all(UUID_AT_START.match(line) for line in lines), lines
-        assert all("Web::handle_request" in line for line in lines)
+        # The root's full concept URI, not only its last segment.
+        assert all("  wkmp-ap::Web::handle_request  " in line for line in lines)
         assert sum("error" in line for line in lines) == 2  # the rejected token, twice
         data = json.loads(demo("flows", "--limit", "3", "--json"))
         assert [d["flow_token"] for d in data] == [line.split()[0] for line in lines[:3]]
@@ -123,7 +125,8 @@ class TestReading:
 
     def test_find_show_why_with_prefixes(self, demo: Demo) -> None:
         """find lists actions by id; show and why take unique prefixes of those ids."""
-        lines = demo("find", "--action", "play_passage", "--input", "passage_id=42").splitlines()
+        lines = demo("find", "--action", "play_passage", "--input", "passage_id=42",
+                     "--full-ids").splitlines()
         assert len(lines) == 2 and all(UUID_AT_START.match(line) for line in lines)
         play_id, flow_token = lines[-1].split()[0], lines[-1].split()[-1]
         all_ids = [str(r.id) for r in demo.storage().find_actions(ActionFilter())]
@@ -133,7 +136,8 @@ class TestReading:
         tree = demo("show", shortest_unique_prefix(flow_token, flows))
         assert f"flow_token={flow_token}" in tree and "[AudioPlayer::play_passage]" in tree
         assert demo("show", play_id) == tree  # an action id shows its flow
-        in_flow = demo("find", "--flow", flow_token, "--concept", "wkmp-ap::Queue").splitlines()
+        in_flow = demo("find", "--flow", flow_token, "--concept", "wkmp-ap::Queue",
+                       "--full-ids").splitlines()
         assert {line.split()[2] for line in in_flow} == {"Queue::dequeue", "Queue::enqueue"}
         chain = json.loads(demo("why", play_id, "--json"))
         assert [s["synchronization"] for s in chain] == [None, "OnWebRequest", "OnAuthSuccess"]
@@ -206,8 +210,8 @@ PG_DOWN = "postgresql+psycopg://u:hunter2@127.0.0.1:1/x"
 # (name, arguments (DEMO stands for the demo database's URL), expected exit code, words)
 ERRORS: list[tuple[str, list[str], int, str]] = [
     ("malformed id", ["--url", "DEMO", "why", "not-hex!"], 1, "malformed action id"),
-    ("unknown action", ["--url", "DEMO", "why", "ffffffff"], 1, "no action id starts with"),
-    ("unknown flow", ["--url", "DEMO", "show", "ffffffff-ffff"], 1, "no flow token starts with"),
+    ("unknown action", ["--url", "DEMO", "why", "ffffffff"], 1, "no action id starts or ends with"),
+    ("unknown flow", ["--url", "DEMO", "show", "ffffffff-ffff"], 1, "no flow token starts or ends with"),
     ("ambiguous prefix", ["--url", "DEMO", "why", "0"], 1, "ambiguous"),
     ("bad --input", ["--url", "DEMO", "find", "--input", "passage_id"], 2, "key=value"),
     ("bad --since", ["--url", "DEMO", "flows", "--since", "yesterday"], 2, "not a time"),
@@ -264,8 +268,8 @@ def test_default_url_is_local_file(tmp_path: Path) -> None:
 
 
 def test_ids_are_uuids(demo: Demo) -> None:
-    """Every listed flow token parses as a UUID."""
-    for line in demo("flows").splitlines():
+    """With --full-ids, every listed flow token parses as a UUID."""
+    for line in demo("flows", "--full-ids").splitlines():
         uuid.UUID(line.split()[0])
 
 
@@ -294,9 +298,221 @@ with continue_flow(uuid.UUID({str(flow_token)!r}), trigger=uuid.UUID({str(trigge
         assert f"note: the root of flow {flow_token} is not (yet) in the store" in shown
         assert f"note: trigger {trigger} of Payment::charge (via Remote) is not (yet)" in shown
         (found,) = ok("--url", url, "find", "--action", "charge").splitlines()
-        why = ok("--url", url, "why", found[:36])
+        why = ok("--url", url, "why", found.split()[0])
         assert f"note: Payment::charge was triggered (via Remote) by {trigger}, which is " \
                "not (yet) in the store" in why
+# -- ids: short forms ------------------------------------------------------------------------------
+
+
+class TestShortIds:
+    def test_listings_show_unique_endings_every_command_accepts(self, demo: Demo) -> None:
+        """flows/find show short ids that name one id in the store; show/why/export take them."""
+        store = demo.storage()
+        tokens = [str(f.flow_token) for f in store.list_flows(100)]
+        shown = [line.split()[0] for line in demo("flows", "-n", "100").splitlines()]
+        assert len(shown) == len(tokens) == 12
+        for short, full in zip(shown, tokens, strict=True):
+            assert 8 <= len(short) < 32 and full.replace("-", "").endswith(short)
+            assert sum(t.replace("-", "").endswith(short) for t in tokens) == 1
+            assert f"flow_token={full}" in demo("show", short)
+        ids = [str(r.id) for r in store.find_actions(actiontrace.ActionFilter())]
+        line = demo("find", "--action", "play_passage", "-n", "1").splitlines()[0]
+        short_id, short_flow = line.split()[0], line.split()[-1]
+        assert len(short_id) < 32 and sum(i.replace("-", "").endswith(short_id) for i in ids) == 1
+        full_id = next(i for i in ids if i.replace("-", "").endswith(short_id))
+        assert f"id      {full_id}" in demo("why", short_id)
+        assert demo("export", short_flow, "-f", "json").startswith("{")
+
+    def test_suffix_of_a_whole_id(self, demo: Demo) -> None:
+        """The last digits of a full id, dashes and all, pick that id out."""
+        play = demo.storage().find_actions(
+            actiontrace.ActionFilter(action="play_passage", limit=1))[0]
+        assert f"id      {play.id}" in demo("why", str(play.id)[-12:])
+
+    def test_ambiguous_suffix(self, demo: Demo) -> None:
+        """A suffix many ids end with is refused with one line naming two of them."""
+        ids = [r.id.hex for r in demo.storage().find_actions(actiontrace.ActionFilter())]
+        last = max(set(i[-1] for i in ids), key=lambda c: sum(i.endswith(c) for i in ids))
+        res = run("--url", demo.url, "why", last)
+        assert res.returncode == 1 and res.stderr.count("\n") == 1
+        assert "ambiguous" in res.stderr and res.stdout == ""
+
+
+# -- reading never changes a database ----------------------------------------------------------------
+
+READING = [["flows"], ["show", "0"], ["why", "0"], ["find"], ["export", "0"], ["stats"],
+           ["db", "current"]]
+
+
+def digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class TestReadingChangesNothing:
+    @pytest.mark.parametrize("args", READING, ids=" ".join)
+    def test_foreign_sqlite_database(self, args: list[str], tmp_path: Path) -> None:
+        """A database without actiontrace tables: one line naming `actiontrace db upgrade`,
+        and the file's bytes (journal mode included) exactly as they were."""
+        import sqlite3
+
+        path = tmp_path / "other.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
+            conn.execute("INSERT INTO orders (item) VALUES ('tea')")
+        conn.close()
+        before = digest(path)
+        res = run("--url", f"sqlite:///{path}", *args)
+        assert res.returncode == 1 and res.stdout == ""
+        assert res.stderr.count("\n") == 1 and "actiontrace db upgrade" in res.stderr
+        assert digest(path) == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+    def test_actiontrace_database_bytes_stay(self, demo: Demo, tmp_path: Path) -> None:
+        """Every reading command on a real store: the file's bytes do not change, no
+        -wal/-shm is left behind, and a rollback-journal file stays in that mode."""
+        import sqlite3
+
+        path = tmp_path / "copy.db"
+        src = Path(demo.url.removeprefix("sqlite:///"))
+        with sqlite3.connect(src) as s, sqlite3.connect(path) as d:
+            s.backup(d)
+            d.execute("PRAGMA journal_mode = DELETE")
+        s.close()
+        d.close()
+        before = digest(path)
+        url = f"sqlite:///{path}"
+        token = str(demo.storage().list_flows(1)[0].flow_token)
+        play = demo.storage().find_actions(actiontrace.ActionFilter(action="play_passage"))[0]
+        for args in (["flows"], ["show", token], ["why", str(play.id)], ["find"],
+                     ["export", token], ["stats"], ["db", "current"]):
+            res = run("--url", url, *args)
+            assert res.returncode == 0, (args, res.stderr)
+        assert digest(path) == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db"]
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        conn.close()
+
+    @pytest.mark.parametrize("args", READING, ids=" ".join)
+    def test_foreign_postgres_database(self, args: list[str], pg_url: str) -> None:
+        """The same on PostgreSQL: one line naming `actiontrace db upgrade`, no table made."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+        res = run("--url", pg_url, *args)
+        assert res.returncode == 1 and res.stdout == ""
+        assert res.stderr.count("\n") == 1 and "actiontrace db upgrade" in res.stderr
+        with engine.connect() as conn:
+            assert sa.inspect(conn).get_table_names() == ["orders"]
+        engine.dispose()
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """On a missing file every reading command fails with one line and creates nothing."""
+        path = tmp_path / "none.db"
+        for args in READING:
+            res = run("--url", f"sqlite:///{path}", *args)
+            assert res.returncode == 1 and res.stdout == "", args
+            assert res.stderr.count("\n") == 1 and "actiontrace db upgrade" in res.stderr
+        assert list(tmp_path.iterdir()) == []
+
+
+class TestDbCommands:
+    def test_current_prints_the_revision(self, demo: Demo) -> None:
+        """db current prints the schema's revision id."""
+        from actiontrace.storage import _migrate
+
+        assert demo("db", "current").strip() == _migrate.HEAD
+
+    def test_failed_upgrade_leaves_no_file(self, tmp_path: Path) -> None:
+        """db upgrade to an unknown revision fails with one line and leaves no file."""
+        path = tmp_path / "new.db"
+        res = run("--url", f"sqlite:///{path}", "db", "upgrade", "9999")
+        assert res.returncode == 1 and res.stderr.count("\n") == 1 and "9999" in res.stderr
+        assert list(tmp_path.iterdir()) == []
+
+    def test_upgrade_creates_then_current_reads(self, tmp_path: Path) -> None:
+        """db upgrade makes an empty store that reading commands accept."""
+        url = f"sqlite:///{tmp_path / 'new.db'}"
+        assert "schema at" in ok("--url", url, "db", "upgrade")
+        assert ok("--url", url, "flows") == ""
+        assert ok("--url", url, "db", "current").strip()
+
+
+# -- output cut short ----------------------------------------------------------------------------------
+
+
+class TestReaderLeaves:
+    @pytest.mark.parametrize("args", [["flows"], ["find"], ["stats"], ["show", "LATEST"]])
+    def test_closed_pipe_ends_quietly(self, args: list[str], demo: Demo) -> None:
+        """`actiontrace ... | head -0`: the reader is gone before the first line: exit 0,
+        nothing on stderr."""
+        if "LATEST" in args:
+            args = ["show", str(demo.storage().list_flows(1)[0].flow_token)]
+        read, write = os.pipe()
+        os.close(read)  # every write now fails with EPIPE
+        env = {k: v for k, v in os.environ.items() if k != "ACTIONTRACE_URL"}
+        res = subprocess.run([str(EXE), "--url", demo.url, *args], stdout=write,
+                             stderr=subprocess.PIPE, text=True, timeout=120, check=False, env=env)
+        os.close(write)
+        assert (res.returncode, res.stderr) == (0, "")
+
+    def test_head_in_a_shell(self, demo: Demo) -> None:
+        """`actiontrace find | head -1` through a real shell pipe: one line, exit 0."""
+        cmd = f"{EXE} --url {demo.url} find -n 1000 | head -1; echo \"status=${{PIPESTATUS[0]}}\""
+        res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120,
+                             check=False)
+        lines = res.stdout.splitlines()
+        assert len(lines) == 2 and lines[1] == "status=0", res.stdout + res.stderr
+        assert res.stderr == ""
+
+
+# -- export --------------------------------------------------------------------------------------------
+
+
+class TestExportDot:
+    def test_call_nesting_and_provenance(self, demo: Demo) -> None:
+        """DOT draws provenance edges labelled and call nesting dashed: every action but
+        the root is reached, and Graphviz renders one edge per arrow."""
+        store = demo.storage()
+        play = store.find_actions(actiontrace.ActionFilter(action="play_passage"))[0]
+        trace = store.get_trace(play.flow_token)
+        dot = demo("export", str(trace.flow_token), "-f", "dot")
+        arrows = [line for line in dot.splitlines() if " -> " in line]
+        labelled = [a for a in arrows if "[label=" in a]
+        dashed = [a for a in arrows if "style=dashed" in a]
+        assert len(labelled) == len(trace.provenance_edges) > 0
+        nested = [r for r in trace.actions.values() if r.parent_id in trace.actions]
+        assert len(dashed) == len(nested) > 0 and len(labelled) + len(dashed) == len(arrows)
+        for r in nested:
+            assert f'"{r.parent_id}" -> "{r.id}" [style=dashed' in dot
+        targets = {a.split(" -> ")[1].split('"')[1] for a in arrows}
+        assert targets == {str(i) for i in trace.actions} - {str(trace.root_action_id)}
+        svg = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True,
+                             check=True)
+        assert svg.stdout.count('class="edge"') == len(arrows)
+
+
+# -- start-up -----------------------------------------------------------------------------------------
+
+
+def test_reading_commands_import_no_migrations_or_drivers(demo: Demo) -> None:
+    """A reading command on an up-to-date SQLite store imports neither Alembic nor psycopg
+    (start-up time; docs/cli.md)."""
+    code = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] "
+        "in ('alembic', 'psycopg'))), file=sys.stderr))\n"
+        "from actiontrace.cli import main\n"
+        f"main(['--url', {demo.url!r}, 'flows'])\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert res.returncode == 0
+    assert res.stderr.strip() == ""
 
 
 class TestPrune:

@@ -309,15 +309,18 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 class TestCommandLine:
     def test_upgrade_current_downgrade(self, db_url: str) -> None:
         """db upgrade / current / downgrade through the installed console script."""
+        # No schema yet: a one-line error naming the command that creates it.
         res = cli("--url", db_url, "db", "current")
-        assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+        assert (res.returncode, res.stdout) == (1, "") and res.stderr.count("\n") == 1
+        assert "actiontrace db upgrade" in res.stderr
         res = cli("--url", db_url, "db", "upgrade")
         assert res.returncode == 0, res.stderr
         res = cli("--url", db_url, "db", "current")
         assert (res.returncode, res.stdout.strip()) == (0, _migrate.head())
         res = cli("--url", db_url, "db", "downgrade", "base")
         assert res.returncode == 0, res.stderr
-        assert cli("--url", db_url, "db", "current").stdout == ""
+        res = cli("--url", db_url, "db", "current")
+        assert (res.returncode, res.stdout) == (1, "") and "actiontrace db upgrade" in res.stderr
         # The URL can also come from the environment.
         res = cli("db", "upgrade", _migrate.head(), env={"ACTIONTRACE_URL": db_url})
         assert res.returncode == 0, res.stderr

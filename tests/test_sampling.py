@@ -60,6 +60,16 @@ class TestSampling:
         assert 400 <= len(kept) <= 600
         assert kept == {t for t in tokens if sampled(t.int, 0.5)}
 
+    def test_share_does_not_depend_on_how_ids_were_spaced(self) -> None:
+        """Tokens that are every k-th id of a process (flows of k actions) are kept at the
+        rate asked, whatever k: the decision hashes the token, it does not scale it."""
+        from actiontrace._context import sampled
+        from actiontrace._ids import new_id
+
+        for stride in range(1, 8):
+            ids = [new_id() for _ in range(1000 * stride)][::stride]
+            assert 400 <= sum(sampled(t, 0.5) for t in ids) <= 600, stride
+
     def test_auto_flows_are_sampled_too(self) -> None:
         """A root action's own flow follows the same rule; a failing one is kept."""
         tracer = actiontrace.configure(sample_rate=0.0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import subprocess
 
 import pytest
@@ -59,7 +58,6 @@ class TestSeedQueries:
         assert [a.action for a in actions] == ["select_next", "enqueue"] * 3
         assert [a.inputs["passage_id"] for a in actions if a.action == "enqueue"] == [42, 5, 8]
 
-    @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' not installed")
     def test_execution_path_as_dot(self, tracer: actiontrace.ActionTracer) -> None:
         """Query 4: the flow that played 42, rendered as DOT and accepted by Graphviz."""
         play = tracer.find_actions(ActionFilter(action="play_passage", inputs={"passage_id": 42}))[0]

@@ -352,6 +352,92 @@ class TestInputValueIndex:
         store.close()
 
 
+def _tables(url: str) -> list[str]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return sorted(sa.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _hand_trace(token: uuid.UUID, ids: list[uuid.UUID]) -> actiontrace.ActionTrace:
+    recs = {
+        i: actiontrace.ActionRecord(
+            id=i, concept_uri="hand::C", action=f"a{n}", inputs={}, outputs=None,
+            timestamp=1_000 + n, flow_token=token, parent_id=None if n == 0 else ids[0],
+            status="ok", duration_us=1,
+        )
+        for n, i in enumerate(ids)
+    }
+    return actiontrace.ActionTrace(token, ids[0], recs, [], 1_000, "hand")
+
+
+class TestReadOnly:
+    def test_empty_database_is_refused_and_left_empty(self, sql_url: str) -> None:
+        """A reader on a database without actiontrace tables names `actiontrace db upgrade`
+        and creates nothing."""
+        if sql_url.startswith("sqlite"):
+            engine = sa.create_engine(sql_url)
+            with engine.begin() as conn:
+                conn.exec_driver_sql("CREATE TABLE host_orders (id INTEGER PRIMARY KEY)")
+            engine.dispose()
+        before = _tables(sql_url)
+        reader = SqlAlchemyTraceStorage(sql_url, read_only=True)
+        with pytest.raises(actiontrace.SchemaOutdated, match="actiontrace db upgrade"):
+            reader.list_flows()
+        reader.close()
+        assert _tables(sql_url) == before
+        assert not any(t.startswith("actiontrace_") for t in before)
+
+    def test_reads_and_refuses_writes(self, sql_url: str) -> None:
+        """A reader sees what a writer stored; a write through it fails, nothing stored."""
+        token, ids = uuid.UUID(int=7 << 80), [uuid.UUID(int=(7 << 80) | n) for n in (1, 2)]
+        writer = SqlAlchemyTraceStorage(sql_url)
+        writer.save_trace(_hand_trace(token, ids))
+        reader = SqlAlchemyTraceStorage(sql_url, read_only=True)
+        assert set(reader.get_trace(token).actions) == set(ids)
+        other = uuid.UUID(int=8 << 80)
+        with pytest.raises(actiontrace.StorageError, match="read_only"):
+            reader.save_trace(_hand_trace(other, [uuid.UUID(int=(8 << 80) | 1)]))
+        with pytest.raises(actiontrace.TraceNotFound):
+            writer.get_trace(other)
+        # Below the storage, the connections themselves refuse to write.
+        with pytest.raises(sa.exc.DBAPIError), reader.engine.connect() as conn:
+            conn.exec_driver_sql("CREATE TABLE intruder (id INTEGER)")
+        reader.close()
+        writer.close()
+
+    def test_missing_sqlite_file_is_not_created(self, tmp_path: Path) -> None:
+        """A reader of a SQLite file that does not exist fails and leaves no file."""
+        path = tmp_path / "none.db"
+        reader = SqlAlchemyTraceStorage(f"sqlite:///{path}", read_only=True)
+        with pytest.raises(sa.exc.OperationalError):
+            reader.list_flows()
+        assert not path.exists()
+
+
+class TestShortIds:
+    def test_suffixes_resolve_and_short_ids_are_unique(self, sql_url: str) -> None:
+        """Ids are found by their ends; short ids grow where 8 digits are shared."""
+        token = uuid.UUID("01900000-0000-7000-8000-0000000000aa")
+        shared = [uuid.UUID(f"01900000-0000-7000-8{k:03x}-0000deadbeef") for k in (1, 2)]
+        alone = uuid.UUID("01900000-0000-7000-8000-000012345678")
+        store = SqlAlchemyTraceStorage(sql_url)
+        store.save_trace(_hand_trace(token, [alone, *shared]))
+        assert store.resolve_suffix("12345678", "action") == [alone]
+        assert store.resolve_suffix("deadbeef", "action", limit=5) == sorted(shared)
+        assert store.resolve_suffix("ffff", "action") == []
+        short = store.short_ids([alone, *shared], "action")
+        assert short[alone] == "12345678"
+        for i in shared:
+            assert len(short[i]) > 8 and i.hex.endswith(short[i])
+            assert store.resolve_suffix(short[i], "action", limit=5) == [i]
+            assert store.resolve_prefix(short[i], "action", limit=5) == []
+        # A short form that is also another id's start would be ambiguous: it grows too.
+        assert store.short_ids([token], "flow")[token] == "000000aa"
+
+
 WRITE_REQUESTS = """
     import sys
     import actiontrace

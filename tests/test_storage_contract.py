@@ -1,4 +1,4 @@
-"""The storage contract (API.md §4-§6), for every backend: memory, SQLite, PostgreSQL.
+"""The storage contract (docs/reference.md: Queries, Storage, Output and analysis), for every backend: memory, SQLite, PostgreSQL.
 
 Traces are recorded through a real tracer (decorated actions, flows, synchronizations,
 ``continue_flow``) where possible, and written as hand-made parts where a test needs
@@ -584,6 +584,17 @@ class TestAnalyzer:
         for field in ("mean", "median", "p95", "p99"):
             assert getattr(got, field) == pytest.approx(getattr(want, field))
         assert TraceAnalyzer(storage).sync_performance("Perf").count == 7
+
+    def test_sync_performances_match_one_by_one(self, storage: Any) -> None:
+        """sync_performances (what `actiontrace stats` asks) equals sync_performance per name."""
+        b = PartBuilder()
+        r = b.add("p", "root", 1)
+        for i, d in enumerate([40, 10, 1000, 20, 30, 7, 7, 3]):
+            b.edge(r, b.add("p", f"a{i}", 2 + i, parent=r, duration=d), f"S{i % 3}", 10 + i)
+        storage.write_parts([b.part])
+        names = ["S0", "S1", "S2", "Nothing"]
+        assert storage.sync_performances(names) == {n: storage.sync_performance(n) for n in names}
+        assert storage.sync_performances([]) == {}
 
     def test_sync_performance_empty(self, storage: Any) -> None:
         """No produced actions: count 0 and None figures."""

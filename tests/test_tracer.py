@@ -173,13 +173,10 @@ class TestFlush:
 
     def test_shutdown_twice_and_record_after(self) -> None:
         """A second shutdown returns at once; recording after one still gets written."""
-        import time
-
         tracer = actiontrace.configure()
         assert tracer.shutdown() is True
-        t0 = time.monotonic()
-        assert tracer.shutdown() is True and tracer.flush(5) is True
-        assert time.monotonic() - t0 < 2
+        # Nothing to wait for: even with no time at all, the second one succeeds.
+        assert tracer.shutdown(timeout=0) is True and tracer.flush(5) is True
         tracer.record_action("svc::Late", "x", None, None)
         assert tracer.flush(5) is True
         assert len(tracer.storage.find_actions(ActionFilter(concept_uri="svc::Late"))) == 1

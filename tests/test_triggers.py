@@ -1,4 +1,4 @@
-"""The provenance rules of API.md §2: which edge every action gets, and from what."""
+"""The provenance rules of docs/reference.md, Decorators: which edge every action gets, and from what."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 import uuid
 
@@ -14,8 +13,6 @@ from hypothesis import strategies as st
 
 import actiontrace
 from actiontrace import ActionRecord, ActionTrace, ProvenanceEdge, action, flow, synchronization
-
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' not installed")
 
 
 @pytest.fixture
@@ -97,14 +94,21 @@ class TestDot:
         for e in trace.provenance_edges:
             assert f'"{e.from_action}" -> "{e.to_action}" [label="{e.synchronization}"]' in dot
 
-    @needs_dot
+    def test_call_nesting(self, trace: ActionTrace) -> None:
+        """calls=True adds one dashed, unlabelled edge per nested call; Graphviz draws all."""
+        dot = trace.to_dot(calls=True)
+        nested = [r for r in trace.actions.values() if r.parent_id in trace.actions]
+        assert dot.count("style=dashed") == len(nested) > 0
+        assert dot.count(" -> ") == len(trace.provenance_edges) + len(nested)
+        out = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True)
+        assert out.returncode == 0 and out.stdout.count(b'class="edge"') == dot.count(" -> ")
+
     def test_graphviz_accepts_it(self, trace: ActionTrace) -> None:
         """The real dot renders it."""
         out = subprocess.run(["dot", "-Tsvg"], input=trace.to_dot().encode(), capture_output=True)
         assert out.returncode == 0, out.stderr
         assert out.stdout.count(b'class="node"') == len(trace.actions)
 
-    @needs_dot
     @pytest.mark.parametrize(
         "label",
         ['quote " and \\ backslash', "new\nline\r\n", "}; digraph x { a -> b", "<html>&amp;",
@@ -120,7 +124,6 @@ class TestDot:
         assert out.stdout.count(b'class="node"') == 2
         assert out.stdout.count(b'class="edge"') == 1
 
-    @needs_dot
     @given(label=st.text(max_size=40))
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_arbitrary_labels(self, label: str) -> None:
@@ -208,4 +211,4 @@ class TestMissingCauses:
         assert [r.action for r in chain] == ["checkout", "charge"]
         assert missing_causes(trace) == [] and missing_causes(trace, chain) == []
         (summary,) = storage.list_flows()  # type: ignore[attr-defined]
-        assert root_label(summary) == "Web::checkout"
+        assert root_label(summary) == "shop::Web::checkout"

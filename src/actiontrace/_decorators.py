@@ -5,7 +5,7 @@ same template is rendered twice, once plain and once ``async def`` with ``await`
 an async action's timing, error capture and context reset wrap the awaited body, not
 the creation of the coroutine.
 
-Why not ``wrapt`` (which API.md names): a ``wrapt.FunctionWrapper`` costs ~550 ns per
+Why not ``wrapt`` (which the contract names): a ``wrapt.FunctionWrapper`` costs ~550 ns per
 call on our machines before the wrapper does anything, against ~120 ns for a plain
 function wrapper, i.e. more than a third of the 1.5 µs budget for the whole recording
 (docs/performance.md). Plain wrappers keep what wrapt would give us: they bind as
@@ -449,7 +449,7 @@ _LIMIT_SPEC = Named("actiontrace", "reaction_limit")
 def _record_cut(part: Any, rec: list[Any], sync_name: str, error: BaseException) -> None:
     """Leave an error record where a runaway cascade was stopped, caused by its trigger.
 
-    The triggering action's own record stays ``ok`` (API.md §2), so without this a
+    The triggering action's own record stays ``ok`` (docs/reference.md, Decorators), so without this a
     cascade cut short in a flow an action started for itself would leave no trace.
     """
     now = _ids.perf_ns()
@@ -860,7 +860,8 @@ def concept(uri: str) -> Callable[[type[T]], type[T]]:
 
 
 def _direct_sync_frame(cur: list[Any], last: int | None, name: str) -> list[Any]:
-    """The frame of a synchronization called directly inside ``cur`` (API.md §2).
+    """The frame of a synchronization called directly inside ``cur`` (docs/reference.md,
+    Decorators).
 
     ``last`` is the action most recently completed in ``cur``'s owner, in this context.
     """
@@ -895,7 +896,7 @@ def synchronization(
     """Mark a function (sync or async) as a synchronization between concepts.
 
     Every ``@action`` it calls directly gets a provenance edge from the synchronization's
-    trigger (API.md §2). With ``when=Concept.action`` (or ``"concept_uri::action"``) it
+    trigger (docs/reference.md, Decorators). With ``when=Concept.action`` (or ``"concept_uri::action"``) it
     is also a declared reaction: it is called with the triggering ``ActionRecord`` right
     after each successful matching action, when ``where(record)`` is true.
 

@@ -1,4 +1,4 @@
-"""The public data model: what a trace is made of, as msgspec Structs (API.md §1)."""
+"""The public data model: what a trace is made of, as msgspec Structs (docs/reference.md, Model)."""
 
 from __future__ import annotations
 
@@ -81,11 +81,13 @@ class ActionTrace(msgspec.Struct):
 
         return _views.to_ascii(self)
 
-    def to_dot(self) -> str:
-        """Render the flow as a Graphviz ``digraph``: one node per action."""
+    def to_dot(self, *, calls: bool = False) -> str:
+        """Render the flow as a Graphviz ``digraph``: one node per action, one edge per
+        provenance edge; with ``calls``, also a dashed edge from each action's caller to
+        it (the call nesting)."""
         from actiontrace import _views
 
-        return _views.to_dot(self)
+        return _views.to_dot(self, calls=calls)
 
     def to_mermaid(self) -> str:
         """Render the flow as a Mermaid ``flowchart``."""
@@ -101,7 +103,7 @@ class ActionTrace(msgspec.Struct):
 
 
 class ActionFilter(msgspec.Struct, kw_only=False):
-    """What ``find_actions`` looks for; every field given must match (API.md §4).
+    """What ``find_actions`` looks for; every field given must match (docs/reference.md, Queries).
 
     Args:
         concept_uri: exact, or a ``::``-bounded prefix (``"app"`` matches ``"app::Player"``).

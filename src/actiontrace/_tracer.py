@@ -1,13 +1,14 @@
-"""``ActionTracer``: flows, the writer and storage, and the queries (API.md §3-§4)."""
+"""``ActionTracer``: flows, the writer and storage, and the queries (docs/reference.md: Flows and the tracer, Queries)."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import threading
+import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actiontrace import _capture, _context, _ids, _writer
 from actiontrace._capture import EMPTY, NULL, capture_value, settings
@@ -33,6 +34,9 @@ from actiontrace._writer import MAX_QUEUE_BYTES, Buffer, WriterStats
 from actiontrace.storage._base import TraceStorage
 from actiontrace.storage._memory import InMemoryTraceStorage
 
+if TYPE_CHECKING:
+    from actiontrace.contrib.otel import SpanExport
+
 __all__ = ["ActionTracer", "configure", "get_tracer"]
 
 # Options configure() passes to the tracer, with their defaults.
@@ -47,6 +51,8 @@ TRACER_OPTIONS = {
     "query_flush_timeout": 5.0,
     "sample_rate": 1.0,
     "journal": None,  # overflow journal directory: None = default place, False = none
+    "span_exporters": (),  # OpenTelemetry SpanExporters fed every stored part (contrib.otel)
+    "span_export_queue": 100_000,  # actions that may wait for one exporter
     "retention": None,  # keep flows this long (seconds or a timedelta), pruning in the writer
 }
 # Options that change process-wide capture settings.
@@ -126,6 +132,9 @@ class ActionTracer(Recorder):
                 for part in parts:
                     save(to_trace(part))
 
+        self._span_export = _span_export(opts["span_exporters"], opts["span_export_queue"])
+        if self._span_export is not None:
+            write = self._span_export.wrap(write)
         describe = getattr(self.storage, "describe_error", None)
         maintenance = _retention(self.storage, opts["retention"])
         self._buffer = Buffer(
@@ -141,6 +150,8 @@ class ActionTracer(Recorder):
             maintenance=maintenance,
             **({"describe_error": describe} if describe else {}),
         )
+        if self._span_export is not None:
+            self._span_export.buffer = self._buffer
         self.query_flush_timeout: float = opts["query_flush_timeout"]
         self._started: list[tuple[Any, Any, list[Any], FlowPart]] = []
         self._started_lock = threading.Lock()
@@ -252,15 +263,31 @@ class ActionTracer(Recorder):
         return self._buffer.flush(timeout)
 
     def shutdown(self, timeout: float | None = 10.0) -> bool:
-        """Flush, stop the writer and close the storage. Returns whether all was written."""
+        """Flush, stop the writer and close the storage. Returns whether all was written.
+
+        With ``span_exporters``, it then waits for their pending exports; the whole call
+        takes at most about ``timeout`` seconds, whatever an exporter does.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         ok = self._buffer.stop(timeout)
         with contextlib.suppress(Exception):  # shutting down must not raise
             self.storage.close()
+        if self._span_export is not None:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            ok = self._span_export.shutdown(left) and ok
         return ok
 
     def stats(self) -> WriterStats:
-        """Counters: recorded, written, dropped, retries, queued, last_error..."""
-        return self._buffer.stats()
+        """Counters: recorded, written, dropped, retries, queued, last_error...
+
+        With ``span_exporters`` also ``spans_exported``, ``span_export_failed``,
+        ``span_export_dropped``, ``span_export_queued``, ``span_export_errors`` and
+        ``span_exporters`` (the same per exporter, with ``stalled``).
+        """
+        s = self._buffer.stats()
+        if self._span_export is not None:
+            s.update(self._span_export.stats())
+        return s
 
     # -- queries (they flush first) ------------------------------------------------------
 
@@ -306,6 +333,25 @@ class ActionTracer(Recorder):
         """The actions a synchronization produced, oldest first."""
         self._sync()
         return self.storage.find_by_sync(sync_name)
+
+
+def _span_export(exporters: Any, max_queue: Any) -> SpanExport | None:
+    """The span export of ``configure(span_exporters=...)``, or None without exporters."""
+    if not exporters:
+        return None
+    exporters = list(exporters)
+    for exp in exporters:
+        if not callable(getattr(exp, "export", None)) or not callable(getattr(exp, "shutdown", None)):
+            raise ConfigurationError(
+                f"span_exporters takes OpenTelemetry SpanExporter objects, got {exp!r}")
+    if not isinstance(max_queue, int) or max_queue < 1:
+        raise ConfigurationError(f"span_export_queue must be a positive int, got {max_queue!r}")
+    try:
+        from actiontrace.contrib.otel import SpanExport
+
+        return SpanExport(exporters, max_queue=max_queue)
+    except ImportError as exc:
+        raise ConfigurationError(str(exc)) from exc
 
 
 def _merge(stored: ActionTrace | None, parts: list[ActionTrace]) -> ActionTrace:

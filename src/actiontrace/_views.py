@@ -1,4 +1,4 @@
-"""Render a trace: an ASCII tree, Graphviz DOT, Mermaid and JSON (API.md §6)."""
+"""Render a trace: an ASCII tree, Graphviz DOT, Mermaid and JSON (docs/reference.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from actiontrace._capture import Redactor, capture_value
 from actiontrace._model import ActionRecord, ActionTrace, FlowSummary, LogEvent
 
 __all__ = [
+    "causal_tree",
     "causes",
     "log_line",
     "missing_causes",
@@ -82,10 +83,10 @@ _LATER = "its part may not have arrived yet, or it was never recorded"
 
 
 def root_label(summary: FlowSummary) -> str:
-    """A flow's root as ``Concept::action``, or a note when its part is not stored."""
+    """A flow's root as ``<concept_uri>::<action>``, or a note when its part is not stored."""
     if summary.concept_uri is None or summary.action is None:
         return f"(root {NOT_YET})"
-    return f"{summary.concept_uri.rpartition('::')[2] or summary.concept_uri}::{summary.action}"
+    return f"{summary.concept_uri}::{summary.action}"
 
 
 def missing_causes(trace: ActionTrace, chain: list[ActionRecord] | None = None) -> list[str]:
@@ -130,16 +131,29 @@ def missing_causes(trace: ActionTrace, chain: list[ActionRecord] | None = None) 
     return notes
 
 
-def to_ascii(trace: ActionTrace) -> str:
-    """The causal tree: children under the action that caused them, edges labelled."""
+def causal_tree(
+    trace: ActionTrace,
+) -> tuple[dict[uuid.UUID, tuple[uuid.UUID | None, str | None]], dict[uuid.UUID | None, list[uuid.UUID]]]:
+    """``(causes(trace), children)``: each action's children in recording order.
+
+    ``children[None]`` are the roots (actions whose cause is outside the trace), the
+    flow's root first.
+    """
     cause = causes(trace)
     children: dict[uuid.UUID | None, list[uuid.UUID]] = {}
     for aid in sorted(trace.actions, key=lambda a: (trace.actions[a].timestamp, a.int)):
         children.setdefault(cause[aid][0], []).append(aid)
-    roots = children.get(None, [])
+    roots = children.setdefault(None, [])
     if trace.root_action_id in roots:  # the flow's root first
         roots.remove(trace.root_action_id)
         roots.insert(0, trace.root_action_id)
+    return cause, children
+
+
+def to_ascii(trace: ActionTrace) -> str:
+    """The causal tree: children under the action that caused them, edges labelled."""
+    cause, children = causal_tree(trace)
+    roots = children[None]
     lines: list[str] = []
     logs: dict[uuid.UUID | None, list[LogEvent]] = {}
     for event in trace.logs:
@@ -196,10 +210,13 @@ def _dot_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def to_dot(trace: ActionTrace) -> str:
+def to_dot(trace: ActionTrace, calls: bool = False) -> str:
     """A Graphviz digraph: one node per action (id = its UUID), one edge per provenance edge.
 
-    Every label is escaped, so the output is valid DOT whatever the values contain.
+    With ``calls``, the call nesting too: a dashed grey edge (empty arrowhead, no label)
+    from each action's caller (its ``parent_id``) to it, beside the provenance edge when
+    it has one, so the call tree and the causes read together. Every label is escaped,
+    so the output is valid DOT whatever the values contain.
     """
     out = ["digraph ActionTrace {", "    rankdir=LR;", '    node [shape=box, fontname="monospace"];']
     for aid, rec in trace.actions.items():
@@ -215,6 +232,13 @@ def to_dot(trace: ActionTrace) -> str:
             f"    {_dot_str(str(e.from_action))} -> {_dot_str(str(e.to_action))} "
             f"[label={_dot_str(e.synchronization)}];"
         )
+    if calls:
+        for aid, rec in trace.actions.items():
+            if rec.parent_id in trace.actions:
+                out.append(
+                    f"    {_dot_str(str(rec.parent_id))} -> {_dot_str(str(aid))} "
+                    '[style=dashed, color="gray50", arrowhead=empty];'
+                )
     out.append("}")
     return "\n".join(out) + "\n"
 

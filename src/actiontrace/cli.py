@@ -1,11 +1,13 @@
-"""The ``actiontrace`` command line (API.md §8).
+"""The ``actiontrace`` command line (docs/reference.md, "Command line"; docs/cli.md).
 
 ``actiontrace [--url URL] COMMAND``: the URL defaults to ``$ACTIONTRACE_URL``, else
 ``sqlite:///actiontrace.db``. Every command is a click command in the ``cli`` group
 (or a subgroup such as ``db``); ``main`` runs it. Errors are one line on stderr with a
 non-zero exit (a usage error adds the usage line), never a traceback, and never show a
-password. Reading commands go straight to ``SqlAlchemyTraceStorage``: no tracer, no
-writer thread; they never create a SQLite file that does not exist.
+password. Reading commands go straight to a read-only ``SqlAlchemyTraceStorage``: no
+tracer, no writer thread, and the database is never changed (no file created, no table,
+not even SQLite's journal mode). Output cut short by its reader (``| head``) ends
+quietly with exit 0.
 
 Exit codes: 0 success, 1 an error (bad id, unreachable database, ...), 2 a usage error,
 130 interrupted.
@@ -13,6 +15,7 @@ Exit codes: 0 success, 1 an error (bad id, unreachable database, ...), 2 a usage
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import os
@@ -74,6 +77,14 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
+def reader_left() -> None:
+    """``actiontrace flows | head``: the reader left. Send what is still buffered (and
+    the interpreter's last flush) to /dev/null, so nothing more is said."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def friendly_errors(fn: F) -> F:
     """Turn any exception from a command into a one-line error (exit 1)."""
 
@@ -83,6 +94,10 @@ def friendly_errors(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            # Before click sees it: click turns EPIPE into exit status 1.
+            reader_left()
+            raise click.exceptions.Exit(0) from None
         except (click.ClickException, click.exceptions.Exit, KeyboardInterrupt):
             raise
         except (ConfigurationError, StorageError, LookupError) as exc:
@@ -103,27 +118,36 @@ class Context:
         self.url = url
         self._storage: SqlAlchemyTraceStorage | None = None
 
-    def storage(self) -> SqlAlchemyTraceStorage:
-        """The storage to read from; fails when a SQLite database file does not exist."""
-        if self._storage is None:
-            import sqlalchemy as sa
+    def sqlite_path(self) -> str | None:
+        """The SQLite file the URL names (None for PostgreSQL, memory or a bad URL)."""
+        import sqlalchemy as sa
 
+        try:
+            parsed = sa.make_url(self.url)
+        except Exception:  # noqa: BLE001 - the storage reports a bad URL well
+            return None
+        path = parsed.database
+        if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
+            return None
+        return None if path.startswith("file:") else path
+
+    def require_file(self) -> None:
+        """Fail with one line when the SQLite file to read does not exist."""
+        path = self.sqlite_path()
+        if path is not None and not os.path.isfile(path):
+            raise CliError(
+                f"no actiontrace database at {path!r}: record something first (e.g. "
+                "`actiontrace demo`), create an empty one with `actiontrace db upgrade`, "
+                "or pass --url"
+            )
+
+    def storage(self) -> SqlAlchemyTraceStorage:
+        """The read-only storage of the reading commands (the database stays as it is)."""
+        if self._storage is None:
             from actiontrace.storage._sql import SqlAlchemyTraceStorage
 
-            try:
-                parsed = sa.make_url(self.url)
-            except Exception:  # noqa: BLE001 - the storage below reports a bad URL well
-                parsed = None
-            if parsed is not None and parsed.get_backend_name() == "sqlite":
-                path = parsed.database
-                if path and path != ":memory:" and not path.startswith("file:") and not (
-                    os.path.isfile(path)
-                ):
-                    raise CliError(
-                        f"no actiontrace database at {path!r} (record something first, e.g. "
-                        "`actiontrace demo`, or pass --url)"
-                    )
-            self._storage = SqlAlchemyTraceStorage(self.url)
+            self.require_file()
+            self._storage = SqlAlchemyTraceStorage(self.url, read_only=True)
         return self._storage
 
     def close(self) -> None:
@@ -176,9 +200,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         fail_line("interrupted")
         code = 130
     except BrokenPipeError:
-        # `actiontrace flows | head`: the reader left; say nothing more.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        reader_left()
         code = 0
     sys.exit(code if isinstance(code, int) else 0)
 
@@ -255,7 +277,8 @@ class InputParam(click.ParamType):
 
 
 def resolve(obj: Context, text: str, kind: IdKind) -> uuid.UUID:
-    """The one stored id starting with ``text``; a clear error when none or several do."""
+    """The one stored id starting or ending with ``text``; a clear error when none or
+    several do."""
     from actiontrace.storage._base import prefix_bounds
 
     what = "flow token" if kind == "flow" else "action id"
@@ -263,14 +286,17 @@ def resolve(obj: Context, text: str, kind: IdKind) -> uuid.UUID:
         digits, _, _ = prefix_bounds(text)
     except ValueError:
         raise CliError(
-            f"malformed {what} {text!r}: expected a UUID or a prefix of one (hex digits)"
+            f"malformed {what} {text!r}: expected a UUID, or its start or end (hex digits)"
         ) from None
-    found = obj.storage().resolve_prefix(digits, kind, limit=3)
+    storage = obj.storage()
+    found = storage.resolve_prefix(digits, kind, limit=3)
+    if len(digits) < 32:
+        found = sorted({*found, *storage.resolve_suffix(digits, kind, limit=3)})
     if not found:
-        raise CliError(f"no {what} starts with {text!r}")
+        raise CliError(f"no {what} starts or ends with {text!r}")
     if len(found) > 1:
         shown = ", ".join(str(u) for u in found[:2]) + (", ..." if len(found) > 2 else "")
-        raise CliError(f"{what} prefix {text!r} is ambiguous: it matches {shown}; give more digits")
+        raise CliError(f"{what} {text!r} is ambiguous: it matches {shown}; give more digits")
     return found[0]
 
 
@@ -321,6 +347,18 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")(fn)
 
 
+def full_ids_option(fn: F) -> F:
+    return click.option("--full-ids", is_flag=True,
+                        help="Print whole ids instead of the short ones.")(fn)
+
+
+def short_ids(obj: Context, ids: list[uuid.UUID], kind: IdKind, full: bool) -> dict[uuid.UUID, str]:
+    """How a listing shows each id: its shortest unique ending (see ``resolve``), or whole."""
+    if full:
+        return {i: str(i) for i in ids}
+    return obj.storage().short_ids(ids, kind)
+
+
 # -- db ---------------------------------------------------------------------------------------
 
 
@@ -336,13 +374,26 @@ def _engine(url: str) -> Any:
 
 
 def _move_schema(obj: Context, step: str, rev: str) -> None:
-    """Run ``_migrate.upgrade`` or ``_migrate.downgrade`` to ``rev`` and say where it is."""
+    """Run ``_migrate.upgrade`` or ``_migrate.downgrade`` to ``rev`` and say where it is.
+
+    A SQLite file this created is removed again when the step fails (an unknown
+    revision, say): a failed command leaves nothing behind.
+    """
     from actiontrace.storage import _migrate
 
+    path = obj.sqlite_path()
+    new_file = path is not None and not os.path.exists(path)
     engine = _engine(obj.url)
     try:
         getattr(_migrate, step)(engine, rev)
         click.echo(f"actiontrace schema at {_migrate.current(engine) or 'base'}")
+    except BaseException:
+        engine.dispose()
+        if new_file and path is not None:
+            for leftover in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(leftover)
+        raise
     finally:
         engine.dispose()
 
@@ -369,20 +420,22 @@ def downgrade(obj: Context, rev: str) -> None:
 @pass_ctx
 @friendly_errors
 def current(obj: Context) -> None:
-    """Print the schema's revision id (nothing when the database has no schema)."""
+    """Print the schema's revision id (the database is only read)."""
     from actiontrace.storage import _migrate
+    from actiontrace.storage._sql import make_engine
 
-    engine = _engine(obj.url)
-    path = engine.url.database if engine.dialect.name == "sqlite" else None
-    if path and path != ":memory:" and not os.path.exists(path):
-        engine.dispose()
-        return  # no database yet: do not create one just to say so
+    obj.require_file()
+    engine = make_engine(obj.url, read_only=True)
     try:
         rev = _migrate.current(engine)
     finally:
         engine.dispose()
-    if rev is not None:
-        click.echo(rev)
+    if rev is None:
+        raise CliError(
+            f"{_migrate.describe(engine)} has no actiontrace schema: "
+            f"{_migrate.UPGRADE_HINT} to create it"
+        )
+    click.echo(rev)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -393,21 +446,26 @@ def current(obj: Context) -> None:
               help="At most this many flows.")
 @click.option("--since", type=TimeParam(), help="Only flows started since (10m, 2h, 1d, ISO).")
 @json_option
+@full_ids_option
 @pass_ctx
 @friendly_errors
-def flows(obj: Context, limit: int, since: int | None, as_json: bool) -> None:
-    """List recent flows, newest first: token, start, root action, size, status, duration."""
+def flows(obj: Context, limit: int, since: int | None, as_json: bool, full_ids: bool) -> None:
+    """List recent flows, newest first: token, start, root action, size, status, duration.
+
+    Tokens are shown by their shortest unique ending, which every command accepts.
+    """
     from actiontrace._views import root_label
 
     found = obj.storage().list_flows(limit=limit, since=since)
     if as_json:
         echo_json(found)
         return
+    shown = short_ids(obj, [f.flow_token for f in found], "flow", full_ids)
     for f in found:
         root = root_label(f)
         errors = f" ({f.errors} failed)" if f.errors else ""
         click.echo(
-            f"{f.flow_token}  {fmt_time(f.created_at)}  {click.style(root, bold=True)}  "
+            f"{shown[f.flow_token]}  {fmt_time(f.created_at)}  {click.style(root, bold=True)}  "
             f"{f.actions} action{'s' if f.actions != 1 else ''}{errors}  "
             f"{fmt_status(f.status)}  {fmt_duration(f.duration_us)}"
         )
@@ -418,7 +476,7 @@ def _flow_of(obj: Context, text: str) -> uuid.UUID:
     try:
         return resolve(obj, text, "flow")
     except CliError as flow_error:
-        if "no flow token" not in flow_error.message:
+        if not flow_error.message.startswith("no flow token"):
             raise
         try:
             action_id = resolve(obj, text, "action")
@@ -508,12 +566,16 @@ def why(obj: Context, action_id: str, as_json: bool) -> None:
 @click.option("--limit", "-n", default=100, show_default=True, type=click.IntRange(min=0),
               help="At most this many actions (the oldest first).")
 @json_option
+@full_ids_option
 @pass_ctx
 @friendly_errors
 def find(obj: Context, concept: str | None, action_name: str | None,
          inputs: tuple[tuple[str, Any], ...], since: int | None, until: int | None,
-         flow_: str | None, limit: int, as_json: bool) -> None:
-    """Find actions, oldest first: id, start, action, status, duration, inputs, flow."""
+         flow_: str | None, limit: int, as_json: bool, full_ids: bool) -> None:
+    """Find actions, oldest first: id, start, action, status, duration, inputs, flow.
+
+    Ids are shown by their shortest unique ending, which every command accepts.
+    """
     from actiontrace._model import ActionFilter
 
     time_range = None
@@ -528,11 +590,13 @@ def find(obj: Context, concept: str | None, action_name: str | None,
     if as_json:
         echo_json(found)
         return
+    ids = short_ids(obj, [rec.id for rec in found], "action", full_ids)
+    tokens = short_ids(obj, [rec.flow_token for rec in found], "flow", full_ids)
     for rec in found:
         click.echo(
-            f"{rec.id}  {fmt_time(rec.timestamp)}  {click.style(name_of(rec), bold=True)}  "
+            f"{ids[rec.id]}  {fmt_time(rec.timestamp)}  {click.style(name_of(rec), bold=True)}  "
             f"{fmt_status(rec.status)}  {fmt_duration(rec.duration_us)}  "
-            f"{compact(rec.inputs, 60)}  flow {rec.flow_token}"
+            f"{compact(rec.inputs, 60)}  flow {tokens[rec.flow_token]}"
         )
 
 
@@ -545,9 +609,17 @@ def find(obj: Context, concept: str | None, action_name: str | None,
 @pass_ctx
 @friendly_errors
 def export(obj: Context, flow: str, fmt: str, output: str | None) -> None:
-    """Export FLOW as Graphviz DOT, Mermaid or JSON."""
+    """Export FLOW as Graphviz DOT, Mermaid or JSON.
+
+    DOT draws the provenance edges (labelled with their synchronization) and, dashed, the
+    call nesting (each action's caller to it). Mermaid draws the nesting of the actions
+    no synchronization caused, dotted.
+    """
     trace = obj.storage().get_trace(_flow_of(obj, flow))
-    text = {"dot": trace.to_dot, "mermaid": trace.to_mermaid, "json": trace.to_json}[fmt]()
+    if fmt == "dot":
+        text = trace.to_dot(calls=True)
+    else:
+        text = {"mermaid": trace.to_mermaid, "json": trace.to_json}[fmt]()
     if not text.endswith("\n"):
         text += "\n"
     if output is None:
@@ -572,7 +644,7 @@ def stats(obj: Context, limit: int, as_json: bool) -> None:
     storage = obj.storage()
     top = storage.top_synchronizations(limit)
     chains = storage.longest_chains(limit)
-    perf = {name: storage.sync_performance(name) for name, _ in top}
+    perf = storage.sync_performances([name for name, _ in top])
     if as_json:
         echo_json({
             "top_synchronizations": [{"synchronization": n, "count": c} for n, c in top],
@@ -639,6 +711,8 @@ def demo(obj: Context, demo_url: str | None) -> None:
                  f"actiontrace{url_opt} find --action play_passage --input passage_id=42",
                  f"actiontrace{url_opt} stats"):
         click.echo(f"  {line}")
+    click.echo("")
+    click.echo(f"To look around in your browser: actiontrace{url_opt} serve")
     tracer.shutdown()
 
 
@@ -678,15 +752,13 @@ class AgeParam(click.ParamType):
 def prune(obj: Context, age: float, dry_run: bool) -> None:
     """Remove old flows, whole: their actions, edges and log events."""
     from actiontrace._ids import now_us
-    from actiontrace.storage import _migrate
-    from actiontrace.storage._sql import SqlAlchemyTraceStorage, mask_url
+    from actiontrace.storage._sql import SqlAlchemyTraceStorage
 
-    obj.storage()  # a SQLite file must exist
+    # Refused, like the reading commands, on a missing file or a database without our
+    # tables (checked read-only, so such a database is left exactly as it is).
+    obj.storage()._ensure()
     storage = SqlAlchemyTraceStorage(obj.url)
     try:
-        if _migrate.current(storage.engine) is None:
-            raise CliError(f"{mask_url(obj.url)} has no actiontrace tables: run "
-                           "`actiontrace db upgrade` to create them")
         done = storage.prune_flows(now_us() - int(age * 1_000_000), dry_run=dry_run)
     finally:
         storage.close()

@@ -1,4 +1,4 @@
-"""The storage interface every backend implements (API.md §4-§5).
+"""The storage interface every backend implements (docs/reference.md: Queries, Storage).
 
 Storages are written in *parts* (``actiontrace._record.FlowPart``): what one process
 recorded of one flow. Parts of the same flow merge; writing the same action twice
@@ -126,6 +126,13 @@ class TraceStorage(abc.ABC):
     def sync_performance(self, sync_name: str) -> PerformanceMetrics:
         """Duration statistics of the actions the synchronization produced."""
 
+    def sync_performances(self, sync_names: Sequence[str]) -> dict[str, PerformanceMetrics]:
+        """``sync_performance`` of several synchronizations at once (``actiontrace stats``).
+
+        Backends override it to answer in one query; this fallback asks one by one.
+        """
+        return {name: self.sync_performance(name) for name in sync_names}
+
     # -- retention (docs/retention.md); not abstract, so older custom storages keep working --
 
     def prune(self, before_us: int) -> int:
@@ -174,3 +181,8 @@ class TraceStorage(abc.ABC):
         except (TraceNotFound, ActionNotFound):
             return []
         return [low]
+
+    def resolve_suffix(self, suffix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
+        """The stored flow tokens or action ids ending with ``suffix`` (as
+        ``resolve_prefix``; this fallback, too, only accepts a whole id)."""
+        return self.resolve_prefix(suffix, kind, limit)

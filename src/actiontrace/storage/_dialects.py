@@ -167,6 +167,10 @@ class Dialect:
         """Column ``name`` of alias ``a`` in the text of the causal-chain query."""
         return f"a.{name}"
 
+    def hex_of(self, col: Any) -> Any:
+        """An id column as its 32 hex digits (SQLite stores exactly that)."""
+        return sa.type_coerce(col, sa.Text)
+
     def id_param(self, value: uuid.UUID) -> Any:
         """An id as a parameter of a text query."""
         return value
@@ -187,6 +191,11 @@ class Dialect:
     def sync_performance(self, conn: sa.Connection, sync_name: str) -> PerformanceMetrics:
         """Duration statistics of the actions ``sync_name`` produced."""
         raise NotImplementedError
+
+    @staticmethod
+    def durations_on_edges(conn: sa.Connection, sync_name: str) -> bool:
+        """Whether ``sync_name``'s durations can be read from its edges' index alone."""
+        return _durations_on_edges(conn, sync_name)
 
 
 class Sqlite(Dialect):
@@ -264,11 +273,16 @@ class Sqlite(Dialect):
         return PerformanceMetrics(count, float(mean), *figures)
 
 
+def _durations_on_edges(conn: sa.Connection, sync_name: str) -> bool:
+    """Whether every edge of ``sync_name`` carries its target's duration (one probe)."""
+    missing = conn.execute(sa.text(_sqltext.EDGE_DURATIONS_MISSING), {"sync": sync_name})
+    return missing.scalar() == 0
+
+
 def _produced(conn: sa.Connection, sync_name: str) -> str:
     """The query of the durations ``sync_name`` produced: from its edges' index when every
-    edge carries its target's duration (one index probe tells), else by the actions."""
-    missing = conn.execute(sa.text(_sqltext.EDGE_DURATIONS_MISSING), {"sync": sync_name})
-    return _sqltext.PERF_FROM_EDGES if missing.scalar() == 0 else _sqltext.PRODUCED
+    edge carries its target's duration, else by the actions."""
+    return _sqltext.PERF_FROM_EDGES if _durations_on_edges(conn, sync_name) else _sqltext.PRODUCED
 
 
 @functools.lru_cache(maxsize=32)
@@ -337,6 +351,10 @@ class Postgres(Dialect):
 
     def chain_column(self, name: str) -> str:
         return f"CAST(a.{name} AS TEXT)" if name in ("inputs", "outputs") else f"a.{name}"
+
+    def hex_of(self, col: Any) -> Any:
+        # PostgreSQL's text form of a UUID has dashes.
+        return sa.func.replace(sa.cast(col, sa.Text), "-", "")
 
     def inputs_clauses(self, wanted: dict[str, Any]) -> list[Any]:
         col = actions.c.inputs

@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import time
+import urllib.parse
 from typing import Any
 
 import sqlalchemy as sa
@@ -73,6 +74,22 @@ def switch_to_wal(cur: Any, timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> N
         delay = min(delay * 2, 0.05)
 
 
+def _sqlite_reader_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # A reader sets nothing that is stored in the file (journal_mode is: switching it to
+    # WAL rewrites the header), and refuses to write even by accident.
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA query_only = ON")
+    cur.close()
+
+
+def _pg_reader_session(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    cur.close()
+    dbapi_conn.commit()
+
+
 def _owner_only(path: str) -> Any:
     """A ``do_connect`` hook that creates the SQLite file ``0600`` before SQLite does.
 
@@ -88,8 +105,12 @@ def _owner_only(path: str) -> Any:
     return create
 
 
-def make_engine(url: str | sa.URL) -> sa.Engine:
+def make_engine(url: str | sa.URL, read_only: bool = False) -> sa.Engine:
     """Create an engine for ``url`` without connecting (for PostgreSQL).
+
+    ``read_only``: connections that cannot change the database (SQLite opened with
+    ``mode=ro``, journal mode left as it is; PostgreSQL sessions in read-only
+    transactions).
 
     Raises:
         ConfigurationError: a malformed URL, a dialect other than SQLite and PostgreSQL,
@@ -127,6 +148,15 @@ def make_engine(url: str | sa.URL) -> sa.Engine:
                 )
             kwargs["connect_args"] = {"check_same_thread": False}
             private_file = os.path.abspath(path)
+            if read_only:
+                # Never create the file (mode=rw fails on a missing one); PRAGMA
+                # query_only refuses every write. Not mode=ro where the file is writable:
+                # on a WAL database a read-only connection leaves the -wal and -shm files
+                # behind, where the last read-write one removes them on close.
+                mode = "rw" if os.access(private_file, os.W_OK) else "ro"
+                quoted = urllib.parse.quote(private_file)
+                parsed = parsed.set(database=f"file:{quoted}", query={"mode": mode, "uri": "true"})
+                private_file = ""
         else:
             # One shared connection, or every thread would see its own empty database.
             kwargs["poolclass"] = sa.pool.StaticPool
@@ -141,7 +171,10 @@ def make_engine(url: str | sa.URL) -> sa.Engine:
         raise ConfigurationError(f"database driver for {shown!r} is not installed: {exc}") from None
     except (sa_exc.ArgumentError, TypeError, ValueError) as exc:
         raise ConfigurationError(f"unusable database URL {shown!r}: {exc}") from None
-    if backend == "sqlite":
+    if read_only:
+        listener = _sqlite_reader_pragmas if backend == "sqlite" else _pg_reader_session
+        sa.event.listen(engine, "connect", listener)
+    elif backend == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         if private_file:
             sa.event.listen(engine, "do_connect", _owner_only(private_file))

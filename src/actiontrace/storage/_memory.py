@@ -314,6 +314,12 @@ class InMemoryTraceStorage(TraceStorage):
                 ))
         return out
 
+    def resolve_suffix(self, suffix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
+        digits, _, _ = prefix_bounds(suffix)
+        with self._lock:
+            pool = list(self._flows if kind == "flow" else self._actions)
+        return sorted(i for i in pool if i.hex.endswith(digits))[:limit]
+
     def resolve_prefix(self, prefix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
         digits, _, _ = prefix_bounds(prefix)
         with self._settled():

@@ -22,7 +22,15 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-__all__ = ["current", "downgrade", "ensure_schema", "head", "migrations_dir", "upgrade"]
+__all__ = [
+    "check_schema",
+    "current",
+    "downgrade",
+    "ensure_schema",
+    "head",
+    "migrations_dir",
+    "upgrade",
+]
 
 UPGRADE_HINT = "run `actiontrace db upgrade`"
 
@@ -149,12 +157,41 @@ def _check(conn: sa.Connection, location: str | None) -> str | None:
     )
 
 
+def check_schema(engine: sa.Engine, location: str | None = None) -> None:
+    """Check, changing nothing, that the database holds actiontrace's schema at head.
+
+    Raises:
+        SchemaBehind: no actiontrace tables, or an older revision (the message names
+            ``actiontrace db upgrade``).
+        SchemaAhead: a revision this version does not know.
+    """
+    with engine.connect() as conn:
+        if _check(conn, location) == "empty":
+            raise SchemaBehind(
+                f"{describe(engine)} has no actiontrace tables: {UPGRADE_HINT} to create "
+                "them (or record something into it first, e.g. `actiontrace demo`)"
+            )
+        conn.rollback()
+
+
+def describe(engine: sa.Engine) -> str:
+    """``the SQLite database 'x.db'`` or ``the PostgreSQL database 'db'``, for messages."""
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        path = url.database or ""
+        from urllib.parse import unquote
+
+        return f"the SQLite database {unquote(path.removeprefix('file:'))!r}"
+    return f"the PostgreSQL database {url.database!r} on {url.host or 'localhost'}"
+
+
 def ensure_schema(engine: sa.Engine, location: str | None = None) -> None:
     """Check the database is at head; create the schema if it holds none of ours.
 
-    Raises ``SchemaBehind`` / ``SchemaAhead`` for a database at another revision. Two processes that
-    start on one new database both succeed: the upgrade runs under a lock (SQLite's
-    write lock, a PostgreSQL advisory lock), and the loser finds the schema at head.
+    Raises ``SchemaBehind`` / ``SchemaAhead`` for a database at another revision. Two
+    processes that start on one new database both succeed: the upgrade runs under a lock
+    (SQLite's write lock, a PostgreSQL advisory lock), and the loser finds the schema at
+    head.
     ``location`` is another migrations directory (for tests).
     """
     with engine.connect() as conn:
