@@ -516,7 +516,7 @@ def test_reading_commands_import_no_migrations_or_drivers(demo: Demo) -> None:
 
 
 class TestPrune:
-    """actiontrace prune (API.md §13), against a database of its own."""
+    """actiontrace prune (docs/reference.md, Retention), against a database of its own."""
 
     def test_dry_run_then_prune(self, tmp_path: Path) -> None:
         """--dry-run counts the old flows and keeps them; without it they go."""

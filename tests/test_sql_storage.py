@@ -412,8 +412,9 @@ class TestReadOnly:
         """A reader of a SQLite file that does not exist fails and leaves no file."""
         path = tmp_path / "none.db"
         reader = SqlAlchemyTraceStorage(f"sqlite:///{path}", read_only=True)
-        with pytest.raises(sa.exc.OperationalError):
+        with pytest.raises(actiontrace.StorageUnavailable, match="unable to open") as info:
             reader.list_flows()
+        assert isinstance(info.value.__cause__, sa.exc.OperationalError)
         assert not path.exists()
 
 

@@ -629,7 +629,8 @@ class TestTracerQueries:
 
 
 class TestRetention:
-    """prune (API.md §13): whole flows whose newest action is older than the cut."""
+    """prune (docs/reference.md, Retention): whole flows whose newest action is older than
+    the cut."""
 
     CUT = 10_000
 
