@@ -84,8 +84,8 @@ def inputs_clauses(wanted: dict[str, Any]) -> list[Any]:
     # them (compact, deterministic escaping), so a record holding k == v contains the
     # text '"k":<v>' (for a whole number, its digits; else at least '"k":'). At 1M
     # seed-shaped actions the ~11,000 newest, not yet in the index, are checked this
-    # way: the key alone let every action with the key through to the JSON functions
-    # (25 -> see docs/performance.md). instr() rules out most
+    # way: the key alone let every action with the key through to the JSON functions.
+    # instr() rules out most
     # rows before the JSON functions, which re-parse the document on every call,
     # run at all (docs/performance.md: 112 -> see there, at 1M actions).
     needles = [sa.or_(*(sa.func.instr(col, n) > 0 for n in _needles(k, v)))
