@@ -437,6 +437,7 @@ class TestShortIds:
             assert store.resolve_prefix(short[i], "action", limit=5) == []
         # A short form that is also another id's start would be ambiguous: it grows too.
         assert store.short_ids([token], "flow")[token] == "000000aa"
+        store.close()  # else its pooled connection is left for the GC (a ResourceWarning)
 
 
 WRITE_REQUESTS = """
