@@ -18,7 +18,9 @@ median: of the rounds (interleaved with the other cases of the same benchmark).
 ±: interquartile range of the rounds / median: how noisy the machine was.
 above base: minus the benchmark's first row (bare call, app alone, bare undecorated).
 ratio: overhead: overhead above bare / actiontrace's (memory, flushed) overhead above bare;
-       flow size: / the same store at flows of 1,000; store size: / the smallest store."""
+       flow size: / the same store at flows of 1,000; store size: / the smallest store;
+       instrument: overhead above bare / @action's overhead above bare.
+middleware: "above base" is above the app alone (ASGI rows: the ASGI app; WSGI rows: the WSGI app)."""
 
 
 def fmt_value(v: float | None) -> str:

@@ -23,6 +23,8 @@ Sections (``--sections`` picks some), each in this one process unless said other
 * span export: what ``configure(span_exporters=...)`` costs per exported action (the
   conversion alone, end to end with no exporter / a no-op / the SDK's in-memory / the
   real OTLP/HTTP exporter to 127.0.0.1, and the hot path with an exporter configured).
+* services: ``instrument()`` per call next to ``@action``'s, and the ASGI/WSGI
+  middleware per request above the bare app (docs/services.md).
 * memory: bytes per buffered action and the peak RSS with 1,000,000 actions waiting for
   a stalled writer (each in a fresh process, so the peak is its own).
 
@@ -50,12 +52,13 @@ import overhead
 import query_latency
 import report
 import seed_requests
+import services
 import span_export
 import sql_throughput
 from _suite import REPO, Row, machine, progress, summarize, timed
 
 SECTIONS = ("headline", "overhead", "requests", "concurrency", "flows", "throughput", "store",
-            "spans", "memory")
+            "spans", "services", "memory")
 FULL_STORE = "10000,1000000,10000000"
 
 
@@ -81,6 +84,7 @@ class Plan:
     mem_actions: int = 100_000
     rss_actions: int = 1_000_000
     mem_repeat: int = 3
+    services: services.Config = field(default_factory=services.Config)
 
 
 QUICK = Plan(
@@ -92,6 +96,7 @@ QUICK = Plan(
     flow_sizes=(1, 10, 100, 1_000), flow_n=5_000, flow_durable_n=2_000, throughput_n=5_000,
     store_sizes=(1_000, 5_000), store_repeat=5, span_n=2_000,
     mem_actions=20_000, rss_actions=100_000, mem_repeat=1,
+    services=services.Config(calls=10_000, requests=1_000, repeat=3),
 )
 
 
@@ -214,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     if "spans" in sections:
         with timed("span export", timings):
             rows += span_export.measure(plan.span_n, plan.repeat)
+    if "services" in sections:
+        with timed("services", timings):
+            rows += services.measure(replace(plan.services, repeat=plan.repeat))
     if "memory" in sections:
         with timed("memory", timings):
             rows += memory_rows(plan)

@@ -121,3 +121,12 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     store = make_storage(request.param, request, tmp_path)
     yield store
     store.close()
+
+
+@pytest.fixture(scope="module")
+def echo() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering with the headers it got (tests/web_support.py)."""
+    from web_support import EchoServer
+
+    with EchoServer() as url:
+        yield url

@@ -39,6 +39,10 @@ EXPECTED_ROWS = [
     ("span export", "FlowPart -> spans (the export thread's path)"),
     ("span export", "end to end, InMemorySpanExporter"),
     ("span export", "end to end, OTLPSpanExporter (HTTP, 127.0.0.1)"),
+    ("instrument", "@action (memory, hot path)"),
+    ("instrument", "instrument() (memory, hot path)"),
+    ("middleware", "ASGI + middleware, new flow"),
+    ("middleware", "WSGI + middleware, continued flow"),
     ("memory", "bytes per buffered action, flows of 10"),
     ("memory", "peak RSS, 100,000 actions waiting for a stalled writer"),
 ]

@@ -11,6 +11,7 @@ CONTRACT = {
     "wrap_context", "ActionTracer", "ActionRecord", "ProvenanceEdge", "ActionTrace",
     "ActionFilter", "InMemoryTraceStorage", "SqlAlchemyTraceStorage", "TraceAnalyzer",
     "PerformanceMetrics", "TraceNotFound", "ActionNotFound", "ReactionLimitError",
+    "inject", "extract", "continue_flow_from", "RemoteContext", "instrument", "uninstrument",
     "current_action_id",
 }
 EXTRAS = {
@@ -51,7 +52,7 @@ def test_reference_documents_every_name() -> None:
 
     text = (Path(__file__).parents[1] / "docs" / "reference.md").read_text()
     names = [n for n in actiontrace.__all__ if n != "__version__"]
-    for module in ("structlog", "logging", "alembic", "otel"):
+    for module in ("structlog", "logging", "alembic", "otel", "asgi", "wsgi", "httpx", "requests"):
         names += importlib.import_module(f"actiontrace.contrib.{module}").__all__
     names += importlib.import_module("actiontrace.testing").__all__
     names += [f"`{c}" for c in cli.commands if c != "db"]
@@ -66,3 +67,13 @@ def test_otel_and_testing_modules() -> None:
     assert importlib.import_module("actiontrace.testing").__all__ == [
         "assert_caused", "assert_not_caused", "flow_shape",
     ]
+
+
+def test_service_integrations() -> None:
+    """The cross-service integrations export their middleware and instrument functions."""
+    for name in ("asgi", "wsgi"):
+        assert importlib.import_module(f"actiontrace.contrib.{name}").__all__ == [
+            "ActionTraceMiddleware"]
+    for name in ("httpx", "requests"):
+        assert importlib.import_module(f"actiontrace.contrib.{name}").__all__ == [
+            "instrument", "uninstrument"]

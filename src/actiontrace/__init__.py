@@ -23,6 +23,7 @@ from actiontrace._exceptions import (
     StorageUnavailable,
     TraceNotFound,
 )
+from actiontrace._instrument import instrument, uninstrument
 from actiontrace._model import (
     ActionFilter,
     ActionRecord,
@@ -31,6 +32,7 @@ from actiontrace._model import (
     PerformanceMetrics,
     ProvenanceEdge,
 )
+from actiontrace._propagation import RemoteContext, continue_flow_from, extract, inject
 from actiontrace._tracer import ActionTracer, configure, get_tracer
 from actiontrace._version import __version__
 from actiontrace.storage import InMemoryTraceStorage, TraceStorage
@@ -59,6 +61,7 @@ __all__ = [
     "PerformanceMetrics",
     "ProvenanceEdge",
     "ReactionLimitError",
+    "RemoteContext",
     "SchemaAhead",
     "SchemaBehind",
     "SchemaOutdated",
@@ -73,10 +76,15 @@ __all__ = [
     "concept",
     "configure",
     "continue_flow",
+    "continue_flow_from",
     "current_action_id",
+    "extract",
     "flow",
     "get_tracer",
+    "inject",
+    "instrument",
     "remove_reaction",
     "synchronization",
+    "uninstrument",
     "wrap_context",
 ]

@@ -48,7 +48,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from actiontrace import _ids
 from actiontrace._capture import EMPTY, NULL, capture_error, capture_value, settings
 from actiontrace._ids import as_uuid, new_id, now_us
-from actiontrace._record import RUNNING, FlowPart, split_root
+from actiontrace._record import LOCAL_LIMIT, RUNNING, FlowPart, split_root
 
 __all__ = [
     "Recorder",
@@ -60,6 +60,7 @@ __all__ = [
     "flow",
     "frame_var",
     "install",
+    "remote_view",
     "state",
     "wrap_context",
 ]
@@ -239,6 +240,44 @@ def current_ids() -> tuple[uuid.UUID, uuid.UUID | None] | None:
     owner = frame[OWNER] or frame
     action_id = None if owner[ID] is None else as_uuid(part.full_id(owner))
     return as_uuid(part.token), action_id
+
+
+def remote_view() -> tuple[int, int | None, str | None, bool] | None:
+    """What propagation needs of this context: ``(token, trigger, sync_name, sampled)``.
+
+    The one place ``_propagation`` (and the contrib integrations built on it) reads the
+    frame layout (docs/reference.md, Across services): in a synchronization's frame (a running
+    ``@synchronization``, a declared reaction, or a ``continue_flow`` block with a
+    trigger) the trigger and name its direct actions get edges from; elsewhere the
+    innermost running action (or the flow's root) and None. ``trigger`` is a full
+    UUIDv7 int, or None when there is no action to point at. None outside a flow.
+    """
+    frame = current_frame()
+    if frame is None:
+        return None
+    part = frame[PART]
+    if frame[SYNC] is not None:
+        raw, name = frame[TRIGGER], frame[SYNC]
+    else:
+        owner = frame[OWNER] or frame
+        raw, name = owner[ID], None
+        if raw is None:  # a base frame: continue_flow without trigger, or an auto flow
+            raw = part.root_id
+    if raw is not None and raw < LOCAL_LIMIT:  # a local id: find its record, newest first
+        rec = next((r for r in reversed(part.records) if r[1] == raw), None)
+        raw = None if rec is None else part.full_id(rec)
+    return part.token, raw, name, bool(part.sampled)
+
+
+def count_event(name: str) -> None:
+    """Add one to the global tracer's ``stats()[name]`` counter; never raises."""
+    try:
+        sink = current_recorder()._sink
+        lock, counters = sink._lock, sink.counters  # type: ignore[attr-defined]
+        with lock:
+            counters[name] = counters.get(name, 0) + 1
+    except Exception:  # noqa: BLE001 - counting must never reach the application
+        pass
 
 
 def current_action_id() -> uuid.UUID | None:

@@ -189,6 +189,7 @@ class Buffer:
             "unsampled": 0,  # actions of flows configure(sample_rate=...) left out
             "journaled": 0, "journaled_backlog": 0, "replayed": 0, "journal_errors": 0,
             "torn_frames": 0,
+            "rejected_trace_headers": 0,  # malformed or hostile propagation headers (extract)
             "pruned": 0,  # flows removed by configure(retention=...)
         }
         self._maintain_at = 0.0  # monotonic time of the next maintenance step
