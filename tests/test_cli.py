@@ -94,6 +94,11 @@ class TestDemo:
         assert "Log: [info] playing passage_id=42" in out  # the unified view of logs and actions
         assert "tok-" not in out  # tokens are redacted everywhere, logs included
 
+    def test_ends_by_pointing_at_the_viewer(self, demo: Demo) -> None:
+        """The demo's last line says the browser viewer can show it: `actiontrace serve`."""
+        last = demo.first.rstrip().splitlines()[-1]
+        assert f"actiontrace --url {demo.url} serve" in last and "[web]" in last
+
     def test_runs_twice_into_one_file(self, demo: Demo) -> None:
         """A second run adds six more flows; the file stays usable."""
         assert "Why did AudioPlayer::play_passage" in demo.second

@@ -289,6 +289,73 @@ class TestBrowsing:
         assert [f.flow_token.int for f in storage.list_flows(since=2_000)] == [c.token, b.token]
         assert storage.list_flows(limit=0) == []
 
+    def test_list_flows_pages_by_keyset(self, storage: Any) -> None:
+        """``before`` continues after the last flow of a page, ties by token, none twice."""
+        made = [part(1_000 + (i // 3) * 10, 1) for i in range(10)]  # three flows a µs
+        storage.write_parts(made)
+        expected = [uuid.UUID(int=p.token) for p in
+                    sorted(made, key=lambda p: (p.created_at, p.token), reverse=True)]
+        seen: list[uuid.UUID] = []
+        before = None
+        while True:
+            page = storage.list_flows(limit=4, before=before)
+            if not page:
+                break
+            seen += [f.flow_token for f in page]
+            before = (page[-1].created_at, page[-1].flow_token)
+        assert seen == expected
+        assert storage.list_flows(until=1_010) == storage.list_flows(limit=20)[-6:]
+        assert [f.created_at for f in storage.list_flows(since=1_010, until=1_020)] == [1_020] * 3 + [1_010] * 3
+
+    def test_list_flows_filters(self, storage: Any) -> None:
+        """By the concept and action of any of a flow's actions, and by status."""
+        failed, fine = part(1_000, 3, errors=1), part(2_000, 2)
+        other = FlowPart(new_id(), None, 3_000, "m")
+        other.offset = 0
+        aid = new_id()
+        other.root_id = aid
+        other.records.append([Named("shop::Cart", "checkout"), aid, None, 3_000_000, None,
+                              "running", b"{}", b"null"])
+        storage.write_parts([failed, fine, other])
+        tokens = lambda **kw: [f.flow_token.int for f in storage.list_flows(**kw)]
+        assert tokens(concept_uri="browse") == [fine.token, failed.token]
+        assert tokens(concept_uri="shop::Cart", action="checkout") == [other.token]
+        assert tokens(action="act2") == [failed.token]
+        assert tokens(concept_uri="shop", action="act0") == []
+        assert tokens(status="error") == [failed.token]
+        assert tokens(status="ok") == [fine.token]
+        assert tokens(status="running") == [other.token]
+        assert tokens(status="error", limit=1, before=(1_000, uuid.UUID(int=failed.token))) == []
+        if hasattr(storage, "few_actions"):  # SQL: the same answers when a concept is common
+            storage.few_actions = 1
+            assert tokens(concept_uri="browse") == [fine.token, failed.token]
+            assert tokens(concept_uri="shop::Cart", action="checkout") == [other.token]
+            assert tokens(concept_uri="shop", action="act0") == []
+
+    def test_synchronization_links(self, storage: Any) -> None:
+        """Edges grouped by the trigger's and the produced action's concept::action."""
+        tracer = actiontrace.configure(storage=storage, module="links")
+
+        @action(concept="links::A")
+        def start() -> None: ...
+
+        @action(concept="links::B")
+        def react() -> None: ...
+
+        @actiontrace.synchronization("Go")
+        def go() -> None:
+            react()
+            react()
+
+        for _ in range(3):
+            with flow("links::Web::request"):
+                start()
+                go()
+        assert tracer.flush(10)
+        assert storage.synchronization_links() == [("links::A::start", "Go", "links::B::react", 6)]
+        assert storage.synchronization_links(newest=4) == [
+            ("links::A::start", "Go", "links::B::react", 4)]
+
     def test_resolve_prefix(self, storage: Any) -> None:
         """Unique, ambiguous and unknown prefixes; dashes and case do not matter."""
         a, b = part(1_000, 2), part(1_000, 1)

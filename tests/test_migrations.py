@@ -124,15 +124,15 @@ class TestMigrations:
 
 
 class TestEdgeDurations:
-    """Revision 0005: edges get their target's duration, converted from stored data."""
+    """Revision 0006: edges get their target's duration, converted from stored data."""
 
     @staticmethod
-    def _fill_0004(url: str) -> dict[str, Any]:
+    def _fill_0005(url: str) -> dict[str, Any]:
         import uuid
 
         from actiontrace.storage._schema import actions, edges, flows
 
-        _migrate.upgrade(url, "0004")
+        _migrate.upgrade(url, "0005")
         engine = sa.create_engine(url)
         pg = engine.dialect.name == "postgresql"
         ids = {k: uuid.UUID(int=new_id()) for k in ("flow", "root", "a", "b", "c", "d")}
@@ -171,7 +171,7 @@ class TestEdgeDurations:
     def test_upgrade_fills_durations_down_and_up(self, db_url: str) -> None:
         """Up: each edge carries its finished target's duration (the only edge of its
         synchronization into it); sync_performance answers the same; down and up again."""
-        self._fill_0004(db_url)
+        self._fill_0005(db_url)
         _migrate.upgrade(db_url)
         assert self._durations(db_url) == {("a", "S"): 300, ("b", "S"): 700,
                                            ("c", "Twice"): None, ("d", "S"): None}
@@ -181,7 +181,7 @@ class TestEdgeDurations:
         twice = store.sync_performance("Twice")
         assert (twice.count, twice.mean) == (1, 50.0)  # c once, though two edges lead to it
         store.close()
-        _migrate.downgrade(db_url, "0004")
+        _migrate.downgrade(db_url, "0005")
         engine = sa.create_engine(db_url)
         with engine.connect() as conn:
             cols = {c["name"] for c in sa.inspect(conn).get_columns("actiontrace_edges")}

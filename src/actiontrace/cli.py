@@ -671,6 +671,44 @@ def stats(obj: Context, limit: int, as_json: bool) -> None:
         )
 
 
+# -- serve ----------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; any but loopback requires the token.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port (0: any free port).")
+@click.option("--token", envvar="ACTIONTRACE_SERVE_TOKEN", default=None,
+              help="Token to require (default: none on loopback, else a new one, printed).")
+@click.option("--import", "imports", metavar="MODULE", multiple=True,
+              help="Import MODULE first, so the reactions it declares are shown. Repeatable.")
+@pass_ctx
+@friendly_errors
+def serve(obj: Context, host: str, port: int, token: str | None,
+          imports: tuple[str, ...]) -> None:
+    """Serve a read-only web viewer of the store (needs the `web` extra)."""
+    import importlib
+
+    try:
+        import uvicorn  # noqa: F401 - checked here, used by _viewer.serve
+
+        from actiontrace import _viewer
+    except ImportError as exc:
+        raise CliError(f"serve needs the web extra: pip install 'actiontrace[web]' ({exc})") from None
+    for name in imports:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise CliError(f"cannot import {name!r}: {exc}") from None
+    storage = obj.storage()
+    storage.list_flows(limit=1)  # fail now, in one line, on a store that cannot be read
+    try:
+        _viewer.serve(storage, host=host, port=port, token=token, echo=click.echo, url=obj.url)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 # -- demo -----------------------------------------------------------------------------------------
 
 
@@ -712,7 +750,8 @@ def demo(obj: Context, demo_url: str | None) -> None:
                  f"actiontrace{url_opt} stats"):
         click.echo(f"  {line}")
     click.echo("")
-    click.echo(f"To look around in your browser: actiontrace{url_opt} serve")
+    click.echo(f"To look around in your browser: actiontrace{url_opt} serve "
+               "(needs pip install 'actiontrace[web]')")
     tracer.shutdown()
 
 

@@ -24,6 +24,7 @@ from actiontrace._model import (
     ActionTrace,
     FlowSummary,
     PerformanceMetrics,
+    Status,
 )
 from actiontrace._record import FlowPart, from_trace, to_trace
 
@@ -149,14 +150,46 @@ class TraceStorage(abc.ABC):
 
     # -- browsing (the command line); not abstract, so older custom storages keep working --
 
-    def list_flows(self, limit: int = 20, since: int | None = None) -> list[FlowSummary]:
+    def list_flows(
+        self, limit: int = 20, since: int | None = None, *, until: int | None = None,
+        before: tuple[int, uuid.UUID] | None = None, concept_uri: str | None = None,
+        action: str | None = None, status: Status | None = None,
+    ) -> list[FlowSummary]:
         """The most recent flows, newest first, each with its root action and size.
+
+        Newest first means by ``created_at``, then by flow token (both descending), so
+        ``before`` can page on from the last flow of a page (keyset paging: each page
+        costs the same however deep it is).
 
         Args:
             limit: at most this many flows.
             since: only flows created at or after this time (µs since the epoch).
+            until: only flows created at or before this time.
+            before: only flows after ``(created_at, flow_token)`` in this order, i.e.
+                older than the last flow of the previous page.
+            concept_uri: only flows holding an action of this concept (exactly, or a
+                ``::``-bounded prefix, as ``ActionFilter``).
+            action: only flows holding an action of this name (with ``concept_uri``:
+                the same action).
+            status: ``"error"``: flows where any action failed; ``"ok"``: flows where
+                none failed and the root ended ok; ``"running"``: the root is running.
         """
         raise NotImplementedError(f"{type(self).__name__} does not support list_flows()")
+
+    def synchronization_links(self, newest: int | None = None) -> list[tuple[str, str, str, int]]:
+        """What the provenance edges connect: ``(from, synchronization, to, count)``.
+
+        ``from`` and ``to`` are ``"concept_uri::action"`` of the edges' trigger and
+        produced actions (``"?"`` for an action no flow holds); ``count`` is how many
+        edges go that way. Most frequent first, ties by the three names.
+
+        Args:
+            newest: count only each synchronization's ``newest`` most recent edges (by
+                ``created_at``): the shape of a large store at a bounded cost.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not support synchronization_links()"
+        )
 
     def resolve_prefix(self, prefix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
         """The stored flow tokens (``kind="flow"``) or action ids starting with ``prefix``.

@@ -19,6 +19,7 @@ from actiontrace._model import (
     LogEvent,
     PerformanceMetrics,
     ProvenanceEdge,
+    Status,
 )
 from actiontrace._record import ActionRow, FlowPart, LogRow, log_from_row, record_from_row
 from actiontrace.storage._base import IdKind, Pruned, TraceStorage, prefix_bounds
@@ -292,31 +293,72 @@ class InMemoryTraceStorage(TraceStorage):
 
     # -- browsing ----------------------------------------------------------------------------
 
-    def list_flows(self, limit: int = 20, since: int | None = None) -> list[FlowSummary]:
+    def list_flows(
+        self, limit: int = 20, since: int | None = None, *, until: int | None = None,
+        before: tuple[int, uuid.UUID] | None = None, concept_uri: str | None = None,
+        action: str | None = None, status: Status | None = None,
+    ) -> list[FlowSummary]:
+        wanted = ActionFilter(concept_uri=concept_uri, action=action)
+        by_action = concept_uri is not None or action is not None
         with self._settled():
-            chosen = [
-                (token, fl) for token, fl in self._flows.items()
-                if since is None or fl.created_at >= since
-            ]
-            chosen.sort(key=lambda kv: (kv[1].created_at, kv[0].int), reverse=True)
-            out = []
-            for token, fl in chosen[: max(limit, 0)]:
+            chosen = []
+            for token, fl in self._flows.items():
+                key = (fl.created_at, token.int)
+                if (since is not None and fl.created_at < since) or (
+                    until is not None and fl.created_at > until
+                ) or (before is not None and key >= (before[0], before[1].int)):
+                    continue
+                if by_action and not any(matches(r, wanted) for r in fl.actions.values()):
+                    continue
+                chosen.append((key, token, fl))
+            chosen.sort(key=lambda t: t[0], reverse=True)
+            out: list[FlowSummary] = []
+            for _, token, fl in chosen:
+                if len(out) >= max(limit, 0):
+                    break
                 root = fl.actions.get(fl.root) if fl.root is not None else None
+                errors = sum(1 for r in fl.actions.values() if r.status == "error")
+                root_status = root.status if root else None
+                if status == "error" and not errors:
+                    continue
+                if status == "ok" and (errors or root_status != "ok"):
+                    continue
+                if status == "running" and root_status != "running":
+                    continue
                 out.append(FlowSummary(
                     flow_token=token, created_at=fl.created_at, module=fl.module,
-                    actions=len(fl.actions),
-                    errors=sum(1 for r in fl.actions.values() if r.status == "error"),
-                    root_action_id=fl.root,
+                    actions=len(fl.actions), errors=errors, root_action_id=fl.root,
                     concept_uri=root.concept_uri if root else None,
                     action=root.action if root else None,
-                    status=root.status if root else None,
+                    status=root_status,
                     duration_us=root.duration_us if root else None,
                 ))
         return out
 
+    def synchronization_links(self, newest: int | None = None) -> list[tuple[str, str, str, int]]:
+        def key(action_id: uuid.UUID) -> str:
+            rec = self._actions.get(action_id)
+            return f"{rec.concept_uri}::{rec.action}" if rec is not None else "?"
+
+        with self._settled():
+            every = [e for fl in self._flows.values() for e in fl.edges.values()]
+            if newest is not None:
+                every.sort(key=lambda e: (e.created_at, e.to_action.int), reverse=True)
+                taken: Counter[str] = Counter()
+                kept = []
+                for e in every:
+                    if taken[e.synchronization] < newest:
+                        taken[e.synchronization] += 1
+                        kept.append(e)
+                every = kept
+            counts = Counter((key(e.from_action), e.synchronization, key(e.to_action))
+                             for e in every)
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(f, s, t, n) for (f, s, t), n in ranked]
+
     def resolve_suffix(self, suffix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
         digits, _, _ = prefix_bounds(suffix)
-        with self._lock:
+        with self._settled():
             pool = list(self._flows if kind == "flow" else self._actions)
         return sorted(i for i in pool if i.hex.endswith(digits))[:limit]
 

@@ -6,8 +6,9 @@ process. The Alembic migrations in ``migrations/versions`` must create exactly t
 (``tests/test_migrations.py`` fails when they drift apart). Revision 0001 created the
 first three tables; 0002 added ``actiontrace_log_events``; 0003 ``flows.sampled``; 0004 the
 index of input values (a GIN index on PostgreSQL, ``actiontrace_input_values`` on SQLite);
-0005 ``edges.duration_us`` (sync_performance from an index), flows by ``created_at``
-(retention), and dropped the log events' index by action (no query used it).
+0005 the index of flows by creation time and of failed actions by flow; 0006
+``edges.duration_us`` (sync_performance from an index) and dropped the log events' index
+by action (no query used it).
 
 Objects that exist on one dialect only say so in ``info["dialect"]`` (and ``ddl_if``);
 ``migrations/env.py``'s ``include_object`` leaves them out of the other's comparisons.
@@ -70,8 +71,8 @@ flows = sa.Table(
     # False when the flow was not sampled and is kept only because it holds an error.
     sa.Column("sampled", sa.Boolean(), nullable=False, server_default=sa.true()),
     sa.Index("ix_actiontrace_flows_depth", "max_depth", "created_at"),
-    # Retention (prune) and list_flows walk flows by age.
-    sa.Index("ix_actiontrace_flows_created", "created_at"),
+    # list_flows: newest first, paged by (created_at, flow_token) (migration 0005).
+    sa.Index("ix_actiontrace_flows_created", "created_at", "flow_token"),
 )
 
 actions = sa.Table(
@@ -90,6 +91,12 @@ actions = sa.Table(
     sa.Index("ix_actiontrace_actions_flow", "flow_token", "timestamp"),
     sa.Index("ix_actiontrace_actions_concept", "concept_uri", "action", "timestamp"),
     sa.Index("ix_actiontrace_actions_timestamp", "timestamp"),
+    # list_flows(status=...): which flows hold a failed action, without reading the
+    # others' rows (partial: it costs nothing for actions that end ok; migration 0005).
+    sa.Index(
+        "ix_actiontrace_actions_failed", "flow_token",
+        sqlite_where=sa.text("status = 'error'"), postgresql_where=sa.text("status = 'error'"),
+    ),
     # find_actions(inputs=...) on PostgreSQL: `inputs @> '{"k": v}'` is a GIN probe.
     sa.Index(
         "ix_actiontrace_actions_inputs", "inputs", postgresql_using="gin",
@@ -158,11 +165,12 @@ edges = sa.Table(
     # The duration of the action the edge leads to, when the writer had both in one part,
     # the action had finished, and no other edge of this synchronization led to it; else
     # NULL (look the action up). A synchronization whose edges all have one is answered
-    # by ix_actiontrace_edges_sync alone (sync_performance, _sqltext.PERF_FROM_EDGES).
+    # by ix_actiontrace_edges_durations alone (sync_performance, _sqltext.PERF_FROM_EDGES).
     sa.Column("duration_us", sa.BigInteger(), nullable=True),
     # (to_action, created_at): "the earliest incoming edge" is one index probe.
     sa.Index("ix_actiontrace_edges_to", "to_action", "created_at"),
-    sa.Index("ix_actiontrace_edges_sync", "synchronization", "duration_us"),
+    sa.Index("ix_actiontrace_edges_sync", "synchronization", "created_at"),
+    sa.Index("ix_actiontrace_edges_durations", "synchronization", "duration_us"),
     sa.Index("ix_actiontrace_edges_flow", "flow_token"),
 )
 

@@ -42,14 +42,14 @@ from actiontrace._model import (
     ActionFilter,
     ActionRecord,
     ActionTrace,
-    FlowSummary,
     LogEvent,
     PerformanceMetrics,
     ProvenanceEdge,
 )
 from actiontrace._record import FlowPart
 from actiontrace.storage import _errors, _retention
-from actiontrace.storage._base import IdKind, Pruned, TraceStorage, prefix_bounds
+from actiontrace.storage._base import Pruned, TraceStorage
+from actiontrace.storage._browse import Browsing
 from actiontrace.storage._dialects import for_engine
 from actiontrace.storage._engine import DEFAULT_URL, make_engine, mask_url
 from actiontrace.storage._migrate import check_schema, ensure_schema
@@ -73,7 +73,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class SqlAlchemyTraceStorage(TraceStorage):
+class SqlAlchemyTraceStorage(Browsing, TraceStorage):
     """Traces in SQLite or PostgreSQL, through SQLAlchemy 2 Core.
 
     Args:
@@ -253,75 +253,6 @@ class SqlAlchemyTraceStorage(TraceStorage):
             .where(g.flow_token == flow_token).order_by(g.timestamp, g.id)
         ).all()
         return [LogEvent(r[0], r[1], r[2], r[3], r[4], r[5], decode(r[6])) for r in rows]
-
-    # -- browsing ----------------------------------------------------------------------------
-
-    def list_flows(self, limit: int = 20, since: int | None = None) -> list[FlowSummary]:
-        """The most recent flows, newest first: one indexed scan, sizes counted per flow."""
-        f, a = flows.c, actions.c
-        recent = sa.select(f.flow_token, f.root_action_id, f.created_at, f.module)
-        if since is not None:
-            recent = recent.where(f.created_at >= since)
-        sub = recent.order_by(f.created_at.desc(), f.flow_token.desc()).limit(max(limit, 0)).subquery()
-        root = actions.alias("root")
-        n = sa.select(sa.func.count()).where(a.flow_token == sub.c.flow_token).scalar_subquery()
-        errors = (
-            sa.select(sa.func.count()).where(a.flow_token == sub.c.flow_token, a.status == "error")
-            .scalar_subquery()
-        )
-        stmt = (
-            sa.select(sub.c.flow_token, sub.c.created_at, sub.c.module, n, errors,
-                      sub.c.root_action_id, root.c.concept_uri, root.c.action, root.c.status,
-                      root.c.duration_us)
-            .select_from(sub.outerjoin(root, root.c.id == sub.c.root_action_id))
-            .order_by(sub.c.created_at.desc(), sub.c.flow_token.desc())
-        )
-        return [FlowSummary(*r) for r in self._fetch(stmt)]
-
-    def resolve_prefix(self, prefix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
-        """Ids starting with ``prefix``: a range scan on the primary key."""
-        _, low, high = prefix_bounds(prefix)
-        col = flows.c.flow_token if kind == "flow" else actions.c.id
-        stmt = sa.select(col).where(col.between(low, high)).order_by(col).limit(limit)
-        return [r[0] for r in self._fetch(stmt)]
-
-    def resolve_suffix(self, suffix: str, kind: IdKind, limit: int = 2) -> list[uuid.UUID]:
-        """Ids ending with ``suffix`` (hex digits): a scan of the primary key.
-
-        UUIDv7 ids share their leading (time) digits, so their ends tell them apart.
-        """
-        digits, _, _ = prefix_bounds(suffix)
-        col = flows.c.flow_token if kind == "flow" else actions.c.id
-        stmt = (sa.select(col).where(self._dialect.hex_of(col).like("%" + digits))
-                .order_by(col).limit(limit))
-        return [r[0] for r in self._fetch(stmt)]
-
-    def short_ids(self, ids: Sequence[uuid.UUID], kind: IdKind,
-                  min_digits: int = 8) -> dict[uuid.UUID, str]:
-        """For each id, its shortest ending (``min_digits`` or more hex digits, in steps
-        of 4) that names it alone in the store, read as a prefix or as a suffix.
-
-        One scan of the ids per length tried (almost always one: 8 random digits).
-        """
-        col = flows.c.flow_token if kind == "flow" else actions.c.id
-        out: dict[uuid.UUID, str] = {}
-        pending = list(dict.fromkeys(ids))
-        n = min_digits
-        while pending and n < 32:
-            want = {i: i.hex[-n:] for i in pending}
-            tail = sa.func.substr(self._dialect.hex_of(col), 33 - n)
-            stmt = (sa.select(tail).where(tail.in_(sorted(set(want.values()))))
-                    .group_by(tail).having(sa.func.count() > 1))
-            shared = {r[0] for r in self._fetch(stmt)}
-            still = []
-            for i, s in want.items():
-                if s in shared or self.resolve_prefix(s, kind, limit=2) not in ([], [i]):
-                    still.append(i)
-                else:
-                    out[i] = s
-            pending, n = still, n + 4
-        out.update((i, i.hex) for i in pending)
-        return out
 
     def find_actions(self, filter: ActionFilter) -> list[ActionRecord]:
         """Actions matching ``filter``, oldest first (ties in recording order)."""

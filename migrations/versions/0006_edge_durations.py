@@ -1,18 +1,16 @@
-"""Edges carry their target's duration; flows indexed by time; one log index fewer.
+"""Edges carry their target's duration; one log index fewer.
 
 * ``actiontrace_edges.duration_us``: the duration of the action the edge leads to, when
   the writer stored both in one part and the action had finished (else NULL: look it
-  up). ``ix_actiontrace_edges_sync`` becomes (synchronization, duration_us), so
-  ``sync_performance`` reads a synchronization's durations from the index alone, in
-  order (2.4 s -> see docs/performance.md at 1M actions) instead of joining every
-  produced action. Filled here from the stored actions.
-* ``ix_actiontrace_flows_created`` (created_at): retention (``prune``) and ``list_flows``
-  walk flows by age.
+  up). ``ix_actiontrace_edges_durations`` (synchronization, duration_us) lets
+  ``sync_performance`` read a synchronization's durations from the index alone, in
+  order, instead of joining every produced action (13.2 s -> 91 ms at 1M seed-shaped
+  actions under load, docs/performance.md). Filled here from the stored actions.
 * ``ix_actiontrace_log_events_action`` is dropped: no query reads log events by action
   (``get_trace`` reads them by flow), and every event paid for it.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01
 """
 
@@ -23,8 +21,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -43,21 +41,16 @@ _FILL = (
 
 
 def upgrade() -> None:
-    op.drop_index("ix_actiontrace_edges_sync", table_name="actiontrace_edges")
     op.add_column("actiontrace_edges", sa.Column("duration_us", sa.BigInteger(), nullable=True))
     op.execute(_FILL)
-    op.create_index("ix_actiontrace_edges_sync", "actiontrace_edges",
+    op.create_index("ix_actiontrace_edges_durations", "actiontrace_edges",
                     ["synchronization", "duration_us"])
-    op.create_index("ix_actiontrace_flows_created", "actiontrace_flows", ["created_at"])
     op.drop_index("ix_actiontrace_log_events_action", table_name="actiontrace_log_events")
 
 
 def downgrade() -> None:
     op.create_index("ix_actiontrace_log_events_action", "actiontrace_log_events",
                     ["action_id", "timestamp"])
-    op.drop_index("ix_actiontrace_flows_created", table_name="actiontrace_flows")
-    op.drop_index("ix_actiontrace_edges_sync", table_name="actiontrace_edges")
+    op.drop_index("ix_actiontrace_edges_durations", table_name="actiontrace_edges")
     with op.batch_alter_table("actiontrace_edges") as batch:
         batch.drop_column("duration_us")
-    op.create_index("ix_actiontrace_edges_sync", "actiontrace_edges",
-                    ["synchronization", "created_at"])
