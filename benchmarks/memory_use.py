@@ -57,8 +57,8 @@ def _status_kib(field: str) -> int:
 def run(mode: str, actions: int, flow_size: int) -> dict[str, Any]:
     import actiontrace
     from actiontrace import flow
+    from actiontrace._options import TRACER_OPTIONS
     from actiontrace._record import FlowPart
-    from actiontrace._tracer import TRACER_OPTIONS
     from actiontrace.storage import InMemoryTraceStorage
 
     sys.path.insert(0, str(HERE))

@@ -220,7 +220,7 @@ def _plain_json(value: Any) -> bool:
     if isinstance(value, list):
         return all(_plain_json(v) for v in value)
     if isinstance(value, dict):
-        redactor = actiontrace._capture.settings.redactor
+        redactor = actiontrace._state.settings.redactor
         return all(
             isinstance(k, str) and _plain_json(k) and not redactor.is_secret(k) and _plain_json(v)
             for k, v in value.items()

@@ -22,7 +22,7 @@ import pytest
 
 import actiontrace
 from actiontrace import ActionFilter, ActionTrace, SqlAlchemyTraceStorage
-from actiontrace.cli import parse_input, parse_time
+from actiontrace._cli_support import parse_input, parse_time
 
 BIN = Path(sys.executable).parent
 EXE = BIN / "actiontrace"

@@ -14,6 +14,7 @@ import structlog
 import actiontrace
 from actiontrace import LogEvent, TraceStorage, action, continue_flow, flow
 from actiontrace._ids import new_id
+from actiontrace._layout import new_record
 from actiontrace._record import FlowPart, Named, from_trace
 from actiontrace.contrib.logging import FlowContextFilter
 from actiontrace.contrib.structlog import add_flow_context, attach_to_action
@@ -268,8 +269,8 @@ def part(created: int, n: int, errors: int = 0, root: bool = True) -> FlowPart:
         if i == 0 and root:
             p.root_id = aid
         status = "error" if i < errors else "ok"
-        p.records.append([Named("browse::Web", f"act{i}"), aid, None, created * 1000 + i,
-                          5000, status, b"{}", b"null"])
+        p.records.append(new_record(Named("browse::Web", f"act{i}"), aid, None, created * 1000 + i,
+                          5000, status, b"{}", b"null"))
     return p
 
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from actiontrace import ActionFilter, SchemaAhead, SchemaBehind, SqlAlchemyTraceStorage
 from actiontrace._ids import new_id
+from actiontrace._layout import new_record
 from actiontrace._record import FlowPart, Named
 from actiontrace.storage import _migrate
 from actiontrace.storage._schema import VERSION_TABLE, for_dialect, metadata
@@ -46,7 +47,7 @@ def one_part() -> FlowPart:
     root = new_id()
     part.root_id = root
     part.offset = 0
-    part.records.append([Named("mig", "root"), root, None, 1000, 1000, "ok", b"{}", b"1"])
+    part.records.append(new_record(Named("mig", "root"), root, None, 1000, 1000, "ok", b"{}", b"1"))
     return part
 
 

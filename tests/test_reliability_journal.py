@@ -152,7 +152,7 @@ class TestJournalFormat:
             offsets.append(pos)
             pos += HEADER.size + HEADER.unpack_from(data, pos)[1]
         last = offsets[-1]
-        last_actions = sum(len(p.records) for p in decode_parts(data[last + HEADER.size:]))
+        last_actions = sum(p.n_actions for p in decode_parts(data[last + HEADER.size:]))
         path.write_bytes(data[: last + HEADER.size + 7])
 
         store.down = False

@@ -98,13 +98,13 @@ class TestSampling:
 def test_sampled_flag_round_trips(storage: Any) -> None:
     """sampled=False survives storage on every backend, and merges across parts."""
     tracer = actiontrace.ActionTracer(storage, sample_rate=0.0)
-    actiontrace._context.install(tracer)
+    actiontrace._state.install(tracer)
     with flow("smp::Web::req") as token, pytest.raises(ValueError):
         work(-1)
     assert tracer.flush(10)
     assert storage.get_trace(token).sampled is False
     full = actiontrace.ActionTracer(storage)
-    actiontrace._context.install(full)
+    actiontrace._state.install(full)
     with flow("smp::Web::req") as kept:
         work(1)
     assert full.flush(10)

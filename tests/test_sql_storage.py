@@ -203,7 +203,7 @@ class TestBulkPath:
         from actiontrace import ActionFilter, action, flow
 
         tracer = actiontrace.ActionTracer(storage, flush_interval=3600)
-        actiontrace._context.install(tracer)
+        actiontrace._state.install(tracer)
 
         @action(concept="bulk::Echo")
         def echo(value: Any) -> Any:
@@ -232,7 +232,7 @@ class TestBulkPath:
         from actiontrace._ids import as_uuid
 
         tracer = actiontrace.ActionTracer(storage, flush_interval=3600)
-        actiontrace._context.install(tracer)
+        actiontrace._state.install(tracer)
 
         @action(concept="bulk::Two")
         def step(n: int) -> int:
@@ -265,13 +265,14 @@ class TestInputValueIndex:
     @staticmethod
     def _write(store: SqlAlchemyTraceStorage, n: int, start: int = 0) -> None:
         from actiontrace._ids import new_id
+        from actiontrace._layout import new_record
         from actiontrace._record import FlowPart, Named
 
         for i in range(start, start + n):  # one action per batch
             part = FlowPart(new_id(), None, 1_000 + i, "idx")
             part.offset = 0
-            part.records.append([Named("idx::C", "act"), new_id(), None, (1_000 + i) * 1000,
-                                 1000, "ok", b'{"k":%d,"s":"v%d"}' % (i % 5, i % 3), b"null"])
+            part.records.append(new_record(Named("idx::C", "act"), new_id(), None, (1_000 + i) * 1000,
+                                 1000, "ok", b'{"k":%d,"s":"v%d"}' % (i % 5, i % 3), b"null"))
             store.write_parts([part])
 
     @staticmethod

@@ -209,7 +209,7 @@ class TestFlush:
                 got.append(trace)
 
         tracer = actiontrace.ActionTracer(Mine())  # type: ignore[arg-type]
-        actiontrace._context.install(tracer)
+        actiontrace._state.install(tracer)
         with flow("svc::Web::req") as token:
             tracer.record_action("svc::A", "b", None, None)
         assert tracer.flush(5)

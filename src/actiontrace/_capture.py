@@ -1,7 +1,7 @@
 """Turn call arguments, return values and exceptions into stored JSON, safely.
 
 The fast path is one ``msgspec`` encode of a dict built by a binder that was generated
-at decoration time (``make_binder``), so no ``inspect`` runs per call. Everything that
+at decoration time (``_codegen``), so no ``inspect`` runs per call. Everything that
 can go wrong with a hostile value (cycles, lone surrogates, odd keys, a ``__repr__``
 that raises, megabyte strings, nesting deeper than the recursion limit) is handled on a
 slow path that is only taken when the fast encode raises or the result needs redaction
@@ -14,52 +14,25 @@ history.
 
 from __future__ import annotations
 
-import inspect
-import keyword
-import re
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
+from actiontrace._redact import REDACTED, Redactor
+from actiontrace._state import settings
+
 __all__ = [
-    "DEFAULT_REDACT",
-    "REDACTED",
-    "Redactor",
     "capture_error",
     "capture_fallback",
     "capture_value",
     "decode",
     "encode",
     "finish",
-    "make_binder",
-    "settings",
-    "signature_parts",
 ]
 
-REDACTED = "[REDACTED]"
-DEFAULT_REDACT = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "authorization",
-    "cookie",
-)
 REPR_LIMIT = 200  # characters of repr() kept for a value msgspec cannot encode
 MAX_DEPTH = 64  # nesting kept by the slow path; deeper levels become a marker
-
-
-class _Settings:
-    """Process-wide capture settings, changed by ``configure()``."""
-
-    __slots__ = ("max_value_bytes", "redactor")
-
-    def __init__(self) -> None:
-        self.max_value_bytes = 64 * 1024
-        self.redactor = Redactor(DEFAULT_REDACT)
 
 
 def _safe_repr(obj: Any) -> str:
@@ -90,56 +63,7 @@ NULL = b"null"
 EMPTY = b"{}"  # the inputs of a root given none: nothing to redact or cut
 
 
-class Redactor:
-    """Decide which names are secrets, and blank them out at any depth.
 
-    A name is secret when any configured word is a case-insensitive substring of it,
-    with ``-`` and ``_`` taken as the same (HTTP headers: ``X-Api-Key``, ``Set-Cookie``).
-    """
-
-    __slots__ = ("_pattern", "names")
-
-    def __init__(self, names: Iterable[str]) -> None:
-        self.names = tuple(dict.fromkeys(_norm(n) for n in names if n))
-        if self.names:
-            alternatives = b"|".join(
-                re.escape(n.encode()).replace(b"_", b"[-_]") for n in self.names
-            )
-            self._pattern: re.Pattern[bytes] | None = re.compile(alternatives)
-        else:
-            self._pattern = None
-
-    def extended(self, extra: Iterable[str]) -> Redactor:
-        """Return a redactor that also treats ``extra`` names as secrets."""
-        return Redactor((*self.names, *extra))
-
-    def is_secret(self, name: object) -> bool:
-        """Return True if ``name`` matches a redacted word."""
-        if not isinstance(name, str):
-            return False
-        low = _norm(name)
-        return any(n in low for n in self.names)
-
-    def may_contain(self, data: bytes) -> bool:
-        """Cheap pre-check: could the encoded ``data`` hold a secret mapping key?"""
-        return self._pattern is not None and self._pattern.search(data.lower()) is not None
-
-    def apply(self, obj: Any) -> Any:
-        """Return ``obj`` (decoded JSON) with the values of secret keys replaced."""
-        if isinstance(obj, dict):
-            return {
-                k: (REDACTED if self.is_secret(k) else self.apply(v)) for k, v in obj.items()
-            }
-        if isinstance(obj, list):
-            return [self.apply(v) for v in obj]
-        return obj
-
-
-def _norm(name: str) -> str:
-    return name.lower().replace("-", "_")
-
-
-settings = _Settings()
 
 
 # --- the slow path: make any value JSON-safe --------------------------------------------
@@ -302,97 +226,3 @@ def capture_error(exc: BaseException, redactor: Redactor) -> bytes:
     except BaseException:  # noqa: BLE001 - hostile values may raise anything
         message = _safe_repr(exc)
     return capture_value({"error": message, "error_type": type_name(exc)}, redactor)
-
-
-# --- decoration time: argument binders ----------------------------------------------------
-
-
-class SignatureParts(NamedTuple):
-    """Source fragments that rebuild a function's signature (see ``signature_parts``)."""
-
-    params: str  # the parameter list: "a, b=_at_d1, *rest, k, **kw"
-    fields: list[str]  # the inputs' keys, in order ("self"/"cls" left out)
-    values: list[str]  # an expression for each field's value
-    positional: list[str]  # how to pass the arguments on: ["a", "b", "*rest"]
-    keyword: list[str]  # ... and by keyword: ["k=k", "**kw"]
-    defaults: dict[str, Any]  # the "_at_d{i}" names the parameter list refers to
-
-
-def signature_parts(
-    func: Callable[..., Any], drop_first: bool, redactor: Redactor
-) -> SignatureParts | None:
-    """Describe ``func``'s signature as source text, or None if it cannot be rebuilt.
-
-    Parameters whose name is a secret get the value ``"[REDACTED]"``, ``*args`` a list;
-    ``drop_first`` leaves ``self``/``cls`` out of the fields.
-    """
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    if any(not p.name.isidentifier() or keyword.iskeyword(p.name) for p in params):
-        return None
-    P = inspect.Parameter
-    parts = SignatureParts("", [], [], [], [], {})
-    sig: list[str] = []
-    star_done = False
-    for i, p in enumerate(params):
-        if p.kind is P.KEYWORD_ONLY and not star_done:
-            sig.append("*")
-            star_done = True
-        if p.kind is P.VAR_POSITIONAL:
-            sig.append(f"*{p.name}")
-            parts.positional.append(f"*{p.name}")
-            star_done = True
-        elif p.kind is P.VAR_KEYWORD:
-            sig.append(f"**{p.name}")
-            parts.keyword.append(f"**{p.name}")
-        else:
-            if p.default is P.empty:
-                sig.append(p.name)
-            else:
-                parts.defaults[f"_at_d{i}"] = p.default
-                sig.append(f"{p.name}=_at_d{i}")
-            if p.kind is P.KEYWORD_ONLY:
-                parts.keyword.append(f"{p.name}={p.name}")
-            else:
-                parts.positional.append(p.name)
-        if p.kind is P.POSITIONAL_ONLY and (
-            i + 1 == len(params) or params[i + 1].kind is not P.POSITIONAL_ONLY
-        ):
-            sig.append("/")
-        if i == 0 and drop_first:
-            continue
-        parts.fields.append(p.name)
-        if redactor.is_secret(p.name):
-            parts.values.append(repr(REDACTED))
-        elif p.kind is P.VAR_POSITIONAL:
-            parts.values.append(f"[*{p.name}]")
-        else:
-            parts.values.append(p.name)
-    return parts._replace(params=", ".join(sig))
-
-
-def make_binder(
-    func: Callable[..., Any], drop_first: bool, redactor: Redactor
-) -> Callable[..., dict[str, Any]]:
-    """Compile ``bind(*args, **kwargs) -> inputs`` for ``func``'s signature.
-
-    Python itself does the binding (defaults, keywords, ``*args``, ``**kwargs``) by
-    calling a generated function with the same parameters, which costs ~170 ns against
-    ~2,000 ns for ``inspect.Signature.bind`` (docs/performance.md). A call that does not
-    match the signature raises ``TypeError`` from the binder; the caller then records
-    its raw ``args``/``kwargs`` instead.
-    """
-    parts = signature_parts(func, drop_first, redactor)
-    if parts is None:
-        return _raw_binder
-    body = ", ".join(f"{f!r}: {v}" for f, v in zip(parts.fields, parts.values, strict=True))
-    namespace: dict[str, Any] = dict(parts.defaults)
-    exec(f"def bind({parts.params}):\n    return {{{body}}}\n", namespace)  # checked identifiers
-    binder: Callable[..., dict[str, Any]] = namespace["bind"]
-    return binder
-
-
-def _raw_binder(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    return {"args": list(args), "kwargs": kwargs}

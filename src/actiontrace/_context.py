@@ -14,28 +14,15 @@ what completed before it was started, plus its own completions; its starter neve
 them. The set replaces the reset a call did anyway, so it costs one ``Token`` and one
 small tuple per call (measured in docs/performance.md).
 
-A frame is a plain list, and the frame of a running action *is* its record: one list
-per decorated call instead of a record plus a frame, because every allocation on the hot
-path costs ~100 ns once garbage collection is counted (docs/performance.md). Layout::
-
-    [spec, id, parent_id, start_ns, duration_ns, status, inputs, outputs,    # the record
-     part, owner, sync_name, trigger, reaction_depth]                        # the frame
-
-(``FlowPart.rows`` reads only the first eight.)
-
-* action frames (one per running ``@action``, and the root of ``flow()``): ``id`` is the
-  running action, ``owner`` is None (the frame is its own owner).
-* synchronization frames (a running ``@synchronization`` or a declared reaction): no
-  record; ``owner`` is the enclosing action frame, which they are transparent to: an
-  action that completes inside counts as completed in the owner (the pair's
-  ``last_completed`` is always the owner's). ``sync_name`` and ``trigger`` label the
-  provenance edge of every action called directly inside.
-* base frames (``continue_flow`` and the flow an ``@action`` starts for itself): like an
-  action frame with ``id`` None, so their direct actions have no parent.
+A frame is the plain list ``_layout`` declares: the frame of a running action *is* its
+record, one list per decorated call (see ``_layout`` for the slots and the kinds of
+frame). Synchronization frames are transparent: an action that completes inside counts
+as completed in the frame's owner (the pair's ``last_completed`` is always the owner's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -43,12 +30,28 @@ import os
 import sys
 import uuid
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from actiontrace import _ids
-from actiontrace._capture import EMPTY, NULL, capture_error, capture_value, settings
+from actiontrace._capture import EMPTY, NULL, capture_error, capture_value
 from actiontrace._ids import as_uuid, new_id, now_us
-from actiontrace._record import LOCAL_LIMIT, RUNNING, FlowPart, split_root
+from actiontrace._layout import (
+    DURATION,
+    ID,
+    OUTPUTS,
+    OWNER,
+    PART,
+    RUNNING,
+    START,
+    STATUS,
+    SYNC,
+    TRIGGER,
+    base_frame,
+    new_record,
+    sync_frame,
+)
+from actiontrace._record import LOCAL_LIMIT, FlowPart, split_root
+from actiontrace._state import current_recorder, recording_enabled, settings
 
 __all__ = [
     "Recorder",
@@ -56,16 +59,13 @@ __all__ = [
     "current_action_id",
     "current_frame",
     "current_ids",
-    "current_recorder",
     "flow",
     "frame_var",
-    "install",
+    "parse_id",
     "remote_view",
     "state",
     "wrap_context",
 ]
-
-ID, PART, OWNER, SYNC, TRIGGER, DEPTH = 1, 8, 9, 10, 11, 12
 
 # (frame, id of the most recently completed action in the frame's owner) - see above.
 # A bare frame means (frame, None): a decorated call sets its own frame so, sparing a
@@ -90,12 +90,14 @@ def current_frame() -> list[Any] | None:
 T = TypeVar("T")
 
 
-class Sink(Protocol):
+class PartBuffer(Protocol):
     """Where ended flow parts go: the buffer in front of the background writer."""
 
     def put(self, part: FlowPart) -> None: ...
 
     def skip(self, part: FlowPart) -> None: ...
+
+    def count(self, name: str) -> None: ...
 
 
 _M64 = (1 << 64) - 1
@@ -125,7 +127,8 @@ def default_module() -> str:
         name: str = spec.name
         return name.removesuffix(".__main__")
     if sys.argv and sys.argv[0] not in ("", "-c", "-m"):
-        return os.path.splitext(os.path.basename(sys.argv[0]))[0] or "python"
+        stem, _ = os.path.splitext(os.path.basename(sys.argv[0]))
+        return stem or "python"
     return "python"
 
 
@@ -137,17 +140,19 @@ class Recorder:
     """
 
     def __init__(
-        self, sink: Sink, module: str | None, max_reaction_depth: int, sample_rate: float = 1.0
+        self, buffer: PartBuffer, module: str | None, max_reaction_depth: int,
+        sample_rate: float = 1.0,
     ) -> None:
-        self._sink = sink
+        self._parts_out = buffer
         self.module = module or default_module()
         self.max_reaction_depth = max_reaction_depth
         self.sample_rate = sample_rate
         self._active: dict[int, FlowPart] = {}
 
-    def _open(self, token: int, root_id: int | None, ts: int) -> FlowPart:
+    def open_part(self, token: int, root_id: int | None, ts: int) -> FlowPart:
+        """Start recording a part of flow ``token`` in this process."""
         part = FlowPart(token, root_id, ts, self.module)
-        part.sink = self
+        part.recorder = self
         if self.sample_rate < 1.0:
             part.sampled = sampled(token, self.sample_rate)
         self._active[id(part)] = part
@@ -161,74 +166,29 @@ class Recorder:
         t0 = _ids.perf_ns()
         ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
         root_id = new_id(ts)
-        part = self._open(new_id(ts), root_id, ts)
-        rec = [split_root(root), root_id, None, t0, None, RUNNING, inputs, None,
-               part, None, None, None, 0]
+        part = self.open_part(new_id(ts), root_id, ts)
+        rec = new_record(split_root(root), root_id, None, t0, None, RUNNING, inputs, None,
+                         part, None, None, None, 0)
         part.records.append(rec)
         return rec
 
-    def _close(self, part: FlowPart) -> None:
+    def close_part(self, part: FlowPart) -> None:
+        """Hand an ended part to the buffer (or drop it, unsampled and without errors)."""
         self._active.pop(id(part), None)
         # An unsampled flow was recorded all the same, so that one that holds an error
         # can still be kept (with sampled=False); the others are dropped here.
-        if not part.sampled and not any(r[5] == "error" for r in part.records):
-            self._sink.skip(part)
+        if not part.sampled and not any(r[STATUS] == "error" for r in part.records):
+            self._parts_out.skip(part)
         else:
-            self._sink.put(part)
+            self._parts_out.put(part)
+
+    def count_event(self, name: str) -> None:
+        """Add one to ``stats()[name]`` (events of the recording side, e.g. propagation)."""
+        self._parts_out.count(name)
 
     def active_parts(self, token: int) -> list[FlowPart]:
         """Snapshots of the parts of flow ``token`` still running in this process."""
         return [p.snapshot() for p in list(self._active.values()) if p.token == token]
-
-
-class _Runtime:
-    recorder: Recorder | None = None
-    factory: Callable[[], Recorder] | None = None
-    enabled = True
-    listeners: ClassVar[list[Callable[[], None]]] = []
-
-
-def on_change(listener: Callable[[], None]) -> None:
-    """Call ``listener`` after configure() changes settings the decorators compiled in."""
-    _Runtime.listeners.append(listener)
-
-
-def settings_changed() -> None:
-    """Tell the listeners (the decorators) that configuration changed."""
-    for listener in list(_Runtime.listeners):
-        listener()
-
-
-def recording_enabled() -> bool:
-    """False after ``configure(enabled=False)``: decorated calls go straight through."""
-    return _Runtime.enabled
-
-
-def set_enabled(flag: bool) -> None:
-    """Switch recording on or off for the whole process."""
-    _Runtime.enabled = bool(flag)
-    settings_changed()
-
-
-def install(recorder: Recorder | None) -> None:
-    """Make ``recorder`` the global one (``configure`` does this)."""
-    _Runtime.recorder = recorder
-
-
-def set_factory(factory: Callable[[], Recorder]) -> None:
-    """Register how to build the default recorder on first use."""
-    _Runtime.factory = factory
-
-
-def base_frame(part: FlowPart) -> list[Any]:
-    """A frame with no action: its direct actions have no parent."""
-    return [None, None, None, None, None, None, None, None, part, None, None, None, 0]
-
-
-def sync_frame(part: FlowPart, owner: list[Any], sync: str | None, trigger: int | None,
-               depth: int) -> list[Any]:
-    """A synchronization's frame: actions called directly inside get an edge."""
-    return [None, None, None, None, None, None, None, None, part, owner, sync, trigger, depth]
 
 
 def current_ids() -> tuple[uuid.UUID, uuid.UUID | None] | None:
@@ -264,20 +224,15 @@ def remote_view() -> tuple[int, int | None, str | None, bool] | None:
         if raw is None:  # a base frame: continue_flow without trigger, or an auto flow
             raw = part.root_id
     if raw is not None and raw < LOCAL_LIMIT:  # a local id: find its record, newest first
-        rec = next((r for r in reversed(part.records) if r[1] == raw), None)
+        rec = next((r for r in reversed(part.records) if r[ID] == raw), None)
         raw = None if rec is None else part.full_id(rec)
     return part.token, raw, name, bool(part.sampled)
 
 
 def count_event(name: str) -> None:
     """Add one to the global tracer's ``stats()[name]`` counter; never raises."""
-    try:
-        sink = current_recorder()._sink
-        lock, counters = sink._lock, sink.counters  # type: ignore[attr-defined]
-        with lock:
-            counters[name] = counters.get(name, 0) + 1
-    except Exception:  # noqa: BLE001 - counting must never reach the application
-        pass
+    with contextlib.suppress(Exception):  # counting must never reach the application
+        current_recorder().count_event(name)
 
 
 def current_action_id() -> uuid.UUID | None:
@@ -288,16 +243,10 @@ def current_action_id() -> uuid.UUID | None:
     another process to make what runs there caused by this action.
     """
     ids = current_ids()
-    return None if ids is None else ids[1]
-
-
-def current_recorder() -> Recorder:
-    """The global recorder, built with the defaults on first use."""
-    rec = _Runtime.recorder
-    if rec is None:
-        assert _Runtime.factory is not None, "actiontrace._tracer was not imported"
-        rec = _Runtime.recorder = _Runtime.factory()
-    return rec
+    if ids is None:
+        return None
+    _, action_id = ids
+    return action_id
 
 
 def _reset(token: contextvars.Token[Any], fallback: State | list[Any]) -> None:
@@ -327,7 +276,7 @@ class flow:
         self._inputs = inputs
 
     def __enter__(self) -> uuid.UUID:
-        if not _Runtime.enabled:
+        if not recording_enabled():
             self._part = None
             return uuid.uuid4()
         inputs = EMPTY if self._inputs is None else capture_value(self._inputs, settings.redactor, inputs=True)
@@ -342,14 +291,14 @@ class flow:
             return
         _reset(self._reset, self._prev)
         rec = self._rec
-        rec[4] = _ids.perf_ns() - rec[3]
+        rec[DURATION] = _ids.perf_ns() - rec[START]
         if exc is not None:
-            rec[7] = capture_error(exc, settings.redactor)
-            rec[5] = "error"
+            rec[OUTPUTS] = capture_error(exc, settings.redactor)
+            rec[STATUS] = "error"
         else:
-            rec[7] = NULL
-            rec[5] = "ok"
-        self._part.sink._close(self._part)
+            rec[OUTPUTS] = NULL
+            rec[STATUS] = "ok"
+        self._part.recorder.close_part(self._part)
 
     async def __aenter__(self) -> uuid.UUID:
         return self.__enter__()
@@ -358,7 +307,7 @@ class flow:
         self.__exit__(et, exc, tb)
 
 
-def _as_int(value: uuid.UUID | str | int, what: str) -> int:
+def parse_id(value: uuid.UUID | str | int, what: str) -> int:
     if isinstance(value, uuid.UUID):
         return value.int
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 128:
@@ -384,20 +333,20 @@ class continue_flow:
 
     def __init__(
         self,
-        flow_token: uuid.UUID | str,
-        trigger: uuid.UUID | str | None = None,
+        flow_token: uuid.UUID | str | int,
+        trigger: uuid.UUID | str | int | None = None,
         synchronization: str | None = None,
     ) -> None:
-        self._token = _as_int(flow_token, "flow_token")
-        self._trigger = None if trigger is None else _as_int(trigger, "trigger")
+        self._token = parse_id(flow_token, "flow_token")
+        self._trigger = None if trigger is None else parse_id(trigger, "trigger")
         self._sync = synchronization or "continue_flow"
 
     def __enter__(self) -> uuid.UUID:
-        if not _Runtime.enabled:
+        if not recording_enabled():
             self._part = None
             return as_uuid(self._token)
         recorder = current_recorder()
-        part = recorder._open(self._token, None, now_us())
+        part = recorder.open_part(self._token, None, now_us())
         self._part = part
         base = base_frame(part)
         if self._trigger is not None:
@@ -410,7 +359,7 @@ class continue_flow:
         if self._part is None:
             return
         _reset(self._reset, self._prev)
-        self._part.sink._close(self._part)
+        self._part.recorder.close_part(self._part)
 
     async def __aenter__(self) -> uuid.UUID:
         return self.__enter__()

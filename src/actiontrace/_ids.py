@@ -17,10 +17,11 @@ the duration ~110 ns, so both are replaced here (see docs/performance.md):
 from __future__ import annotations
 
 import itertools
-import os
 import secrets
 import time
 import uuid
+
+from actiontrace._state import at_fork
 
 __all__ = ["as_uuid", "new_id", "now_us"]
 
@@ -46,7 +47,7 @@ def _reseed() -> None:
 
 
 _reseed()
-os.register_at_fork(after_in_child=_reseed)
+at_fork("ids", after_in_child=_reseed)
 
 
 def now_us() -> int:

@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import wrapt
 
@@ -145,7 +145,8 @@ def _recorder(concept: str | None, name: str | None) -> Callable[[Any, str], Wra
             traced = decorate(raw.__func__)
             bind_instance = False
         elif isinstance(raw, classmethod):
-            traced = decorate(raw).__func__  # @action's classmethod handling (cls left out)
+            # @action's classmethod handling (cls left out); typed for functions only.
+            traced = cast(Any, decorate)(raw).__func__
             bind_instance = True
         elif inspect.isfunction(raw) or inspect.iscoroutinefunction(raw):
             traced = decorate(raw)

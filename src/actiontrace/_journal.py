@@ -14,8 +14,8 @@ may sweep one directory at once and each file is replayed by one of them; the re
 deletes the file once every frame is stored.
 
 Frame: ``b"ATJ1"``, payload length (u32 LE), CRC-32 of the payload (u32 LE), payload.
-The payload is msgpack: a list of parts in *storage form* (what ``FlowPart.rows()``,
-``FlowPart.edges`` and ``FlowPart.log_events`` give, already redacted and cut to size,
+The payload is msgpack: a list of parts in *storage form* (what ``Part.rows()``,
+``Part.edges`` and ``Part.log_rows()`` give, already redacted and cut to size,
 so no secret reaches the disk)::
 
     [token, root_id | nil, created_at, module,
@@ -46,7 +46,7 @@ from typing import Any
 
 import msgspec
 
-from actiontrace._record import ActionRow, FlowPart
+from actiontrace._record import ActionRow, Edge, LogRow, Part
 
 __all__ = [
     "Journal", "JournalError", "JournalPart", "ReplayCursor", "default_directory", "open_journal",
@@ -84,56 +84,70 @@ def _oi(b: bytes | None) -> int | None:
     return None if b is None else int.from_bytes(b, "big")
 
 
-class JournalPart(FlowPart):
-    """A flow part rebuilt from a journal frame, already in storage form.
+class JournalPart:
+    """A flow part rebuilt from a journal frame: already in storage form (a ``Part``).
 
-    It stands in for a ``FlowPart`` wherever storages take one (``write_parts``,
-    ``to_trace``): ``rows()`` yields the stored ``ActionRow``s, ``edges`` the stored
-    edges, ``log_events`` the stored log events.
+    It holds the stored ``ActionRow``s, edges and log rows as they were journaled, and
+    gives them back as a ``FlowPart`` gives its own (``write_parts``, ``to_trace``).
     """
 
-    __slots__ = ("_edges",)
+    __slots__ = ("action_rows", "created_at", "edge_rows", "log_events", "module", "root_id",
+                 "sampled", "token")
 
     def __init__(self, token: int, root_id: int | None, created_at: int, module: str) -> None:
-        super().__init__(token, root_id, created_at, module)
-        self._edges: list[tuple[int, int, str, int]] = []
+        self.token = token
+        self.root_id = root_id
+        self.created_at = created_at
+        self.module = module
+        self.sampled = True
+        self.action_rows: list[ActionRow] = []
+        self.edge_rows: list[Edge] = []
+        self.log_events: list[tuple[int, int | None, int, str, str, bytes]] = []
 
-    def full_id(self, rec: Any) -> int:
-        """Rows already hold full ids."""
-        return int(rec[0])
+    @property
+    def n_actions(self) -> int:
+        """How many actions the part holds."""
+        return len(self.action_rows)
 
     def rows(self) -> Iterator[ActionRow]:
         """The stored rows, as they were when the part was journaled."""
-        return iter(self.records)  # type: ignore[arg-type]
+        return iter(self.action_rows)
 
     def sql_rows(self) -> tuple[list[tuple[Any, ...]], dict[int, str]]:
         """The stored rows with hex ids (see ``FlowPart.sql_rows``)."""
-        hexes = {r[0]: r[0].to_bytes(16).hex() for r in self.records}
+        hexes = {r.id: r.id.to_bytes(16).hex() for r in self.action_rows}
         token = self.token.to_bytes(16).hex()
         rows = [
-            (hexes[r[0]], token, None if r[2] is None else r[2].to_bytes(16).hex(), *r[3:])
-            for r in self.records
+            (hexes[r.id], token, None if r.parent_id is None else r.parent_id.to_bytes(16).hex(),
+             r.concept_uri, r.action, r.timestamp, r.duration_us, r.status, r.inputs, r.outputs)
+            for r in self.action_rows
         ]
         return rows, hexes
 
     @property
-    def edges(self) -> list[tuple[int, int, str, int]]:
+    def edges(self) -> list[Edge]:
         """The stored edges ``(from_id, to_id, synchronization, created_us)``."""
-        return self._edges
+        return self.edge_rows
+
+    def log_rows(self) -> list[LogRow]:
+        """The stored log events in storage form."""
+        return [LogRow(lid, self.token, aid, ts, level, event, fields)
+                for lid, aid, ts, level, event, fields in self.log_events]
 
 
-def encode_parts(parts: Sequence[FlowPart]) -> bytes:
+def encode_parts(parts: Sequence[Part]) -> bytes:
     """The msgpack payload of one frame: ``parts`` in storage form."""
     out = []
     for part in parts:
         rows = [
-            (_b(r[0]), _ob(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+            (_b(r.id), _ob(r.parent_id), r.concept_uri, r.action, r.timestamp, r.duration_us,
+             r.status, r.inputs, r.outputs)
             for r in part.rows()
         ]
         edges = [(_b(f), _b(t), s, c) for f, t, s, c in part.edges]
         logs = [
-            (_b(lid), _ob(aid), ts, level, event, fields)
-            for lid, aid, ts, level, event, fields in list(getattr(part, "log_events", ()))
+            (_b(r.id), _ob(r.action_id), r.timestamp, r.level, r.event, r.fields)
+            for r in part.log_rows()
         ]
         extra = {k: getattr(part, k) for k in EXTRA_FIELDS if hasattr(part, k)}
         out.append((_b(part.token), _ob(part.root_id), part.created_at, part.module, rows,
@@ -147,17 +161,18 @@ def decode_parts(payload: bytes) -> list[JournalPart]:
     for token_b, root_b, created_at, module, rows, edges, logs, *rest in _decoder.decode(payload):
         token = _i(token_b)
         part = JournalPart(token, _oi(root_b), created_at, module)
-        part.records = [  # type: ignore[assignment]
+        part.action_rows = [
             ActionRow(_i(aid), token, _oi(parent), concept, name, ts, dur, status, inp, out)
             for aid, parent, concept, name, ts, dur, status, inp, out in rows
         ]
-        part._edges = [(_i(f), _i(t), s, c) for f, t, s, c in edges]
+        part.edge_rows = [(_i(f), _i(t), s, c) for f, t, s, c in edges]
         part.log_events = [
             (_i(lid), _oi(aid), ts, level, event, fields)
             for lid, aid, ts, level, event, fields in logs
         ]
-        for key, value in (rest[0] if rest else {}).items():
-            if key in EXTRA_FIELDS and hasattr(part, key):
+        extra: dict[str, Any] = rest[0] if rest else {}
+        for key, value in extra.items():
+            if key in EXTRA_FIELDS:
                 setattr(part, key, value)
         parts.append(part)
     return parts
@@ -168,9 +183,9 @@ def frame(payload: bytes) -> bytes:
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-def actions_in(parts: Sequence[FlowPart]) -> int:
+def actions_in(parts: Sequence[Part]) -> int:
     """How many actions ``parts`` hold."""
-    return sum(len(p.records) for p in parts)
+    return sum(p.n_actions for p in parts)
 
 
 # -- where the journal lives ---------------------------------------------------------------
@@ -302,11 +317,11 @@ class Journal:
     # -- appending (this process's file) ------------------------------------------------------
 
     @staticmethod
-    def encode(parts: Sequence[FlowPart]) -> bytes:
+    def encode(parts: Sequence[Part]) -> bytes:
         """The frame holding ``parts`` (for ``append_frame``)."""
         return frame(encode_parts(parts))
 
-    def append(self, parts: Sequence[FlowPart]) -> tuple[Path, int]:
+    def append(self, parts: Sequence[Part]) -> tuple[Path, int]:
         """Append one frame holding ``parts`` and fsync it; return (file, bytes written)."""
         return self.append_frame(self.encode(parts))
 

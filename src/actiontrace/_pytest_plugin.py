@@ -34,29 +34,27 @@ def isolated_tracer() -> Iterator[ActionTracer]:
     settings and the declared reactions are restored as they were. The earlier tracer is
     not flushed or shut down: it carries on as if the block had never run.
     """
-    from actiontrace import _capture, _context, _decorators
+    from actiontrace import _reactions, _state
     from actiontrace._tracer import ActionTracer
     from actiontrace.storage import InMemoryTraceStorage
 
-    earlier = _context._Runtime.recorder
-    enabled = _context.recording_enabled()
-    settings = _capture.settings
+    enabled = _state.recording_enabled()
+    settings = _state.settings
     redactor, max_value_bytes = settings.redactor, settings.max_value_bytes
-    reactions = _decorators.reactions_snapshot()
+    reactions = _reactions.reactions_snapshot()
     tracer = ActionTracer(InMemoryTraceStorage(), journal=False)
-    _context.install(tracer)
+    earlier = _state.install(tracer)
     if not enabled:
-        _context.set_enabled(True)
+        _state.set_enabled(True)
     try:
         yield tracer
     finally:
-        current = _context._Runtime.recorder
-        _context.install(earlier)
+        current = _state.install(earlier)
         changed = (settings.redactor, settings.max_value_bytes) != (redactor, max_value_bytes)
         settings.redactor, settings.max_value_bytes = redactor, max_value_bytes
-        _decorators.restore_reactions(reactions)
-        if changed or _context.recording_enabled() != enabled:
-            _context.set_enabled(enabled)  # also recompiles what depends on the settings
+        _reactions.restore_reactions(reactions)
+        if changed or _state.recording_enabled() != enabled:
+            _state.set_enabled(enabled)  # also recompiles what depends on the settings
         for used in {id(tracer): tracer, id(current): current}.values():
             if isinstance(used, ActionTracer) and used is not earlier:
                 used.shutdown()

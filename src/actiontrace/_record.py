@@ -7,12 +7,11 @@ trace or a reaction's record is asked for): building Structs, UUIDs, microsecond
 checking encodings for nested secrets and size would cost more than the recording
 itself (docs/performance.md).
 
-Layout of a raw record (a list, mutated once when the call completes; the list may be
-longer, see ``_context``: only these eight are read here)::
+A raw record is a list whose slots ``_layout`` names (mutated once, when the call
+completes; a record that is also a frame is longer, only the first ``RECORD_SLOTS`` are
+read here):
 
-    [spec, id, parent_id, start_ns, duration_ns, status, inputs_json, outputs_json]
-
-* ``spec``: any object with ``concept_uri`` and ``name`` (the decorated action's
+* ``SPEC``: any object with ``concept_uri`` and ``name`` (the decorated action's
   ``ActionSpec``, read late, so ``@concept`` applied after ``@action`` still names it).
 * ids: either a full UUIDv7 int (flow roots, ids from other processes) or a *local*
   id, a small per-process sequence number below ``2**64`` that ``rows()`` turns into a
@@ -36,18 +35,19 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from actiontrace import _ids
-from actiontrace._capture import NULL, decode, finish, settings
+from actiontrace._capture import NULL, decode, finish
 from actiontrace._ids import as_uuid
-from actiontrace._model import ActionRecord, ActionTrace, LogEvent, ProvenanceEdge
+from actiontrace._layout import ID, INPUTS, OUTPUTS, RECORD_SLOTS, START, new_record
+from actiontrace._model import ActionRecord, ActionTrace, LogEvent, ProvenanceEdge, Status
+from actiontrace._state import settings
 
-__all__ = ["ActionRow", "FlowPart", "LogRow", "Named", "to_trace"]
+__all__ = ["ActionRow", "FlowPart", "LogRow", "Named", "Part", "to_trace"]
 
-RUNNING, OK, ERROR = "running", "ok", "error"
 # What one queued record holds beyond the length of its encoded inputs and outputs: the
-# list of 14 slots, its ints, the two bytes objects' headers (tracemalloc over 10,000
+# list of 13 slots, its ints, the two bytes objects' headers (tracemalloc over 10,000
 # recorded calls: 394 bytes per record, 14 of them value bytes; rounded up).
 RECORD_BYTES = 400
 LOCAL_LIMIT = 1 << 64  # ids below this are local sequence numbers (see the module doc)
@@ -81,7 +81,7 @@ class ActionRow(NamedTuple):
     action: str
     timestamp: int
     duration_us: int | None
-    status: str
+    status: Status
     inputs: bytes
     outputs: bytes
 
@@ -98,6 +98,40 @@ class LogRow(NamedTuple):
     fields: bytes
 
 
+Edge = tuple[int, int, str, int]  # (from_id, to_id, synchronization, created_us)
+
+
+class Part(Protocol):
+    """What the writer, the journal and the storages take: a part in storage form.
+
+    ``FlowPart`` (recorded here) and ``_journal.JournalPart`` (read back from disk) are
+    the two kinds: they hold records of different shapes, and give the same rows.
+    """
+
+    token: int
+    root_id: int | None
+    created_at: int
+    module: str
+    sampled: bool
+
+    @property
+    def n_actions(self) -> int:
+        """How many actions the part holds."""
+
+    def rows(self) -> Iterator[ActionRow]:
+        """The actions in storage form, in recording order."""
+
+    def sql_rows(self) -> tuple[list[tuple[Any, ...]], dict[int, str]]:
+        """The actions as SQL storages bind them, and the hex of their ids."""
+
+    @property
+    def edges(self) -> list[Edge]:
+        """The edges as ``(from_id, to_id, synchronization, created_us)``."""
+
+    def log_rows(self) -> list[LogRow]:
+        """The log events in storage form."""
+
+
 class FlowPart:
     """What this process recorded of one flow; handed to the buffer when it ends."""
 
@@ -110,10 +144,10 @@ class FlowPart:
         "module",
         "nbytes",
         "offset",
+        "recorder",
         "records",
         "root_id",
         "sampled",
-        "sink",
         "token",
     )
 
@@ -128,11 +162,16 @@ class FlowPart:
         self.log_events: list[tuple[int, int | None, int, str, str, bytes]] = []
         self.sampled = True  # configure(sample_rate=...)'s decision for this flow
         self._idmap: tuple[int, dict[int, int]] | None = None  # see _id_map
-        self.sink: Any = None  # the Recorder that closes it (not part of the stored form)
+        self.recorder: Any = None  # the Recorder that closes it (not part of the stored form)
         self.nbytes = 0  # what it holds, as the buffer counts it (set when queued)
         # How this process turns perf_counter_ns into epoch time and local ids into UUIDv7.
         self.offset = _ids.EPOCH_OFFSET_NS
         self.fixed = _ids.FIXED_BITS
+
+    @property
+    def n_actions(self) -> int:
+        """How many actions the part holds (running ones included)."""
+        return len(self.records)
 
     def held_bytes(self) -> int:
         """Roughly what the part holds in memory: encoded inputs and outputs, plus
@@ -144,29 +183,34 @@ class FlowPart:
         so a cheaper estimate would not bound anything.
         """
         n = 0
+        i, o = INPUTS, OUTPUTS  # locals: the loop runs per record on the app's thread
         try:
             for rec in self.records:
-                n += len(rec[6]) + len(rec[7])
+                n += len(rec[i]) + len(rec[o])
         except TypeError:  # outputs not captured yet (an action still running elsewhere)
-            n = sum(len(v) for rec in self.records for v in (rec[6], rec[7]) if v is not None)
+            n = sum(len(v) for rec in self.records for v in (rec[i], rec[o]) if v is not None)
         return n + RECORD_BYTES * len(self.records)
 
     def full_id(self, rec: list[Any]) -> int:
         """The UUIDv7 int of a raw record of this part."""
-        aid: int = rec[1]
+        aid: int = rec[ID]
         if aid >= LOCAL_LIMIT:
             return aid
-        return (((rec[3] + self.offset) // 1_000_000) << 80) | self.fixed | (aid & _ids.COUNTER_MASK)
+        start: int = rec[START]
+        return (((start + self.offset) // 1_000_000) << 80) | self.fixed | (aid & _ids.COUNTER_MASK)
 
     def _id_map(self) -> dict[int, int]:
         # Local id -> UUIDv7 int. Records are only ever appended and their ids and start
         # times never change, so the map is kept until the part grows (rows() and edges
         # both need it: building it twice cost ~11% of a SQLite write).
         n = len(self.records)
-        if self._idmap is None or self._idmap[0] != n:
-            full = {r[1]: self.full_id(r) for r in self.records[:n] if r[1] < LOCAL_LIMIT}
-            self._idmap = (n, full)
-        return self._idmap[1]
+        if self._idmap is not None:
+            known, full = self._idmap
+            if known == n:
+                return full
+        full = {r[ID]: self.full_id(r) for r in self.records[:n] if r[ID] < LOCAL_LIMIT}
+        self._idmap = (n, full)
+        return full
 
     def rows(self) -> Iterator[ActionRow]:
         """Yield the part's actions in storage form, in recording order.
@@ -181,9 +225,9 @@ class FlowPart:
 
         For a declared reaction's record: it costs the same whatever the flow's length.
         """
-        full = {rec[1]: self.full_id(rec)}
-        if parent is not None and parent[1] is not None:
-            full[parent[1]] = self.full_id(parent)
+        full = {rec[ID]: self.full_id(rec)}
+        if parent is not None and parent[ID] is not None:
+            full[parent[ID]] = self.full_id(parent)
         return next(self._rows([rec], full))
 
     def _rows(self, records: list[list[Any]], full: dict[int, int]) -> Iterator[ActionRow]:
@@ -192,13 +236,12 @@ class FlowPart:
         new = tuple.__new__  # ActionRow(...) runs a Python-level __new__: 3x slower
         get = full.get
         for r in records:
-            spec = r[0]
-            inp, out = _stored(r[6], r[7], spec, limit)
-            parent = r[2]
+            spec, aid, parent, t0, dur, status, inp, out = r[:RECORD_SLOTS]
+            inp, out = _stored(inp, out, spec, limit)
             yield new(ActionRow, (
-                get(r[1], r[1]), token, None if parent is None else get(parent, parent),
-                spec.concept_uri, spec.name, (r[3] + off) // 1000,
-                None if r[4] is None else r[4] // 1000, r[5], inp, out,
+                get(aid, aid), token, None if parent is None else get(parent, parent),
+                spec.concept_uri, spec.name, (t0 + off) // 1000,
+                None if dur is None else dur // 1000, status, inp, out,
             ))
 
     def sql_rows(self) -> tuple[list[tuple[Any, ...]], dict[int, str]]:
@@ -220,7 +263,7 @@ class FlowPart:
         out: list[tuple[Any, ...]] = []
         add = out.append
         for r in records:
-            spec, aid, parent, t0, dur, status, inp, res = r[:8]
+            spec, aid, parent, t0, dur, status, inp, res = r[:RECORD_SLOTS]
             aid = get(aid, aid)
             aid_hex = hexes[aid] = aid.to_bytes(16).hex()
             if parent is not None:
@@ -255,7 +298,7 @@ class FlowPart:
     def snapshot(self) -> FlowPart:
         """A copy safe to read while the flow goes on recording (for partial traces)."""
         copy = FlowPart(self.token, self.root_id, self.created_at, self.module)
-        copy.records = [r[:8] for r in list(self.records)]
+        copy.records = [r[:RECORD_SLOTS] for r in list(self.records)]
         copy.edge_log = list(self.edge_log)
         copy.log_events = list(self.log_events)
         copy.sampled = self.sampled
@@ -281,7 +324,7 @@ def record_from_row(row: ActionRow, uuids: dict[int, uuid.UUID] | None = None) -
     """Build the public ``ActionRecord`` for a row (``uuids`` caches repeated ids)."""
     if uuids is None:
         uuids = {}
-    aid, token, parent = row[0], row[1], row[2]
+    aid, token, parent = row.id, row.flow_token, row.parent_id
     flow = uuids.get(token)
     if flow is None:
         flow = uuids[token] = as_uuid(token)
@@ -292,24 +335,26 @@ def record_from_row(row: ActionRow, uuids: dict[int, uuid.UUID] | None = None) -
     else:
         p = None
     own = uuids[aid] = as_uuid(aid)
-    return ActionRecord(own, row[3], row[4], decode(row[8]), decode(row[9]), row[5], flow, p,
-                        row[7], row[6])
+    return ActionRecord(own, row.concept_uri, row.action, decode(row.inputs),
+                        decode(row.outputs), row.timestamp, flow, p, row.status, row.duration_us)
 
 
-def to_trace(part: FlowPart) -> ActionTrace:
+def to_trace(part: Part) -> ActionTrace:
     """Build the public ``ActionTrace`` of one part."""
     uuids: dict[int, uuid.UUID] = {}
     actions = {}
+    first: int | None = None
     for row in part.rows():
         rec = record_from_row(row, uuids)
         actions[rec.id] = rec
+        first = row.id if first is None else first
     edges = [
         ProvenanceEdge(uuids.get(f) or as_uuid(f), uuids.get(t) or as_uuid(t), sync, created)
         for f, t, sync, created in part.edges
     ]
     root = part.root_id
     if root is None:  # a continue_flow part: the root lives in another process
-        root = part.full_id(part.records[0]) if part.records else part.token
+        root = part.token if first is None else first
     return ActionTrace(
         flow_token=as_uuid(part.token),
         root_action_id=uuids.get(root) or as_uuid(root),
@@ -326,15 +371,15 @@ def log_from_row(row: LogRow, uuids: dict[int, uuid.UUID] | None = None) -> LogE
     """Build the public ``LogEvent`` for a row (``uuids`` caches repeated ids)."""
     if uuids is None:
         uuids = {}
-    aid = row[2]
+    aid = row.action_id
     return LogEvent(
-        id=as_uuid(row[0]),
-        flow_token=uuids.get(row[1]) or as_uuid(row[1]),
+        id=as_uuid(row.id),
+        flow_token=uuids.get(row.flow_token) or as_uuid(row.flow_token),
         action_id=None if aid is None else (uuids.get(aid) or as_uuid(aid)),
-        timestamp=row[3],
-        level=row[4],
-        event=row[5],
-        fields=decode(row[6]),
+        timestamp=row.timestamp,
+        level=row.level,
+        event=row.event,
+        fields=decode(row.fields),
     )
 
 
@@ -346,13 +391,13 @@ def from_trace(trace: ActionTrace) -> FlowPart:
     part.offset = 0  # times below are µs since the epoch, stored as ns
     part.sampled = trace.sampled
     for rec in trace.actions.values():
-        part.records.append([
+        part.records.append(new_record(
             Named(rec.concept_uri, rec.action), rec.id.int,
             None if rec.parent_id is None else rec.parent_id.int, rec.timestamp * 1000,
             None if rec.duration_us is None else rec.duration_us * 1000, rec.status,
             encode(rec.inputs), encode(rec.outputs),
-        ])
-    part.records.sort(key=lambda r: (r[3], r[1]))
+        ))
+    part.records.sort(key=lambda r: (r[START], r[ID]))
     part.edge_log = [
         (e.from_action.int, e.to_action.int, e.synchronization, e.created_at * 1000)
         for e in trace.provenance_edges

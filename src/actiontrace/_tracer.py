@@ -8,29 +8,44 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
-from actiontrace import _capture, _context, _ids, _writer
-from actiontrace._capture import EMPTY, NULL, capture_value, settings
+from actiontrace import _ids, _state
+from actiontrace._capture import EMPTY, NULL, capture_value
 from actiontrace._context import (
-    ID,
     NO_FLOW,
-    OWNER,
-    PART,
-    SYNC,
-    TRIGGER,
     Recorder,
-    _as_int,
     current_frame,
-    current_recorder,
     frame_var,
+    parse_id,
 )
 from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNotFound
 from actiontrace._ids import as_uuid, new_id, now_us
 from actiontrace._journal import open_journal
+from actiontrace._layout import (
+    DURATION,
+    ID,
+    OUTPUTS,
+    OWNER,
+    PARENT,
+    PART,
+    START,
+    STATUS,
+    SYNC,
+    TRIGGER,
+    new_record,
+)
 from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
-from actiontrace._record import FlowPart, Named, to_trace
-from actiontrace._writer import MAX_QUEUE_BYTES, Buffer, WriterStats
+from actiontrace._options import (
+    TRACER_OPTIONS,
+    ConfigureOptions,
+    TracerOptions,
+    check,
+)
+from actiontrace._record import FlowPart, Named, Part, to_trace
+from actiontrace._redact import DEFAULT_REDACT, Redactor
+from actiontrace._state import current_recorder, settings
+from actiontrace._writer import Buffer, WriterStats
 from actiontrace.storage._base import TraceStorage
 from actiontrace.storage._memory import InMemoryTraceStorage
 
@@ -39,28 +54,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ActionTracer", "configure", "get_tracer"]
 
-# Options configure() passes to the tracer, with their defaults.
-TRACER_OPTIONS = {
-    "max_reaction_depth": 100,
-    "max_queue": 1_000_000,
-    "max_queue_bytes": MAX_QUEUE_BYTES,
-    "batch_size": 5_000,
-    "flush_interval": 0.2,
-    "full_wait": 0.05,
-    "recent_traces": 1_000,
-    "query_flush_timeout": 5.0,
-    "sample_rate": 1.0,
-    "journal": None,  # overflow journal directory: None = default place, False = none
-    "span_exporters": (),  # OpenTelemetry SpanExporters fed every stored part (contrib.otel)
-    "span_export_queue": 100_000,  # actions that may wait for one exporter
-    "retention": None,  # keep flows this long (seconds or a timedelta), pruning in the writer
-}
-# Options that change process-wide capture settings.
-CAPTURE_OPTIONS = ("redact", "max_value_bytes")
-
-
 def _uuid(value: uuid.UUID | str, what: str = "id") -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else as_uuid(_as_int(value, what))
+    return value if isinstance(value, uuid.UUID) else as_uuid(parse_id(value, what))
 
 
 def _retention(storage: TraceStorage, keep: Any) -> Callable[[], tuple[int, bool]] | None:
@@ -114,15 +109,10 @@ class ActionTracer(Recorder):
         storage: TraceStorage | None = None,
         *,
         module: str | None = None,
-        **options: Any,
+        **options: Unpack[TracerOptions],
     ) -> None:
-        unknown = set(options) - set(TRACER_OPTIONS)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown tracer option(s): {', '.join(sorted(unknown))}; "
-                f"known: {', '.join(sorted(TRACER_OPTIONS))}"
-            )
-        opts = {**TRACER_OPTIONS, **options}
+        check(options, TracerOptions, "tracer")
+        opts: dict[str, Any] = {**TRACER_OPTIONS, **options}
         self.storage: TraceStorage = storage if storage is not None else InMemoryTraceStorage()
         write = getattr(self.storage, "write_parts", None)
         if write is None:  # a duck-typed storage with only save_trace
@@ -195,9 +185,9 @@ class ActionTracer(Recorder):
             frame_var.reset(reset)
         except ValueError:
             frame_var.set(NO_FLOW)
-        rec[4] = _ids.perf_ns() - rec[3]
-        rec[5], rec[7] = "ok", NULL
-        self._close(part)
+        rec[DURATION] = _ids.perf_ns() - rec[START]
+        rec[STATUS], rec[OUTPUTS] = "ok", NULL
+        self.close_part(part)
 
     def current_flow_token(self) -> uuid.UUID | None:
         """The token of the flow active in this context, or None."""
@@ -213,18 +203,18 @@ class ActionTracer(Recorder):
         ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
         aid = new_id(ts)
         redactor = settings.redactor
-        rec = [
+        rec = new_record(
             Named(concept_uri, action), aid, None, t0, 0, "ok",
             EMPTY if inputs is None else capture_value(inputs, redactor, inputs=True),
             capture_value(outputs, redactor),
-        ]
+        )
         if frame is None:
-            part = self._open(new_id(ts), aid, ts)
+            part = self.open_part(new_id(ts), aid, ts)
             part.records.append(rec)
-            self._close(part)
+            self.close_part(part)
             return as_uuid(aid)
         owner = frame[OWNER] or frame
-        rec[2] = owner[ID]
+        rec[PARENT] = owner[ID]
         frame[PART].records.append(rec)
         if frame[SYNC] is not None:
             frame[PART].edge_log.append((frame[TRIGGER], aid, frame[SYNC], t0))
@@ -249,7 +239,7 @@ class ActionTracer(Recorder):
         for part in parts:
             for rec in reversed(part.records):
                 if part.full_id(rec) == aid:
-                    rec[7] = capture_value(outputs, settings.redactor)
+                    rec[OUTPUTS] = capture_value(outputs, settings.redactor)
                     return
         raise ActionNotFound(f"action {action_id} is not in a running flow of this process")
 
@@ -298,14 +288,14 @@ class ActionTracer(Recorder):
         """The flow's trace: stored parts merged with what is still running here."""
         token = _uuid(flow_token, "flow_token")
         self._sync()
-        live = self.active_parts(token.int)
+        live: list[Part] = list(self.active_parts(token.int))
         try:
             stored: ActionTrace | None = self.storage.get_trace(token)
         except TraceNotFound:
             stored = None
         except Exception:  # noqa: BLE001 - the storage is down: fall back to what this process holds
             stored = None
-            live = self._buffer.recent.get(token.int, []) + live
+            live = [*self._buffer.recent.get(token.int, []), *live]
         if not live:
             if stored is None:
                 raise TraceNotFound(f"no trace for flow {token}")
@@ -371,7 +361,7 @@ def _merge(stored: ActionTrace | None, parts: list[ActionTrace]) -> ActionTrace:
         created = min(created, p.created_at)
         if root is None and p.root_action_id in p.actions and p.actions[p.root_action_id].parent_id is None:
             root = p.root_action_id
-    ordered = dict(sorted(actions.items(), key=lambda kv: (kv[1].timestamp, kv[0].int)))
+    ordered = {a.id: a for a in sorted(actions.values(), key=lambda a: (a.timestamp, a.id.int))}
     logs = {e.id: e for t in ([stored] if stored is not None else []) + parts for e in t.logs}
     return ActionTrace(
         flow_token=base.flow_token,
@@ -386,9 +376,6 @@ def _merge(stored: ActionTrace | None, parts: list[ActionTrace]) -> ActionTrace:
 
 
 # -- the global tracer -----------------------------------------------------------------------
-
-_config_lock = threading.Lock()
-
 
 def get_tracer() -> ActionTracer:
     """The global tracer (in memory until ``configure`` says otherwise)."""
@@ -407,7 +394,7 @@ def configure(
     url: str | None = None,
     storage: TraceStorage | None = None,
     module: str | None = None,
-    **options: Any,
+    **options: Unpack[ConfigureOptions],
 ) -> ActionTracer:
     """Replace the global tracer (flushing the old one) and return the new one.
 
@@ -428,11 +415,13 @@ def configure(
     """
     if url is not None and storage is not None:
         raise ConfigurationError("configure() takes url or storage, not both")
-    capture = {k: options.pop(k) for k in CAPTURE_OPTIONS if k in options}
-    enabled = options.pop("enabled", True)
-    with _config_lock:
+    check(options, ConfigureOptions, "tracer")
+    rest: dict[str, Any] = dict(options)
+    enabled = rest.pop("enabled", True)
+    capture = {k: rest.pop(k) for k in ("redact", "max_value_bytes") if k in rest}
+    with _state.config_lock:
         new_storage = _storage_for(url) if url is not None else storage
-        tracer = ActionTracer(new_storage, module=module, **options)
+        tracer = ActionTracer(new_storage, module=module, **rest)
         if "max_value_bytes" in capture:
             limit = capture["max_value_bytes"]
             if not isinstance(limit, int) or limit < 64:
@@ -440,12 +429,11 @@ def configure(
             settings.max_value_bytes = limit
         if "redact" in capture:
             extra = capture["redact"]
-            extra = (extra,) if isinstance(extra, str) else tuple(extra)
-            settings.redactor = _capture.Redactor((*_capture.DEFAULT_REDACT, *extra))
-        old = _context._Runtime.recorder
-        _context.install(tracer)
-        _context._Runtime.enabled = enabled
-        _context.settings_changed()  # the decorators recompile what depends on settings
+            names = (extra,) if isinstance(extra, str) else tuple(extra)
+            settings.redactor = Redactor((*DEFAULT_REDACT, *names))
+        old = _state.install(tracer)
+        _state.set_enabled(enabled, notify=False)
+        _state.settings_changed()  # the decorators recompile what depends on settings
     if isinstance(old, ActionTracer):
         old.shutdown()
     return tracer
@@ -457,9 +445,9 @@ def _leave_inherited_flow() -> None:
     # of that flow's part, which no one ever ends here, and were lost (issue 10). Start it
     # outside any flow instead, as spawned and forkserver children start: its actions make
     # flows of their own (or join one through continue_flow), and are stored.
-    _context.frame_var.set(_context.NO_FLOW)
+    frame_var.set(NO_FLOW)
 
 
-_writer.CHILD_HOOKS.append(_leave_inherited_flow)
-_context.set_factory(ActionTracer)
+_state.at_fork("context", in_multiprocessing_child=_leave_inherited_flow)
+_state.set_factory(ActionTracer)
 

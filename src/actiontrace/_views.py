@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actiontrace._capture import Redactor, capture_value
-from actiontrace._model import ActionRecord, ActionTrace, FlowSummary, LogEvent
+from actiontrace._capture import capture_value
+from actiontrace._redact import Redactor
+
+if TYPE_CHECKING:
+    from actiontrace._model import ActionRecord, ActionTrace, FlowSummary, LogEvent
 
 __all__ = [
     "causal_tree",

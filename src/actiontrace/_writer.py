@@ -35,8 +35,8 @@ Policies (docs/reliability.md and docs/deployment.md say the same):
 * **fork**: the child starts with an empty buffer and no writer thread (one is started
   on its first flow); it never writes what its parent had queued or journaled.
 * **Child processes** (multiprocessing, concurrent.futures): a forked child never runs
-  ``atexit``, so the exit flush is also a multiprocessing finalizer there (see the end of
-  this module and docs/deployment.md#worker-processes). SIGTERM (``Pool.terminate()``)
+  ``atexit``, so the exit flush is also a multiprocessing finalizer there (see
+  ``_processes`` and docs/deployment.md#worker-processes). SIGTERM (``Pool.terminate()``)
   runs no finalizer: what a terminated worker had not written is lost.
 
 ``flush()`` is True only when everything recorded before it is in the *storage* (frames
@@ -45,30 +45,25 @@ this process journaled included, once replayed).
 
 from __future__ import annotations
 
-import atexit
 import collections
 import logging
-import os
-import sys
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from actiontrace._journal import Journal, ReplayCursor, actions_in
-from actiontrace._record import FlowPart
+from actiontrace._journal import Journal, actions_in
+from actiontrace._options import MAX_QUEUE_BYTES
+from actiontrace._processes import BUFFERS, hook_child_exit, register_child_hooks
+from actiontrace._record import FlowPart, Part
+from actiontrace._replay import Backlog
 
-__all__ = ["CHILD_HOOKS", "Buffer", "WriterStats"]
+__all__ = ["Buffer", "WriterStats"]
 
 log = logging.getLogger("actiontrace")
 
-MAX_QUEUE_BYTES = 256 * 1024 * 1024
 
-RESCAN_EVERY = 60.0  # seconds between looks for journals that other processes left behind
-LOCKED_RESCAN = 2.0  # ... when one was locked by another process at the last look
 
 
 class _Flush:
@@ -102,9 +97,6 @@ class _RateLimitedWarning:
             self.suppressed += 1
 
 
-_BUFFERS: weakref.WeakSet[Buffer] = weakref.WeakSet()
-
-
 class Buffer:
     """Bounded queue of ended flow parts plus the thread that writes them.
 
@@ -129,7 +121,7 @@ class Buffer:
 
     def __init__(
         self,
-        write: Callable[[Sequence[FlowPart]], None],
+        write: Callable[[Sequence[Part]], None],
         *,
         is_transient: Callable[[BaseException], bool] = lambda exc: True,
         max_queue: int = 1_000_000,
@@ -155,6 +147,8 @@ class Buffer:
         self.flush_interval = flush_interval
         self.full_wait = full_wait
         self.journal = journal
+        # The journal's side of replay (writer thread only; reset with the state).
+        self._backlog = None if journal is None else Backlog(journal, self._drained)
         self.spill_at = max_queue // 2 if spill_at is None else spill_at
         self.spill_after = spill_after
         self._maintenance = maintenance
@@ -164,7 +158,7 @@ class Buffer:
         self._warn_journal = _RateLimitedWarning(10.0)
         self._warn_drop = _RateLimitedWarning(10.0, logging.ERROR)
         self._init_state()
-        _BUFFERS.add(self)
+        BUFFERS.add(self)
 
     def _init_state(self) -> None:
         self._queue: collections.deque[FlowPart | _Flush] = collections.deque()
@@ -183,7 +177,7 @@ class Buffer:
         self._queued_bytes = 0  # the same in bytes (FlowPart.held_bytes); under _lock
         self._held = 0  # actions of the batch the writer holds (counted in _queued_actions)
         self._held_bytes = 0  # ... and its bytes
-        self.recent: OrderedDict[int, list[FlowPart]] = OrderedDict()
+        self.recent: OrderedDict[int, list[Part]] = OrderedDict()
         self.counters = {
             "recorded": 0, "written": 0, "dropped": 0, "retries": 0, "failed_batches": 0,
             "unsampled": 0,  # actions of flows configure(sample_rate=...) left out
@@ -198,12 +192,8 @@ class Buffer:
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._delay = 0.05
-        # Journal replay state (writer thread only).
-        self._own_files: dict[Path, int] = {}  # files this buffer spilled -> actions in them
-        self._own_pending = 0  # actions journaled by this buffer and not yet replayed
-        self._cursor: ReplayCursor | None = None
-        self._orphans: list[Path] = []
-        self._next_scan = 0.0  # 0: scan for other processes' journals at the next chance
+        if self._backlog is not None:
+            self._backlog.reset()
         self._waiting: list[_Flush] = []  # flushes that wait for our journal to be replayed
 
     # -- application side ---------------------------------------------------------------
@@ -213,6 +203,11 @@ class Buffer:
         with self._lock:
             self.counters["recorded"] += len(part.records)
             self.counters["unsampled"] += len(part.records)
+
+    def count(self, name: str) -> None:
+        """Add one to the counter ``name`` (shown by ``stats()``)."""
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + 1
 
     def put(self, part: FlowPart) -> None:
         """Queue an ended part for writing. Never raises, never blocks for long."""
@@ -284,7 +279,7 @@ class Buffer:
         s = WriterStats(self.counters)
         s["queued"] = self._queued_actions
         s["queued_bytes"] = self._queued_bytes
-        s["journal_pending"] = self._own_pending
+        s["journal_pending"] = self._own_pending()
         s["storage_down"] = self._down_since is not None
         s["last_error"] = self.last_error
         s["writer_alive"] = self._thread is not None and self._thread.is_alive()
@@ -307,7 +302,8 @@ class Buffer:
             thread.join(1.0 if timeout is None else min(timeout, 1.0))
             if not thread.is_alive():
                 self._thread = None  # a later put() or flush() starts a new writer
-                self._release_cursor()
+                if self._backlog is not None:
+                    self._backlog.release()
                 if self.journal is not None:
                     # Unlock our file: another tracer or process may replay it now.
                     self.journal.close_current()
@@ -316,7 +312,10 @@ class Buffer:
 
     def busy(self) -> bool:
         """Whether anything is queued, held by the writer, or journaled and not replayed."""
-        return bool(self._queue or self._queued_actions or self._own_pending)
+        return bool(self._queue or self._queued_actions or self._own_pending())
+
+    def _own_pending(self) -> int:
+        return 0 if self._backlog is None else self._backlog.own_pending
 
     # -- writer side ----------------------------------------------------------------------
 
@@ -329,7 +328,7 @@ class Buffer:
                 target=self._run, name="actiontrace-writer", daemon=True
             )
         self._thread.start()
-        _hook_child_exit()
+        hook_child_exit()
         register_child_hooks()
 
     def _run(self) -> None:
@@ -405,10 +404,10 @@ class Buffer:
             return
         if lost or self.counters["dropped"] > marker.dropped_before:
             marker.ok = False
-        if self._own_pending and not (self._closing and self._down_since is not None):
+        if self._own_pending() and not (self._closing and self._down_since is not None):
             self._waiting.append(marker)  # set once our journal is replayed
         else:
-            if self._own_pending:
+            if self._own_pending():
                 marker.ok = False  # durable in the journal, not in storage
             marker.event.set()
 
@@ -443,7 +442,8 @@ class Buffer:
             log.info("actiontrace: storage available again after %.1f s",
                      time.monotonic() - self._down_since)
             self._down_since = None
-            self._next_scan = 0.0
+            if self._backlog is not None:
+                self._backlog.rescan_soon()
         self._delay = 0.05
         self._retry_at = 0.0
 
@@ -518,13 +518,10 @@ class Buffer:
             self._wake.clear()
 
     def _spill(self, batch: list[FlowPart]) -> bool:
-        assert self.journal is not None
-        n = actions_in(batch)
+        assert self._backlog is not None
         held = self._held, self._held_bytes
         try:
-            data = self.journal.encode(batch)
-            self._release_held()
-            path, _size = self.journal.append_frame(data)
+            n = self._backlog.spill(batch, encoded=self._release_held)
         except Exception as exc:  # noqa: BLE001 - a failing journal must not stop the writer
             if held[0] and not self._held:
                 # Still in hand (the caller may write it after all): counted again.
@@ -535,14 +532,12 @@ class Buffer:
             self.counters["journal_errors"] += 1
             self.last_error = f"journal: {type(exc).__name__}: {exc}"
             self._warn_journal("actiontrace: cannot write the overflow journal in %s (%s)",
-                               self.journal.directory, self.last_error)
+                               self._backlog.journal.directory, self.last_error)
             return False
         self.counters["journaled"] += n
-        self._own_files[path] = self._own_files.get(path, 0) + n
-        self._own_pending += n
         return True
 
-    def _write_one_by_one(self, batch: list[FlowPart]) -> int:
+    def _write_one_by_one(self, batch: Sequence[Part]) -> int:
         lost = 0
         for part in batch:
             try:
@@ -555,7 +550,7 @@ class Buffer:
                 self._written([part])
         return lost
 
-    def _give_up(self, parts: Sequence[FlowPart]) -> int:
+    def _give_up(self, parts: Sequence[Part]) -> int:
         n = actions_in(parts)
         # put() bumps "dropped" on the application's threads under the same lock: without
         # it, this read-modify-write could lose one of the two increments.
@@ -566,7 +561,7 @@ class Buffer:
                         self.last_error)
         return n
 
-    def _written(self, batch: list[FlowPart]) -> None:
+    def _written(self, batch: Sequence[Part]) -> None:
         self.counters["written"] += actions_in(batch)
         recent = self.recent
         for part in batch:
@@ -578,38 +573,24 @@ class Buffer:
     # journal replay -------------------------------------------------------------------------
 
     def _replay_ready(self) -> bool:
-        if self.journal is None or (self._down_since is not None and time.monotonic() < self._retry_at):
+        if self._backlog is None or (self._down_since is not None and time.monotonic() < self._retry_at):
             return False
         if self._behind():
             return False  # the live backlog first: replaying now would only add to it
-        if self._cursor is not None or self._own_files or self._orphans:
-            return True
-        if self._closing or self._stopping:
-            return False  # do not start on other processes' journals while exiting
-        if time.monotonic() >= self._next_scan:
-            self._next_scan = time.monotonic() + RESCAN_EVERY
-            self._orphans = self.journal.files()
-            return bool(self._orphans)
-        return False
+        return self._backlog.ready(exiting=self._closing or self._stopping)
 
     def _replay_step(self) -> bool:
-        """Store one journal frame (or open/close a file). Returns whether it progressed."""
-        journal = self.journal
-        assert journal is not None
-        if self._cursor is None:
-            self._cursor = self._next_cursor()
-            if self._cursor is None:
-                return False
-        cursor = self._cursor
-        parts = cursor.next_frame()
-        if parts is None:  # end of the file (or a torn tail)
-            if cursor.torn_bytes:
+        """Store one journal frame (or finish a file). Returns whether it progressed."""
+        assert self._backlog is not None
+        taken = self._backlog.take()
+        if taken is None:
+            return False
+        parts = taken.parts
+        if parts is None:  # the end of a file (or a torn tail)
+            if taken.torn_bytes:
                 self.counters["torn_frames"] += 1
                 log.warning("actiontrace: skipped a torn frame (%d bytes) at the end of %s",
-                            cursor.torn_bytes, cursor.path)
-            cursor.finish()
-            self._cursor = None
-            self._file_done(cursor.path)
+                            taken.torn_bytes, taken.path)
             return True
         try:
             with self._io:
@@ -622,48 +603,16 @@ class Buffer:
             lost = self._write_one_by_one(parts)  # counts what fails as dropped
             self.counters["written"] -= actions_in(parts) - lost
             self.counters["replayed"] += actions_in(parts) - lost
-            cursor.stored()
+            self._backlog.stored()
             return True
         self._mark_up()
         self.counters["replayed"] += actions_in(parts)
-        cursor.stored()
+        self._backlog.stored()
         return True
 
-    def _next_cursor(self) -> ReplayCursor | None:
-        journal = self.journal
-        assert journal is not None
-        if journal.current is not None:
-            # The storage answers again: close our append file and replay it first.
-            own = journal.release_current()
-            if own is not None:
-                return own
-        while self._own_files:
-            path = next(iter(self._own_files))
-            cursor = journal.open_replay(path)
-            if cursor is not None:
-                cursor.own = True
-                return cursor
-            if not path.exists():
-                self._file_done(path)  # another process replayed it for us
-            else:
-                return None  # another process is replaying it: wait for it
-        while self._orphans:
-            path = self._orphans.pop(0)
-            cursor = journal.open_replay(path)
-            if cursor is not None:
-                return cursor
-            if path.exists():
-                # Held by another process: appending (alive) or replaying it. Look again
-                # soon, in case that process is about to exit or give up.
-                self._next_scan = min(self._next_scan, time.monotonic() + LOCKED_RESCAN)
-        return None
-
-    def _file_done(self, path: Path) -> None:
-        n = self._own_files.pop(path, 0)
-        self._own_pending -= n
-        if not self._own_files:
-            self._own_pending = 0
-            self._release_waiting(ok=True)
+    def _drained(self) -> None:
+        """Everything this buffer journaled is stored: release the flushes waiting."""
+        self._release_waiting(ok=True)
 
     def _release_waiting(self, ok: bool) -> None:
         waiting, self._waiting = self._waiting, []
@@ -671,115 +620,28 @@ class Buffer:
             marker.ok = marker.ok and ok
             marker.event.set()
 
-    def _release_cursor(self) -> None:
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None
+    # -- fork (called by _processes, in _state's fork order) -------------------------------
 
+    def before_fork(self, wait: float) -> None:
+        """Hold the I/O lock across a fork, so no write is half done in the child."""
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            self._io_held_for_fork = self._io.acquire(timeout=wait)
 
-FORK_WAIT = 5.0  # seconds a fork waits for a write in flight before going ahead
+    def after_fork_in_parent(self) -> None:
+        """Let the writer go on after a fork."""
+        if self._io_held_for_fork:
+            self._io_held_for_fork = False
+            self._io.release()
 
+    def after_fork_in_child(self) -> None:
+        """Start empty: the parent's queue, thread and journal file are not the child's."""
+        if self._backlog is not None:
+            self._backlog.release()  # the parent's descriptor keeps its lock
+        if self.journal is not None:
+            self.journal.forget_after_fork()
+        self._init_state()
 
-def _before_fork() -> None:
-    register_child_hooks()  # multiprocessing is imported by now if it is forking
-    for buf in list(_BUFFERS):
-        if buf._thread is not None and threading.current_thread() is not buf._thread:
-            buf._io_held_for_fork = buf._io.acquire(timeout=FORK_WAIT)
-
-
-def _after_fork_in_parent() -> None:
-    for buf in list(_BUFFERS):
-        if buf._io_held_for_fork:
-            buf._io_held_for_fork = False
-            buf._io.release()
-
-
-def _after_fork_in_child() -> None:
-    for buf in list(_BUFFERS):
-        if buf._cursor is not None:
-            buf._cursor.close()  # the parent's descriptor keeps its lock
-        if buf.journal is not None:
-            buf.journal.forget_after_fork()
-        buf._init_state()
-
-
-def _flush_all_at_exit() -> None:
-    timeout = float(os.environ.get("ACTIONTRACE_EXIT_TIMEOUT", "10"))
-    deadline = time.monotonic() + timeout
-    for buf in list(_BUFFERS):
-        if buf.busy():
-            buf.stop(max(deadline - time.monotonic(), 0.1))
-
-
-# -- exit of a process started by multiprocessing ---------------------------------------------
-#
-# Such a process never runs `atexit` hooks when it was forked (fork, forkserver, and every
-# Pool or ProcessPoolExecutor worker so started): BaseProcess._bootstrap runs the target,
-# then multiprocessing.util._exit_function() (its own finalizers), then the process ends
-# with os._exit(). So the exit flush is registered there too, as a finalizer of
-# `multiprocessing.util`. _bootstrap clears the finalizers inherited from the parent
-# before it calls the target, so the hook is (re)registered in the child: when its first
-# writer starts (always inside the target, after that clearing), and from multiprocessing's
-# own after-fork hooks for a child that starts one earlier (a spawned child importing a
-# main module that records at import time).
-
-_child_exit: Any = None  # this process's multiprocessing.util.Finalize, if any
-# Runs after any finalizer of default priority (0) and after the children of this process
-# were joined: whatever they record first is flushed too.
-CHILD_EXIT_PRIORITY = -100
-
-
-def _hook_child_exit() -> None:
-    global _child_exit
-    process = sys.modules.get("multiprocessing.process")
-    if process is None or process.parent_process() is None:
-        return  # not started by multiprocessing: atexit does it
-    if _child_exit is not None and _child_exit.still_active():
-        return
-    from multiprocessing import util
-
-    _child_exit = util.Finalize(None, _flush_all_at_exit, exitpriority=CHILD_EXIT_PRIORITY)
-
-
-class _AfterForkToken:
-    """A weak-referenceable object multiprocessing's after-fork registry holds."""
-
-
-_AFTER_FORK = _AfterForkToken()
-
-
-# Callbacks of the layers above, run in every multiprocessing child (see _mp_after_fork).
-CHILD_HOOKS: list[Callable[[], None]] = []
-_registered_in: int | None = None  # the pid whose multiprocessing registry has our hook
-
-
-def _mp_after_fork(_token: object) -> None:
-    for hook in CHILD_HOOKS:
-        try:
-            hook()
-        except Exception:  # a child must start whatever happens here
-            log.exception("actiontrace: child process hook failed")
-    if any(buf._thread is not None for buf in list(_BUFFERS)):
-        _hook_child_exit()
-
-
-def register_child_hooks() -> None:
-    """Have multiprocessing run ``_mp_after_fork`` in the children of this process.
-
-    Called at import, whenever a writer starts, and before every fork (by then a
-    program that imports multiprocessing after actiontrace has imported it).
-    """
-    global _registered_in
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None and _registered_in != os.getpid():
-        _registered_in = os.getpid()
-        util.register_after_fork(_AFTER_FORK, _mp_after_fork)
-
-
-register_child_hooks()
-
-os.register_at_fork(
-    before=_before_fork, after_in_parent=_after_fork_in_parent,
-    after_in_child=_after_fork_in_child,
-)
-atexit.register(_flush_all_at_exit)
+    @property
+    def running(self) -> bool:
+        """Whether this buffer's writer thread was started."""
+        return self._thread is not None

@@ -84,7 +84,7 @@ def _time(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw in (None, ""):
         return None
-    from actiontrace.cli import parse_time
+    from actiontrace._cli_support import parse_time
 
     try:
         return int(raw) if raw.lstrip("-").isdigit() else parse_time(raw)
@@ -108,7 +108,7 @@ def _cursor(request: Request, name: str) -> tuple[int, uuid.UUID] | None:
 
 
 def _inputs(request: Request) -> dict[str, Any] | None:
-    from actiontrace.cli import parse_input
+    from actiontrace._cli_support import parse_input
 
     wanted: dict[str, Any] = {}
     for raw in request.query_params.getlist("input"):
@@ -300,7 +300,7 @@ def _status(request: Request) -> Any:
 
 def _describe(exc: BaseException) -> str:
     """One line about a failure, passwords masked."""
-    from actiontrace.cli import _describe as describe
+    from actiontrace._cli_support import describe_error as describe
     from actiontrace.storage._sql import mask_url
 
     return " ".join(mask_url(describe(exc)).split())
@@ -316,15 +316,15 @@ def store_label(storage: TraceStorage, url: str | None = None) -> str:
     engine = getattr(storage, "engine", None)
     if engine is None:
         return type(storage).__name__
-    url = engine.url
-    if url.get_backend_name() == "sqlite":
-        path = url.database or ":memory:"
+    db = engine.url
+    if db.get_backend_name() == "sqlite":
+        path = db.database or ":memory:"
         if path.startswith("file:"):  # opened read-only as a URI (make_engine)
             path = unquote(path[len("file:"):])
         return f"sqlite:///{path}"
-    host = url.host or "localhost"
-    port = f":{url.port}" if url.port else ""
-    return f"{url.get_backend_name()}://{host}{port}/{url.database or ''}"
+    host = db.host or "localhost"
+    port = f":{db.port}" if db.port else ""
+    return f"{db.get_backend_name()}://{host}{port}/{db.database or ''}"
 
 
 # -- the token gate ----------------------------------------------------------------------------

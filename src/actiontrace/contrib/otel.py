@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from actiontrace._record import FlowPart
+    from actiontrace._record import Part
 
 __all__ = ["span_id_of", "to_spans"]
 
@@ -150,15 +150,16 @@ def to_spans(trace: ActionTrace, resource: Resource | None = None) -> list[Reada
     return _spans(trace.flow_token.int, trace.module, rows, edges, logs, resource)
 
 
-def _part_spans(part: FlowPart) -> list[ReadableSpan]:
+def _part_spans(part: Part) -> list[ReadableSpan]:
     """``to_spans(to_trace(part))``, without building the public model in between.
 
     The export thread's fast path: the rows already hold the JSON as stored, so nothing
     is decoded and encoded again (half the cost of ``to_trace`` and ``to_spans``).
     """
-    rows = [(r[0], r[2], r[3], r[4], r[5], r[6], r[7], r[8].decode(), r[9].decode())
-            for r in part.rows()]
-    logs = [(r[2], r[3], r[4], r[5], r[6].decode()) for r in part.log_rows()]
+    rows = [(r.id, r.parent_id, r.concept_uri, r.action, r.timestamp, r.duration_us, r.status,
+             r.inputs.decode(), r.outputs.decode()) for r in part.rows()]
+    logs = [(r.action_id, r.timestamp, r.level, r.event, r.fields.decode())
+            for r in part.log_rows()]
     return _spans(part.token, part.module, rows, part.edges, logs, None)
 
 
@@ -170,7 +171,7 @@ def _uuid_text(value: int) -> str:
 def _spans(
     trace_id: int,
     module: str,
-    rows: list[tuple[int, int | None, str, str, int, int | None, str, str, str]],
+    rows: Sequence[tuple[int, int | None, str, str, int, int | None, str, str, str]],
     edges: list[tuple[int, int, str, int]],
     logs: list[tuple[int | None, int, str, str, str]],
     resource: Resource | None,
@@ -291,7 +292,7 @@ class _Sender:
         _SENDERS.add(self)
 
     def _init_state(self) -> None:
-        self._queue: collections.deque[FlowPart] = collections.deque()
+        self._queue: collections.deque[Part] = collections.deque()
         self._queued = 0  # actions in _queue; under _lock
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -302,18 +303,18 @@ class _Sender:
 
     # the writer's side (never raises, never waits on the exporter)
 
-    def offer(self, parts: Sequence[FlowPart]) -> None:
+    def offer(self, parts: Sequence[Part]) -> None:
         with self._lock:
             if self._stopping:
-                self.counters["dropped"] += sum(len(p.records) for p in parts)
+                self.counters["dropped"] += sum(p.n_actions for p in parts)
                 return
             for part in parts:
                 self._queue.append(part)
-                self._queued += len(part.records)
+                self._queued += part.n_actions
             while self._queued > self.max_queue and self._queue:
                 old = self._queue.popleft()
-                self._queued -= len(old.records)
-                self.counters["dropped"] += len(old.records)
+                self._queued -= old.n_actions
+                self.counters["dropped"] += old.n_actions
         if self._thread is None:
             self._start()
         self._wake.set()
@@ -329,14 +330,14 @@ class _Sender:
 
     # the export thread
 
-    def _take(self) -> list[FlowPart]:
-        taken: list[FlowPart] = []
+    def _take(self) -> list[Part]:
+        taken: list[Part] = []
         n = 0
         with self._lock:
-            while self._queue and (not taken or n + len(self._queue[0].records) <= self.batch):
+            while self._queue and (not taken or n + self._queue[0].n_actions <= self.batch):
                 part = self._queue.popleft()
-                self._queued -= len(part.records)
-                n += len(part.records)
+                self._queued -= part.n_actions
+                n += part.n_actions
                 taken.append(part)
         return taken
 
@@ -350,7 +351,7 @@ class _Sender:
                     for part in parts:
                         spans.extend(_part_spans(part))
                 except Exception as exc:  # noqa: BLE001 - a bug here must not stop exporting
-                    self._failed(sum(len(p.records) for p in parts), exc)
+                    self._failed(sum(p.n_actions for p in parts), exc)
                     continue
                 for i in range(0, len(spans), self.batch):
                     self._export(spans[i : i + self.batch])
@@ -439,10 +440,10 @@ class SpanExport:
         self.buffer: Any = None  # the tracer's Buffer: flushed first at exit
         _EXPORTS.add(self)
 
-    def wrap(self, write: Callable[[Sequence[FlowPart]], None]) -> Callable[[Sequence[FlowPart]], None]:
+    def wrap(self, write: Callable[[Sequence[Part]], None]) -> Callable[[Sequence[Part]], None]:
         senders = self.senders
 
-        def write_and_export(parts: Sequence[FlowPart]) -> None:
+        def write_and_export(parts: Sequence[Part]) -> None:
             write(parts)
             for sender in senders:
                 try:

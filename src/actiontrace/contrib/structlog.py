@@ -18,8 +18,10 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from actiontrace import _ids
-from actiontrace._capture import capture_value, settings
-from actiontrace._context import ID, OWNER, PART, current_frame, current_ids
+from actiontrace._capture import capture_value
+from actiontrace._context import current_frame, current_ids
+from actiontrace._layout import ID, OWNER, PART, SPEC
+from actiontrace._state import settings
 
 __all__ = ["add_flow_context", "attach_to_action"]
 
@@ -65,7 +67,7 @@ def attach_to_action(
     part = frame[PART]
     owner = frame[OWNER] or frame
     action_id = None if owner[ID] is None else part.full_id(owner)
-    spec = owner[0]
+    spec = owner[SPEC]
     redactor = getattr(spec, "redactor", None) or settings.redactor
     level = event_dict.get("level") or method_name or "info"
     event = event_dict.get("event")

@@ -1,6 +1,6 @@
 """The storage interface every backend implements (docs/reference.md: Queries, Storage).
 
-Storages are written in *parts* (``actiontrace._record.FlowPart``): what one process
+Storages are written in *parts* (``actiontrace._record.Part``): what one process
 recorded of one flow. Parts of the same flow merge; writing the same action twice
 (same id) stores it once. The public ``save_trace`` takes an ``ActionTrace`` and
 converts it; the tracer's writer calls ``write_parts`` with whole batches.
@@ -26,7 +26,7 @@ from actiontrace._model import (
     PerformanceMetrics,
     Status,
 )
-from actiontrace._record import FlowPart, from_trace, to_trace
+from actiontrace._record import Part, from_trace, to_trace
 
 __all__ = ["IdKind", "Pruned", "TraceStorage", "prefix_bounds"]
 
@@ -73,7 +73,7 @@ class TraceStorage(abc.ABC):
         """Store ``trace`` (a whole flow or a part of one; parts merge)."""
         self.write_parts([from_trace(trace)])
 
-    def write_parts(self, parts: Sequence[FlowPart]) -> None:
+    def write_parts(self, parts: Sequence[Part]) -> None:
         """Store a batch of parts, atomically where the backend can."""
         for part in parts:
             self.save_trace(to_trace(part))

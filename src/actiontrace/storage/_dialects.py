@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from actiontrace._ids import as_uuid
 from actiontrace._model import ActionFilter, PerformanceMetrics
-from actiontrace._record import FlowPart
+from actiontrace._record import Part
 from actiontrace.storage import _sqlite_inputs, _sqltext
 from actiontrace.storage._schema import actions
 
@@ -108,7 +108,7 @@ class Dialect:
     #: A JSON document, from the encoded bytes the recorder made, as a parameter.
     json: Callable[[bytes], str]
 
-    def batch(self, parts: Sequence[FlowPart]) -> Batch:
+    def batch(self, parts: Sequence[Part]) -> Batch:
         """The rows of ``parts``, ids as 32 hex digits."""
         text, json, hexid = self.text, self.json, _hexid
         out = Batch()

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from actiontrace._exceptions import ConfigurationError
+from actiontrace._options import DEFAULT_URL
 
 __all__ = ["DEFAULT_URL", "SQLITE_BUSY_TIMEOUT_MS", "make_engine", "mask_url", "switch_to_wal"]
 
-DEFAULT_URL = "sqlite:///actiontrace.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _URL_PASSWORD = re.compile(r"(\b[\w.+-]+://[^:/@\s]*:)[^@\s]*@")

@@ -21,7 +21,7 @@ from actiontrace._model import (
     ProvenanceEdge,
     Status,
 )
-from actiontrace._record import ActionRow, FlowPart, LogRow, log_from_row, record_from_row
+from actiontrace._record import ActionRow, LogRow, Part, log_from_row, record_from_row
 from actiontrace.storage._base import IdKind, Pruned, TraceStorage, prefix_bounds
 
 __all__ = ["InMemoryTraceStorage", "matches", "sort_key"]
@@ -76,7 +76,7 @@ class _Flow:
 class _Staged(NamedTuple):
     """A written part in storage form, not yet turned into records (``_settled``)."""
 
-    part: FlowPart
+    part: Part
     rows: list[ActionRow]
     edges: list[tuple[int, int, str, int]]
     logs: list[LogRow]
@@ -99,7 +99,7 @@ class InMemoryTraceStorage(TraceStorage):
         self._incoming: dict[uuid.UUID, list[ProvenanceEdge]] = {}
         self._by_sync: dict[str, dict[uuid.UUID, None]] = {}
 
-    def write_parts(self, parts: Sequence[FlowPart]) -> None:
+    def write_parts(self, parts: Sequence[Part]) -> None:
         # Storage form now, with the redaction settings of the time of writing.
         staged = [_Staged(p, list(p.rows()), p.edges, p.log_rows()) for p in parts]
         with self._lock:

@@ -99,12 +99,13 @@ def _read_revision(conn: sa.Connection) -> str | None:
     rows = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()
     if len(rows) > 1:
         raise StorageError(f"{VERSION_TABLE} holds several revisions: {[r[0] for r in rows]}")
-    return rows[0][0] if rows else None
+    return str(rows[0][0]) if rows else None
 
 
 def current(url_or_engine: str | sa.Engine) -> str | None:
     """The database's actiontrace revision, or None when it has none."""
-    return _run(url_or_engine, _read_revision)
+    revision: str | None = _run(url_or_engine, _read_revision)
+    return revision
 
 
 def upgrade(url_or_engine: str | sa.Engine, rev: str = "head") -> None:

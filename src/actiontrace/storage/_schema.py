@@ -151,7 +151,7 @@ def concept_is(col: Any, concept: str) -> Any:
 def for_dialect(obj: object, dialect: str) -> bool:
     """Whether schema object ``obj`` exists on ``dialect`` (see the module doc)."""
     info = getattr(obj, "info", None) or {}
-    return info.get("dialect", dialect) == dialect
+    return bool(info.get("dialect", dialect) == dialect)
 
 edges = sa.Table(
     "actiontrace_edges",

@@ -27,7 +27,6 @@ part per flow) costs one indexed scan.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import uuid
 import weakref
@@ -46,7 +45,8 @@ from actiontrace._model import (
     PerformanceMetrics,
     ProvenanceEdge,
 )
-from actiontrace._record import FlowPart
+from actiontrace._record import Part
+from actiontrace._state import at_fork
 from actiontrace.storage import _errors, _retention
 from actiontrace.storage._base import Pruned, TraceStorage
 from actiontrace.storage._browse import Browsing
@@ -70,7 +70,7 @@ def _after_fork_in_child() -> None:
         storage._after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+at_fork("storage", after_in_child=_after_fork_in_child)
 
 
 class SqlAlchemyTraceStorage(Browsing, TraceStorage):
@@ -160,7 +160,7 @@ class SqlAlchemyTraceStorage(Browsing, TraceStorage):
 
     # -- writes ------------------------------------------------------------------------------
 
-    def write_parts(self, parts: Sequence[FlowPart]) -> None:
+    def write_parts(self, parts: Sequence[Part]) -> None:
         """Store a batch of parts in one transaction; idempotent, parts merge."""
         if self.read_only:
             raise StorageError("this storage was opened read_only: it cannot store traces")

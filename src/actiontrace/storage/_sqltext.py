@@ -7,6 +7,8 @@ where they run through ``sa.text``). The dialect objects (``_dialects``) choose 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 __all__ = ["COLUMNS", "EDGE_DURATIONS_MISSING", "PERF_FROM_EDGES", "PG_COPY", "PG_COPY_MIN",
            "PG_DIRECT", "PG_PERF", "POSTGRESQL", "PRODUCED", "SQLITE", "SQLITE_PERF", "SQLITE_ROW",
            "SQLITE_ROWS", "SQLITE_STATEMENT"]
@@ -198,7 +200,7 @@ SQLITE_ROW = {
     "edge": _marks(6),
     "log": _marks(7),
 }
-SQLITE_STATEMENT = {
+SQLITE_STATEMENT: dict[str, Callable[[str], str]] = {
     "action": lambda values: _ACTION_INSERT.format(values=values),
     "flow": lambda values: _FLOW_INSERT.format(values=values, least="min"),
     "edge": lambda values: _EDGE_INSERT.format(values=values),

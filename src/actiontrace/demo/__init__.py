@@ -19,7 +19,6 @@ stored with the actions that emitted them (``actiontrace show`` lists them in th
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -28,11 +27,11 @@ import structlog
 from actiontrace._context import flow
 from actiontrace._decorators import action, concept, synchronization
 from actiontrace._model import ActionRecord
+from actiontrace._options import DEFAULT_URL
 from actiontrace.contrib.structlog import attach_to_action
 
 __all__ = ["DEFAULT_URL", "DEMO_REQUESTS", "DemoResult", "MusicPlayer", "run"]
 
-DEFAULT_URL = "sqlite:///actiontrace.db"
 
 
 def _quiet(logger: Any, method_name: str, event_dict: Any) -> Any:
@@ -248,9 +247,3 @@ def run(url: str = DEFAULT_URL) -> DemoResult:
         time_range=since,
     ))
     return DemoResult(plays[-1], queued[-1] if queued else None)
-
-
-if __name__ == "__main__":  # python -m actiontrace.demo [--url URL]
-    from actiontrace.cli import main
-
-    main(["demo", *sys.argv[1:]])

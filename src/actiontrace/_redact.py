@@ -1,0 +1,70 @@
+"""Secret names: which parameter and key names are stored as ``"[REDACTED]"``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["DEFAULT_REDACT", "REDACTED", "Redactor"]
+
+REDACTED = "[REDACTED]"
+DEFAULT_REDACT = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+)
+
+
+class Redactor:
+    """Decide which names are secrets, and blank them out at any depth.
+
+    A name is secret when any configured word is a case-insensitive substring of it,
+    with ``-`` and ``_`` taken as the same (HTTP headers: ``X-Api-Key``, ``Set-Cookie``).
+    """
+
+    __slots__ = ("_pattern", "names")
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = tuple(dict.fromkeys(_norm(n) for n in names if n))
+        if self.names:
+            alternatives = b"|".join(
+                re.escape(n.encode()).replace(b"_", b"[-_]") for n in self.names
+            )
+            self._pattern: re.Pattern[bytes] | None = re.compile(alternatives)
+        else:
+            self._pattern = None
+
+    def extended(self, extra: Iterable[str]) -> Redactor:
+        """Return a redactor that also treats ``extra`` names as secrets."""
+        return Redactor((*self.names, *extra))
+
+    def is_secret(self, name: object) -> bool:
+        """Return True if ``name`` matches a redacted word."""
+        if not isinstance(name, str):
+            return False
+        low = _norm(name)
+        return any(n in low for n in self.names)
+
+    def may_contain(self, data: bytes) -> bool:
+        """Cheap pre-check: could the encoded ``data`` hold a secret mapping key?"""
+        return self._pattern is not None and self._pattern.search(data.lower()) is not None
+
+    def apply(self, obj: Any) -> Any:
+        """Return ``obj`` (decoded JSON) with the values of secret keys replaced."""
+        if isinstance(obj, dict):
+            return {
+                k: (REDACTED if self.is_secret(k) else self.apply(v)) for k, v in obj.items()
+            }
+        if isinstance(obj, list):
+            return [self.apply(v) for v in obj]
+        return obj
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("-", "_")
