@@ -29,6 +29,7 @@ from actiontrace._cli_support import (
     Context,
     InputParam,
     TimeParam,
+    _ParamType,
     compact,
     echo_json,
     fail_line,
@@ -519,7 +520,7 @@ def parse_age(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
-class AgeParam(click.ParamType):
+class AgeParam(_ParamType):
     name = "DURATION"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:

@@ -201,11 +201,11 @@ class Dialect:
 class Sqlite(Dialect):
     name = "sqlite"
     sql = _sqltext.SQLITE
-    text = staticmethod(str)  # type: ignore[assignment]
+    text = staticmethod(str)
     # str, not the encoded bytes: sqlite3 binds str directly, while bytes (and None)
     # first go through its adapter lookup, whose failed attribute lookup formats an
     # AttributeError each time (~2,000 instructions).
-    json = staticmethod(bytes.decode)  # type: ignore[assignment]
+    json = staticmethod(bytes.decode)
 
     def __init__(self) -> None:
         self._max_vars: int | None = None

@@ -130,7 +130,7 @@ def by_value(wanted: dict[str, Any], concept: str | None, name: str | None) -> A
             if name is not None:
                 lookup = lookup.where(iv.action == name)
             other = actions.alias("cand")
-            rowid = sa.literal_column("cand.rowid")
+            rowid: Any = sa.literal_column("cand.rowid")
             indexed = sa.select(rowid).select_from(other).where(other.c.id.in_(lookup))
             newest = sa.select(rowid).select_from(other).where(
                 rowid > sa.text(f"({_INDEX_START_EXPR})")
