@@ -202,7 +202,8 @@ def _null_exporter():  # type: ignore[no-untyped-def]
     return NullExporter()
 
 
-def make_otel(flow_size: int) -> Callable[[int], float]:
+def otel_null():  # type: ignore[no-untyped-def]
+    """An OpenTelemetry SDK provider whose batches go to a null exporter, and its tracer."""
     try:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -211,7 +212,11 @@ def make_otel(flow_size: int) -> Callable[[int], float]:
 
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(_null_exporter()))
-    tracer = provider.get_tracer("bench")
+    return provider, provider.get_tracer("bench")
+
+
+def make_otel(flow_size: int) -> Callable[[int], float]:
+    provider, tracer = otel_null()
 
     def f(a: int, b: str) -> dict[str, object]:
         with tracer.start_as_current_span("f") as span:

@@ -6,6 +6,10 @@
 
 Sections (``--sections`` picks some), each in this one process unless said otherwise:
 
+* headline: issue 16's table -- seed-shaped requests durable in SQLite (actions/s) next
+  to OpenTelemetry with a null exporter, 20,000 actions in one flow, and the queries and
+  ``actiontrace stats`` on a 1,000,000-action seed-shaped store (built once, cached in
+  ``benchmarks/.cache/``), each with its goal beside.
 * overhead: per-call cost in flows of 1,000 calls -- bare, actiontrace (memory: hot
   path and flushed; disabled; SQLite flushed; PostgreSQL flushed when
   ``ACTIONTRACE_TEST_PG_URL`` is set), OpenTelemetry SDK, eliot, Logfire (offline).
@@ -42,6 +46,7 @@ from pathlib import Path
 
 import concurrency
 import flow_scaling
+import headline
 import memory_use
 import overhead
 import query_latency
@@ -52,14 +57,16 @@ import span_export
 import sql_throughput
 from _suite import REPO, Row, machine, progress, summarize, timed
 
-SECTIONS = ("overhead", "requests", "concurrency", "flows", "throughput", "store", "spans",
-            "services", "memory")
+SECTIONS = ("headline", "overhead", "requests", "concurrency", "flows", "throughput", "store",
+            "spans", "services", "memory")
 FULL_STORE = "10000,1000000,10000000"
 
 
 @dataclass
 class Plan:
     repeat: int = 7
+    headline_requests: int = 5_000
+    headline_store: int = headline.STORE_SIZE
     overhead: overhead.Config = field(default_factory=overhead.Config)
     requests: int = 2_000
     tasks: int = 200
@@ -84,6 +91,7 @@ QUICK = Plan(
     repeat=3,
     overhead=overhead.Config(n=10_000, durable_n=2_000, peer_n=1_000, logfire_n=1_000,
                              repeat=3, peers=True, logfire=False),
+    headline_requests=300, headline_store=4_000,
     requests=200, tasks=20, async_k=10, threads=4, thread_flows=2, thread_k=100,
     flow_sizes=(1, 10, 100, 1_000), flow_n=5_000, flow_durable_n=2_000, throughput_n=5_000,
     store_sizes=(1_000, 5_000), store_repeat=5, span_n=2_000,
@@ -182,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     progress("[bench] " + "; ".join(f"{k}: {v}" for k, v in info.items()))
     rows: list[Row] = []
     timings: dict[str, float] = {}
+    if "headline" in sections:
+        with timed("headline", timings):
+            rows += headline.measure(plan.headline_requests, plan.repeat,
+                                     one_flow=20_000 if not args.quick else 2_000,
+                                     store_size=plan.headline_store,
+                                     store_repeat=20 if not args.quick else 3)
     if "overhead" in sections:
         with timed("overhead", timings):
             rows += overhead.measure(plan.overhead)

@@ -15,6 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # One row each section must print (case names, as the table shows them).
 EXPECTED_ROWS = [
+    ("headline", "seed-shaped flows, durable in SQLite, end to end"),
+    ("headline", "total cost per action, actiontrace (SQLite) / OpenTelemetry"),
+    ("headline", "actions in one flow, in memory, incl. flush"),
+    ("headline", "sync_performance(RecordPlaybackForCooldown) at 4,000"),
+    ("headline", "actiontrace stats at 4,000"),
     ("overhead", "bare call"),
     ("overhead", "actiontrace (memory, hot path)"),
     ("overhead", "actiontrace (memory, flushed)"),

@@ -518,3 +518,38 @@ def test_reading_commands_import_no_migrations_or_drivers(demo: Demo) -> None:
                          timeout=120, check=False)
     assert res.returncode == 0
     assert res.stderr.strip() == ""
+
+
+class TestPrune:
+    """actiontrace prune (docs/reference.md, Retention), against a database of its own."""
+
+    def test_dry_run_then_prune(self, tmp_path: Path) -> None:
+        """--dry-run counts the old flows and keeps them; without it they go."""
+        url = f"sqlite:///{tmp_path}/p.db"
+        ok("--url", url, "demo")
+        assert ok("--url", url, "prune", "--older-than", "7d").strip() == (
+            "removed 0 flows (0 actions)")
+        would = ok("--url", url, "prune", "--older-than", "0s", "--dry-run").strip()
+        assert re.fullmatch(r"would remove 6 flows \(\d+ actions\)", would), would
+        assert len(SqlAlchemyTraceStorage(url).list_flows()) == 6
+        assert ok("--url", url, "prune", "--older-than", "0s").strip() == would.replace(
+            "would remove", "removed")
+        assert SqlAlchemyTraceStorage(url).list_flows() == []
+
+    def test_bad_age_is_one_line(self, tmp_path: Path) -> None:
+        """An age without a unit is refused with a usage error, never a traceback."""
+        res = run("--url", f"sqlite:///{tmp_path}/x.db", "prune", "--older-than", "7")
+        assert res.returncode == 2 and "is not an age" in res.stderr
+        assert "Traceback" not in res.stderr
+
+    def test_database_without_tables_is_refused(self, tmp_path: Path) -> None:
+        """A database without actiontrace tables is refused, and left without them."""
+        import sqlite3
+
+        path = tmp_path / "other.db"
+        sqlite3.connect(path).execute("CREATE TABLE host (id INTEGER)").connection.close()
+        res = run("--url", f"sqlite:///{path}", "prune", "--older-than", "1d")
+        assert res.returncode == 1 and "actiontrace db upgrade" in res.stderr
+        names = {r[0] for r in sqlite3.connect(path).execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert names == {"host"}

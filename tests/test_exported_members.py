@@ -15,7 +15,8 @@ CONTRACT = {
     "current_action_id",
 }
 EXTRAS = {
-    "ConfigurationError", "LogEvent", "SchemaOutdated", "StorageError", "TraceStorage",
+    "ConfigurationError", "LogEvent", "SchemaAhead", "SchemaBehind", "SchemaOutdated",
+    "StorageError", "StorageUnavailable", "TraceStorage",
     "__version__", "remove_reaction",
 }
 

@@ -131,8 +131,7 @@ class TestLayering:
         """No module reaches itself, counting imports inside functions (not TYPE_CHECKING)."""
         graph = _graph(lazy=True)
         cycles = sorted(m for m in graph if m in _reachable(graph, m))
-        # TODO(issue 12, item 3): the storage split (branch i16) breaks this one.
-        assert cycles == ["actiontrace.storage._migrate", "actiontrace.storage._sql"]
+        assert cycles == []
 
     def test_the_scan_sees_a_relative_import(self) -> None:
         """Relative imports resolve against the module's package (the scan can fail)."""

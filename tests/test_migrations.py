@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from actiontrace import ActionFilter, SchemaOutdated, SqlAlchemyTraceStorage
+from actiontrace import ActionFilter, SchemaAhead, SchemaBehind, SqlAlchemyTraceStorage
 from actiontrace._ids import new_id
 from actiontrace._layout import new_record
 from actiontrace._record import FlowPart, Named
@@ -124,6 +124,75 @@ class TestMigrations:
         assert host_state(db_url) == (["hostrev1"], [7])
 
 
+class TestEdgeDurations:
+    """Revision 0006: edges get their target's duration, converted from stored data."""
+
+    @staticmethod
+    def _fill_0005(url: str) -> dict[str, Any]:
+        import uuid
+
+        from actiontrace.storage._schema import actions, edges, flows
+
+        _migrate.upgrade(url, "0005")
+        engine = sa.create_engine(url)
+        pg = engine.dialect.name == "postgresql"
+        ids = {k: uuid.UUID(int=new_id()) for k in ("flow", "root", "a", "b", "c", "d")}
+        doc = {} if pg else "{}"
+        acts = [("root", None, 10, "ok"), ("a", "root", 300, "ok"), ("b", "root", 700, "ok"),
+                ("c", "root", 50, "error"), ("d", "root", None, "running")]
+        with engine.begin() as conn:
+            conn.execute(flows.insert(), [{"flow_token": ids["flow"], "root_action_id": ids["root"],
+                                           "created_at": 1, "module": "m", "sampled": True}])
+            conn.execute(actions.insert(), [
+                {"id": ids[k], "flow_token": ids["flow"],
+                 "parent_id": None if p is None else ids[p], "concept_uri": "mig::C",
+                 "action": k, "timestamp": n, "duration_us": d, "status": st,
+                 "inputs": doc, "outputs": doc}
+                for n, (k, p, d, st) in enumerate(acts)])
+            conn.execute(edges.insert(), [
+                {"from_action": ids[f], "to_action": ids[t], "synchronization": sync,
+                 "flow_token": ids["flow"], "created_at": n}
+                for n, (f, t, sync) in enumerate([
+                    ("root", "a", "S"), ("root", "b", "S"),  # one edge each: carried
+                    ("root", "c", "Twice"), ("a", "c", "Twice"),  # two into c: looked up
+                    ("root", "d", "S")])])  # d still running: looked up
+        engine.dispose()
+        return ids
+
+    @staticmethod
+    def _durations(url: str) -> dict[tuple[str, str], Any]:
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT a.action, e.synchronization, e.duration_us FROM actiontrace_edges e "
+                "JOIN actiontrace_actions a ON a.id = e.to_action").all()
+        engine.dispose()
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def test_upgrade_fills_durations_down_and_up(self, db_url: str) -> None:
+        """Up: each edge carries its finished target's duration (the only edge of its
+        synchronization into it); sync_performance answers the same; down and up again."""
+        self._fill_0005(db_url)
+        _migrate.upgrade(db_url)
+        assert self._durations(db_url) == {("a", "S"): 300, ("b", "S"): 700,
+                                           ("c", "Twice"): None, ("d", "S"): None}
+        store = SqlAlchemyTraceStorage(db_url)
+        s = store.sync_performance("S")
+        assert (s.count, s.mean, s.median) == (2, 500.0, 500.0)
+        twice = store.sync_performance("Twice")
+        assert (twice.count, twice.mean) == (1, 50.0)  # c once, though two edges lead to it
+        store.close()
+        _migrate.downgrade(db_url, "0005")
+        engine = sa.create_engine(db_url)
+        with engine.connect() as conn:
+            cols = {c["name"] for c in sa.inspect(conn).get_columns("actiontrace_edges")}
+            n = conn.exec_driver_sql("SELECT count(*) FROM actiontrace_edges").scalar()
+        engine.dispose()
+        assert "duration_us" not in cols and n == 5
+        _migrate.upgrade(db_url)
+        assert self._durations(db_url)[("b", "S")] == 700
+
+
 def _include_object_for(dialect: str) -> Any:
     # The same filter migrations/env.py uses: objects of the other dialect are left out.
     return lambda obj, name, type_, reflected, compare_to: reflected or for_dialect(obj, dialect)
@@ -199,12 +268,12 @@ class TestFirstUse:
         return str(copy)
 
     def test_database_behind_head_is_refused(self, db_url: str, tmp_path: Path) -> None:
-        """A schema at an older revision raises SchemaOutdated naming the upgrade command."""
+        """A schema at an older revision raises SchemaBehind naming the upgrade command."""
         newer = self._migrations_with_a_newer_revision(tmp_path)
         _migrate.upgrade(db_url)  # at head, while "this version" (newer) needs 9999
         engine = sa.create_engine(db_url)
         try:
-            with pytest.raises(SchemaOutdated, match="actiontrace db upgrade"):
+            with pytest.raises(SchemaBehind, match="actiontrace db upgrade"):
                 _migrate.ensure_schema(engine, newer)
         finally:
             engine.dispose()
@@ -221,7 +290,7 @@ class TestFirstUse:
         engine.dispose()
         store = SqlAlchemyTraceStorage(db_url)
         try:
-            with pytest.raises(SchemaOutdated, match="9999") as info:
+            with pytest.raises(SchemaAhead, match="9999") as info:
                 store.find_actions(ActionFilter())
             assert not store.is_transient(info.value)
         finally:

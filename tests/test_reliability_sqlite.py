@@ -314,7 +314,7 @@ if __name__ == "__main__":
 class TestFreshStore:
     def test_switching_to_wal_waits_for_a_lock(self, tmp_path: Path) -> None:
         """PRAGMA journal_mode=WAL meeting a locked file retries until the lock goes."""
-        from actiontrace.storage._sql import switch_to_wal
+        from actiontrace.storage._engine import switch_to_wal
 
         db = tmp_path / "t.db"
         holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)

@@ -324,7 +324,7 @@ class TestInputValueIndex:
         _migrate.upgrade(url, "0003")
         old = SqlAlchemyTraceStorage(url)
         old._ready = True  # write with the 0003 schema (this version's writer adds to 0004's)
-        old._sqlite_index_inputs = lambda cur: None  # type: ignore[method-assign]
+        old._dialect.index_inputs = lambda cur, every: None  # type: ignore[attr-defined]
         self._write(old, 12)
         old.close()
         _migrate.upgrade(url)
@@ -413,8 +413,9 @@ class TestReadOnly:
         """A reader of a SQLite file that does not exist fails and leaves no file."""
         path = tmp_path / "none.db"
         reader = SqlAlchemyTraceStorage(f"sqlite:///{path}", read_only=True)
-        with pytest.raises(sa.exc.OperationalError):
+        with pytest.raises(actiontrace.StorageUnavailable, match="unable to open") as info:
             reader.list_flows()
+        assert isinstance(info.value.__cause__, sa.exc.OperationalError)
         assert not path.exists()
 
 
@@ -437,4 +438,121 @@ class TestShortIds:
             assert store.resolve_prefix(short[i], "action", limit=5) == []
         # A short form that is also another id's start would be ambiguous: it grows too.
         assert store.short_ids([token], "flow")[token] == "000000aa"
+        store.close()  # else its pooled connection is left for the GC (a ResourceWarning)
+
+
+WRITE_REQUESTS = """
+    import sys
+    import actiontrace
+    from actiontrace.demo import MusicPlayer
+
+    tracer = actiontrace.configure(url=sys.argv[1], module="writer")
+    app = MusicPlayer()
+    for round_ in range(int(sys.argv[2])):
+        for i in range(100):
+            app.handle("/play", "tok-alice", passage_id=i)
+        assert tracer.flush(60), tracer.stats()
+        if round_ == 0:
+            print("flushed", flush=True)
+    tracer.shutdown()
+"""
+
+
+class TestRetention:
+    """prune on SQL stores: index and log rows go too; safe while another process writes."""
+
+    @staticmethod
+    def _counts(store: SqlAlchemyTraceStorage) -> dict[str, int]:
+        tables = ["flows", "actions", "edges", "log_events"]
+        if store.dialect == "sqlite":
+            tables.append("input_values")
+        with store.engine.connect() as conn:
+            return {t: conn.exec_driver_sql(f"SELECT count(*) FROM actiontrace_{t}").scalar()
+                    for t in tables}
+
+    def test_every_row_of_a_flow_goes(self, sql_url: str) -> None:
+        """Actions, edges, log events and SQLite's input-value index rows all go."""
+        from actiontrace._ids import now_us
+        from actiontrace.demo import MusicPlayer
+
+        store = SqlAlchemyTraceStorage(sql_url)
+        store.input_index_every = 5  # index as the writer goes
+        tracer = actiontrace.configure(storage=store)
+        app = MusicPlayer()
+        for i in range(30):
+            app.handle("/play", "tok-alice", passage_id=i)
+        assert tracer.flush(30)
+        before = self._counts(store)
+        assert before["actions"] == 120 and before["log_events"] == 60
+        assert before.get("input_values", 1) > 0
+        assert store.prune_flows(now_us() + 1, batch_size=7) == (30, 120, True)
+        assert set(self._counts(store).values()) == {0}
+        store.close()
+
+    def test_prune_while_another_process_writes(self, sql_url: str) -> None:
+        """Pruning everything older than now, again and again, while another process
+        writes requests: every flow is either whole or gone, nothing is orphaned."""
+        from actiontrace._ids import now_us
+
+        rounds = 15
+        store = SqlAlchemyTraceStorage(sql_url)
+        store.find_actions(ActionFilter(limit=1))  # the schema, before the writer starts
+        with subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(WRITE_REQUESTS), sql_url, str(rounds)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ) as child:
+            try:
+                assert child.stdout is not None and child.stdout.readline().strip() == "flushed"
+                pruned = passes = 0
+                while child.poll() is None or passes == 0:
+                    pruned += store.prune_flows(now_us(), batch_size=50).flows
+                    passes += 1
+                _, err = child.communicate(timeout=120)
+                assert child.returncode == 0, err
+            finally:
+                if child.poll() is None:
+                    child.kill()
+        try:
+            assert pruned >= 100  # at least the first round, flushed before we started
+            with store.engine.connect() as conn:
+                def one(sql: str) -> Any:
+                    return conn.exec_driver_sql(sql).scalar()
+
+                for table in ("actions", "edges", "log_events"):
+                    assert one(f"SELECT count(*) FROM actiontrace_{table} t WHERE NOT EXISTS "
+                               "(SELECT 1 FROM actiontrace_flows f "
+                               "WHERE f.flow_token = t.flow_token)") == 0, table
+                per_flow = conn.exec_driver_sql(
+                    "SELECT f.flow_token, "
+                    "(SELECT count(*) FROM actiontrace_actions a WHERE a.flow_token = f.flow_token), "
+                    "(SELECT count(*) FROM actiontrace_edges e WHERE e.flow_token = f.flow_token), "
+                    "(SELECT count(*) FROM actiontrace_log_events g "
+                    "WHERE g.flow_token = f.flow_token) FROM actiontrace_flows f").all()
+            assert {tuple(r[1:]) for r in per_flow} <= {(4, 3, 2)}
+            assert len(per_flow) + pruned == rounds * 100
+        finally:
+            store.close()
+
+
+class TestEdgeDurations:
+    def test_recorded_edges_carry_durations(self, sql_url: str) -> None:
+        """Edges the writer stores with their finished target carry its duration, so
+        sync_performance reads the edges' index; the answer is the actions' durations."""
+        from actiontrace.demo import MusicPlayer
+
+        store = SqlAlchemyTraceStorage(sql_url)
+        tracer = actiontrace.configure(storage=store)
+        app = MusicPlayer()
+        for i in range(20):
+            app.handle("/play", "tok-alice", passage_id=i)
+        assert tracer.flush(30)
+        with store.engine.connect() as conn:
+            missing = conn.exec_driver_sql(
+                "SELECT count(*) FROM actiontrace_edges WHERE duration_us IS NULL").scalar()
+        assert missing == 0
+        produced = sorted(r.duration_us for r in store.find_by_sync("OnAuthSuccess"))
+        perf = store.sync_performance("OnAuthSuccess")
+        assert perf.count == len(produced) == 20
+        assert perf.mean == pytest.approx(sum(produced) / 20)
+        assert perf.median == pytest.approx((produced[9] + produced[10]) / 2)
         store.close()

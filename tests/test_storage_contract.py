@@ -257,6 +257,26 @@ class TestFindActions:
         assert storage.find_actions(ActionFilter(limit=0)) == []
         assert len(storage.find_actions(ActionFilter())) == 9
 
+    def test_prefix_limit_interleaves_names(self, storage: Any) -> None:
+        """A prefix with a limit merges its concepts and actions by time, within a time
+        range, and leaves out names that only share its text; with many names too."""
+        b = PartBuilder()
+        for i, (c, n) in enumerate([("pre::A", "x"), ("pre::B::C", "y"), ("pre", "z"),
+                                    ("prefix", "w"), ("pre::A", "v")] * 3):
+            b.add(c, n, 1_000 + i)
+        for i in range(40):  # more names than are read one by one
+            b.add(f"many::C{i:02d}", "act", 5_000 - i)
+        storage.write_parts([b.part])
+        got = storage.find_actions(ActionFilter(concept_uri="pre", limit=5))
+        assert [r.timestamp for r in got] == [1_000, 1_001, 1_002, 1_004, 1_005]
+        ranged = storage.find_actions(ActionFilter(concept_uri="pre::A", limit=2,
+                                                   time_range=(1_001, 1_100)))
+        assert [(r.action, r.timestamp) for r in ranged] == [("v", 1_004), ("x", 1_005)]
+        named = storage.find_actions(ActionFilter(concept_uri="pre", action="x", limit=9))
+        assert [r.timestamp for r in named] == [1_000, 1_005, 1_010]
+        many = storage.find_actions(ActionFilter(concept_uri="many", limit=3))
+        assert [r.timestamp for r in many] == [4_961, 4_962, 4_963]
+
     def test_ties_in_recording_order(self, storage: Any) -> None:
         """Actions with the same timestamp come back in id (recording) order."""
         b = PartBuilder()
@@ -606,3 +626,65 @@ class TestTracerQueries:
         assert tracer.find_producing_sync(charge.id) == "OnCheckout"
         assert len(tracer.get_causal_chain(charge.id)) == 3
         assert TraceAnalyzer(tracer).longest_chains(1) == [(token, 3)]
+
+
+class TestRetention:
+    """prune (docs/reference.md, Retention): whole flows whose newest action is older than
+    the cut."""
+
+    CUT = 10_000
+
+    def _flows(self, storage: Any) -> dict[str, PartBuilder]:
+        old = PartBuilder(created=1_000)
+        r = old.add("ret::A", "start", 1_000)
+        c = old.add("ret::A", "child", 1_500, parent=r, inputs={"k": 1})
+        d = old.add("ret::B", "synced", 1_600, parent=r, inputs={"k": 2})
+        old.edge(c, d, "RetSync", 1_600)
+        long = PartBuilder(created=2_000)  # started before the cut, still going after it
+        r2 = long.add("ret::A", "start", 2_000)
+        e = long.add("ret::B", "synced", 20_000, parent=r2, inputs={"k": 1})
+        long.edge(r2, e, "RetSync", 20_000)
+        new = PartBuilder(created=15_000)
+        new.add("ret::A", "start", 15_000)
+        empty_old = PartBuilder(created=3_000, root=False)
+        empty_new = PartBuilder(created=30_000, root=False)
+        flows = {"old": old, "long": long, "new": new, "empty_old": empty_old,
+                 "empty_new": empty_new}
+        storage.write_parts([b.part for b in flows.values()])
+        return flows
+
+    def test_old_flows_go_whole(self, storage: Any) -> None:
+        """Flows entirely before the cut go with their actions and edges; a flow with any
+        action after the cut stays whole, old actions included."""
+        flows = self._flows(storage)
+        assert storage.prune(self.CUT) == 2  # "old" and "empty_old"
+        for gone in ("old", "empty_old"):
+            with pytest.raises(TraceNotFound):
+                storage.get_trace(u(flows[gone].token))
+        assert len(storage.get_trace(u(flows["long"].token)).actions) == 2
+        assert len(storage.get_trace(u(flows["new"].token)).actions) == 1
+        storage.get_trace(u(flows["empty_new"].token))
+        kept = {r.flow_token for r in storage.find_actions(ActionFilter(concept_uri="ret"))}
+        assert kept == {u(flows["long"].token), u(flows["new"].token)}
+        assert [r.timestamp for r in storage.find_by_sync("RetSync")] == [20_000]
+        assert storage.top_synchronizations(5) == [("RetSync", 1)]
+        assert [r.timestamp for r in storage.find_actions(
+            ActionFilter(inputs={"k": 1}))] == [20_000]
+        assert storage.prune(self.CUT) == 0
+
+    def test_dry_run_counts_and_keeps(self, storage: Any) -> None:
+        """A dry run counts the flows and actions that would go, and removes nothing."""
+        flows = self._flows(storage)
+        assert tuple(storage.prune_flows(self.CUT, dry_run=True)) == (2, 3, True)
+        assert len(storage.get_trace(u(flows["old"].token)).actions) == 3
+
+    def test_batches(self, storage: Any) -> None:
+        """Flows go in batches; max_batches stops early and says more is waiting."""
+        for i in range(7):
+            b = PartBuilder(created=100 + i)
+            b.add("ret::A", "start", 100 + i)
+            storage.write_parts([b.part])
+        first = storage.prune_flows(self.CUT, batch_size=2, max_batches=2)
+        assert (first.flows, first.actions, first.done) == (4, 4, False)
+        assert storage.prune_flows(self.CUT, batch_size=2) == (3, 3, True)
+        assert storage.find_actions(ActionFilter(concept_uri="ret")) == []

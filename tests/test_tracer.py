@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
@@ -256,3 +257,49 @@ class TestDisabled:
         tracer = actiontrace.configure()
         ping()
         assert len(tracer.find_actions(ActionFilter(concept_uri="svc::Off"))) == 1
+
+
+class TestRetention:
+    def test_writer_prunes_old_flows(self, tmp_path: Any) -> None:
+        """configure(retention=...) removes flows older than it, in the background."""
+        import datetime as dt
+        import time
+
+        from actiontrace import SqlAlchemyTraceStorage
+        from actiontrace._ids import new_id
+        from actiontrace._record import FlowPart, Named
+
+        store = SqlAlchemyTraceStorage(f"sqlite:///{tmp_path}/r.db")
+        old = new_id()
+        part = FlowPart(old, None, 1_000, "old")
+        part.offset = 0
+        part.records.append([Named("old::C", "act"), new_id(), None, 1_000_000, 5, "ok",
+                             b"{}", b"null"])
+        store.write_parts([part])
+        tracer = actiontrace.configure(storage=store, retention=dt.timedelta(days=7))
+        with actiontrace.flow("new::Web::get") as token:
+            pass
+        assert tracer.flush(10)
+        deadline = time.monotonic() + 60
+        while tracer.stats()["pruned"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tracer.stats()["pruned"] == 1
+        with pytest.raises(TraceNotFound):
+            store.get_trace(uuid.UUID(int=old))
+        assert store.get_trace(token).module
+        tracer.shutdown()
+
+    @pytest.mark.parametrize("bad", [0, -5, "7d", True])
+    def test_bad_retention_is_refused(self, bad: Any) -> None:
+        """retention must be a positive number of seconds or a timedelta."""
+        with pytest.raises(ConfigurationError, match="retention"):
+            actiontrace.configure(retention=bad)
+
+    def test_storage_without_prune_is_refused(self) -> None:
+        """A custom storage that cannot prune is refused when retention is asked for."""
+
+        class Minimal(actiontrace.InMemoryTraceStorage):
+            prune_flows = actiontrace.TraceStorage.prune_flows
+
+        with pytest.raises(ConfigurationError, match="does not support retention"):
+            actiontrace.configure(storage=Minimal(), retention=60)

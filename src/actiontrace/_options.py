@@ -8,6 +8,7 @@ and a misspelled name is a ``ConfigurationError`` naming the known ones at run t
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
@@ -39,6 +40,7 @@ class TracerOptions(TypedDict, total=False):
     journal: str | os.PathLike[str] | bool | None
     span_exporters: Sequence[Any]  # OpenTelemetry SpanExporter objects (contrib.otel)
     span_export_queue: int
+    retention: float | datetime.timedelta | None  # keep flows this long (docs/retention.md)
 
 
 class CaptureOptions(TypedDict, total=False):
@@ -67,6 +69,7 @@ TRACER_OPTIONS: TracerOptions = {
     "journal": None,  # overflow journal directory: None = default place, False = none
     "span_exporters": (),  # OpenTelemetry SpanExporters fed every stored part (contrib.otel)
     "span_export_queue": 100_000,  # actions that may wait for one exporter
+    "retention": None,  # keep flows this long (seconds or a timedelta), pruning in the writer
 }
 
 

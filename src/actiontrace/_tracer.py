@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Unpack
 
 from actiontrace import _ids, _state
@@ -18,7 +20,7 @@ from actiontrace._context import (
     parse_id,
 )
 from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNotFound
-from actiontrace._ids import as_uuid, new_id
+from actiontrace._ids import as_uuid, new_id, now_us
 from actiontrace._journal import open_journal
 from actiontrace._layout import (
     DURATION,
@@ -56,6 +58,26 @@ def _uuid(value: uuid.UUID | str, what: str = "id") -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else as_uuid(parse_id(value, what))
 
 
+def _retention(storage: TraceStorage, keep: Any) -> Callable[[], tuple[int, bool]] | None:
+    """The writer's retention step for ``configure(retention=keep)``, or None."""
+    if keep is None:
+        return None
+    if isinstance(keep, dt.timedelta):
+        keep = keep.total_seconds()
+    if isinstance(keep, bool) or not isinstance(keep, int | float) or not keep > 0:
+        raise ConfigurationError(
+            f"retention must be a positive number of seconds or a timedelta, got {keep!r}")
+    if type(storage).prune_flows is TraceStorage.prune_flows:
+        raise ConfigurationError(f"{type(storage).__name__} does not support retention (prune)")
+    keep_us = int(keep * 1_000_000)
+
+    def step() -> tuple[int, bool]:
+        done = storage.prune_flows(now_us() - keep_us, max_batches=1)
+        return done.flows, not done.done
+
+    return step
+
+
 class ActionTracer(Recorder):
     """Records flows into a storage through a bounded buffer and a background writer.
 
@@ -77,6 +99,9 @@ class ActionTracer(Recorder):
             ``sampled=False``) if any of its actions ended in error.
         journal: where batches go while the storage is unavailable (a directory;
             default next to a SQLite file, else the per-user state directory; False: none).
+        retention: how long flows are kept (seconds, or a ``timedelta``): the writer
+            removes older ones in the background, whole (``TraceStorage.prune``), every
+            minute and between batches; None (the default) keeps everything.
     """
 
     def __init__(
@@ -101,6 +126,7 @@ class ActionTracer(Recorder):
         if self._span_export is not None:
             write = self._span_export.wrap(write)
         describe = getattr(self.storage, "describe_error", None)
+        maintenance = _retention(self.storage, opts["retention"])
         self._buffer = Buffer(
             write,
             is_transient=getattr(self.storage, "is_transient", lambda exc: True),
@@ -111,6 +137,7 @@ class ActionTracer(Recorder):
             full_wait=opts["full_wait"],
             recent=opts["recent_traces"],
             journal=open_journal(self.storage, opts["journal"]),
+            maintenance=maintenance,
             **({"describe_error": describe} if describe else {}),
         )
         if self._span_export is not None:

@@ -114,6 +114,9 @@ class Buffer:
         spill_at: backlog (actions) beyond which an unavailable storage's batches go
             to the journal at once (default ``max_queue // 2``).
         spill_after: seconds of outage after which every batch goes to the journal.
+        maintenance: work the writer does between batches (retention: one prune batch
+            per call); returns the flows it removed and whether more is waiting. Runs every ``maintenance_every``
+            seconds, and again at once, after any queued writes, while more is waiting.
     """
 
     def __init__(
@@ -131,6 +134,8 @@ class Buffer:
         journal: Journal | None = None,
         spill_at: int | None = None,
         spill_after: float = 1.0,
+        maintenance: Callable[[], tuple[int, bool]] | None = None,
+        maintenance_every: float = 60.0,
     ) -> None:
         self._write = write
         self._is_transient = is_transient
@@ -146,6 +151,8 @@ class Buffer:
         self._backlog = None if journal is None else Backlog(journal, self._drained)
         self.spill_at = max_queue // 2 if spill_at is None else spill_at
         self.spill_after = spill_after
+        self._maintenance = maintenance
+        self.maintenance_every = maintenance_every
         self._recent_size = recent
         self._warn = _RateLimitedWarning(10.0)
         self._warn_journal = _RateLimitedWarning(10.0)
@@ -174,9 +181,12 @@ class Buffer:
         self.counters = {
             "recorded": 0, "written": 0, "dropped": 0, "retries": 0, "failed_batches": 0,
             "unsampled": 0,  # actions of flows configure(sample_rate=...) left out
-            "journaled": 0, "journaled_backlog": 0, "replayed": 0, "journal_errors": 0, "torn_frames": 0,
+            "journaled": 0, "journaled_backlog": 0, "replayed": 0, "journal_errors": 0,
+            "torn_frames": 0,
             "rejected_trace_headers": 0,  # malformed or hostile propagation headers (extract)
+            "pruned": 0,  # flows removed by configure(retention=...)
         }
+        self._maintain_at = 0.0  # monotonic time of the next maintenance step
         self.last_error: str | None = None
         # Storage health, shared by live batches and replays (writer thread only).
         self._down_since: float | None = None
@@ -327,12 +337,40 @@ class Buffer:
             self._wake.clear()
             try:
                 self._drain()
+                self._maintain()
             except BaseException as exc:
                 self.last_error = self._describe(exc)
                 log.exception("actiontrace: writer error")
                 time.sleep(0.05)  # never spin on a bug
             if self._stopping and not self._queue:
                 return
+
+    # Each maintenance step runs for at most this long before queued writes go first.
+    MAINTENANCE_SLICE = 0.1
+
+    def _maintain(self) -> None:
+        """Run the maintenance work (retention) when due, never while the storage is down
+        and never ahead of queued writes."""
+        if self._maintenance is None or self._down_since is not None or self._stopping:
+            return
+        start = time.monotonic()
+        if start < self._maintain_at:
+            return
+        more = True
+        try:
+            while more and not self._queue and time.monotonic() - start < self.MAINTENANCE_SLICE:
+                removed, more = self._maintenance()
+                self.counters["pruned"] += removed
+        except Exception as exc:  # noqa: BLE001 - retention must never stop the writer
+            self.last_error = self._describe(exc)
+            self._warn("actiontrace: retention failed (%s); trying again in %.0f s",
+                       self.last_error, self.maintenance_every)
+            more = False
+        if more:
+            self._maintain_at = 0.0
+            self._wake.set()  # continue after the writes queued meanwhile
+        else:
+            self._maintain_at = time.monotonic() + self.maintenance_every
 
     def _drain(self) -> None:
         while True:

@@ -29,6 +29,7 @@ from actiontrace._cli_support import (
     Context,
     InputParam,
     TimeParam,
+    _ParamType,
     compact,
     echo_json,
     fail_line,
@@ -500,6 +501,58 @@ def demo(obj: Context, demo_url: str | None) -> None:
     click.echo(f"To look around in your browser: actiontrace{url_opt} serve "
                "(needs pip install 'actiontrace[web]')")
     tracer.shutdown()
+
+
+# -- prune (docs/retention.md) ----------------------------------------------------------------
+
+
+def parse_age(text: str) -> float:
+    """``30s``/``10m``/``2h``/``7d``/``1w`` as seconds.
+
+    Raises:
+        ValueError: not an age.
+    """
+    from actiontrace._cli_support import _RELATIVE, _UNITS  # the units of --since
+
+    m = _RELATIVE.fullmatch(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not an age: use a number and a unit, like 12h, 7d or 2w")
+    return float(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+class AgeParam(_ParamType):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_age(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@cli.command()
+@click.option("--older-than", "age", required=True, type=AgeParam(),
+              help="Remove flows whose newest action started longer ago (12h, 7d, 2w).")
+@click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
+@pass_ctx
+@friendly_errors
+def prune(obj: Context, age: float, dry_run: bool) -> None:
+    """Remove old flows, whole: their actions, edges and log events."""
+    from actiontrace._ids import now_us
+    from actiontrace.storage._sql import SqlAlchemyTraceStorage
+
+    # Refused, like the reading commands, on a missing file or a database without our
+    # tables (checked read-only, so such a database is left exactly as it is).
+    obj.storage()._ensure()
+    storage = SqlAlchemyTraceStorage(obj.url)
+    try:
+        done = storage.prune_flows(now_us() - int(age * 1_000_000), dry_run=dry_run)
+    finally:
+        storage.close()
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {done.flows:,} flows ({done.actions:,} actions)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -218,7 +218,7 @@ def run(url: str = DEFAULT_URL) -> DemoResult:
 
     Raises:
         ConfigurationError: the URL is unusable.
-        SchemaOutdated: the database is behind this version of actiontrace.
+        SchemaBehind: the database is behind this version of actiontrace.
         StorageError: the traces could not be written.
     """
     from actiontrace._exceptions import StorageError

@@ -15,7 +15,7 @@ import abc
 import re
 import uuid
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from actiontrace._exceptions import ActionNotFound, TraceNotFound
 from actiontrace._model import (
@@ -28,10 +28,18 @@ from actiontrace._model import (
 )
 from actiontrace._record import Part, from_trace, to_trace
 
-__all__ = ["IdKind", "TraceStorage", "prefix_bounds"]
+__all__ = ["IdKind", "Pruned", "TraceStorage", "prefix_bounds"]
 
 IdKind = Literal["flow", "action"]
 _HEX = re.compile(r"[0-9a-f]{1,32}")
+
+
+class Pruned(NamedTuple):
+    """What ``TraceStorage.prune_flows`` removed (or would remove, in a dry run)."""
+
+    flows: int
+    actions: int
+    done: bool  # False: stopped after ``max_batches``; more flows are old enough
 
 
 def prefix_bounds(prefix: str) -> tuple[str, uuid.UUID, uuid.UUID]:
@@ -125,6 +133,20 @@ class TraceStorage(abc.ABC):
         Backends override it to answer in one query; this fallback asks one by one.
         """
         return {name: self.sync_performance(name) for name in sync_names}
+
+    # -- retention (docs/retention.md); not abstract, so older custom storages keep working --
+
+    def prune(self, before_us: int) -> int:
+        """Remove every flow whose newest action started before ``before_us`` (µs since
+        the epoch; a flow without actions: its ``created_at``), whole: its actions,
+        edges, log events and index rows. Returns how many flows were removed."""
+        return self.prune_flows(before_us).flows
+
+    def prune_flows(self, before_us: int, *, dry_run: bool = False, batch_size: int = 500,
+                    max_batches: int | None = None) -> Pruned:
+        """``prune``, in batches of ``batch_size`` flows (one transaction each), at most
+        ``max_batches`` of them; ``dry_run`` counts what would go and removes nothing."""
+        raise NotImplementedError(f"{type(self).__name__} does not support prune()")
 
     # -- browsing (the command line); not abstract, so older custom storages keep working --
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from actiontrace._exceptions import SchemaOutdated, StorageError
+from actiontrace._exceptions import SchemaAhead, SchemaBehind, StorageError
+from actiontrace.storage._engine import make_engine
 from actiontrace.storage._schema import VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ UPGRADE_HINT = "run `actiontrace db upgrade`"
 # The newest revision in migrations/versions (tests/test_migrations.py checks it against
 # Alembic's own answer). A database already there is recognised without importing
 # Alembic, which cost every command-line call ~0.45 s.
-HEAD = "0005"
+HEAD = "0006"
 # Any constant: serializes concurrent first-use upgrades of one PostgreSQL database.
 _PG_LOCK_KEY = 0x61637472  # "actr"
 
@@ -77,8 +78,6 @@ def head(location: str | None = None) -> str:
 def _engine(url_or_engine: str | sa.Engine) -> tuple[sa.Engine, bool]:
     if isinstance(url_or_engine, sa.Engine):
         return url_or_engine, False
-    from actiontrace.storage._sql import make_engine
-
     return make_engine(url_or_engine), True
 
 
@@ -138,7 +137,7 @@ def _check(conn: sa.Connection, location: str | None) -> str | None:
         return None
     if rev is None:
         if _has_our_tables(conn):
-            raise SchemaOutdated(
+            raise SchemaBehind(
                 "the database has actiontrace tables but no revision in "
                 f"{VERSION_TABLE}; {UPGRADE_HINT} (or `alembic stamp`) to repair it"
             )
@@ -149,11 +148,11 @@ def _check(conn: sa.Connection, location: str | None) -> str | None:
     except Exception:  # noqa: BLE001 - alembic raises several kinds for unknown ids
         known = False
     if known:
-        raise SchemaOutdated(
+        raise SchemaBehind(
             f"the database's actiontrace schema is at revision {rev}, this version "
             f"needs {want}: {UPGRADE_HINT}"
         )
-    raise SchemaOutdated(
+    raise SchemaAhead(
         f"the database's actiontrace schema is at revision {rev}, which this version "
         f"of actiontrace does not know (it needs {want}); upgrade actiontrace"
     )
@@ -163,12 +162,13 @@ def check_schema(engine: sa.Engine, location: str | None = None) -> None:
     """Check, changing nothing, that the database holds actiontrace's schema at head.
 
     Raises:
-        SchemaOutdated: no actiontrace tables, or another revision (the message names
-            ``actiontrace db upgrade`` where that helps).
+        SchemaBehind: no actiontrace tables, or an older revision (the message names
+            ``actiontrace db upgrade``).
+        SchemaAhead: a revision this version does not know.
     """
     with engine.connect() as conn:
         if _check(conn, location) == "empty":
-            raise SchemaOutdated(
+            raise SchemaBehind(
                 f"{describe(engine)} has no actiontrace tables: {UPGRADE_HINT} to create "
                 "them (or record something into it first, e.g. `actiontrace demo`)"
             )
@@ -189,16 +189,17 @@ def describe(engine: sa.Engine) -> str:
 def ensure_schema(engine: sa.Engine, location: str | None = None) -> None:
     """Check the database is at head; create the schema if it holds none of ours.
 
-    Raises ``SchemaOutdated`` for a database at another revision. Two processes that
-    start on one new database both succeed: the upgrade runs under a lock (SQLite's
-    write lock, a PostgreSQL advisory lock), and the loser finds the schema at head.
+    Raises ``SchemaBehind`` / ``SchemaAhead`` for a database at another revision. Two
+    processes that start on one new database both succeed: the upgrade runs under a lock
+    (SQLite's write lock, a PostgreSQL advisory lock), and the loser finds the schema at
+    head.
     ``location`` is another migrations directory (for tests).
     """
     with engine.connect() as conn:
         try:
             if _check(conn, location) is None:
                 return  # the common case: one cheap look, no lock
-        except SchemaOutdated:
+        except (SchemaBehind, SchemaAhead):
             # Maybe only half-seen: the reads above are separate statements, and another
             # process may have committed the schema between them. Decide under the lock.
             pass

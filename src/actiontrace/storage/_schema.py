@@ -6,7 +6,9 @@ process. The Alembic migrations in ``migrations/versions`` must create exactly t
 (``tests/test_migrations.py`` fails when they drift apart). Revision 0001 created the
 first three tables; 0002 added ``actiontrace_log_events``; 0003 ``flows.sampled``; 0004 the
 index of input values (a GIN index on PostgreSQL, ``actiontrace_input_values`` on SQLite);
-0005 the index of flows by creation time and of failed actions by flow.
+0005 the index of flows by creation time and of failed actions by flow; 0006
+``edges.duration_us`` (sync_performance from an index) and dropped the log events' index
+by action (no query used it).
 
 Objects that exist on one dialect only say so in ``info["dialect"]`` (and ``ddl_if``);
 ``migrations/env.py``'s ``include_object`` leaves them out of the other's comparisons.
@@ -14,12 +16,15 @@ Objects that exist on one dialect only say so in ``info["dialect"]`` (and ``ddl_
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
     "VERSION_TABLE",
     "actions",
+    "concept_is",
     "edges",
     "flows",
     "for_dialect",
@@ -101,7 +106,7 @@ actions = sa.Table(
 
 # find_actions(inputs=...) on SQLite, which has no index over JSON members: one row per
 # top-level scalar member of each action's inputs, with the action's concept and name,
-# added by the writer in SQL, in bulk (_sql.py, _SQLITE_INPUT_VALUES; input_values_state
+# added by the writer in SQL, in bulk (_sqlite_inputs.py, INPUT_VALUES; input_values_state
 # says how far it reaches). ``value`` is the member as SQLite reads it (strings cut
 # to 64 characters, null as the text 'null'), in a NUMERIC column so 1 and 1.0 meet. It
 # only narrows the candidates: the exact JSON comparison still runs on each of them.
@@ -124,7 +129,7 @@ input_values = sa.Table(
 
 
 # How far actiontrace_input_values reaches: the writer indexes actions in bulk, every
-# MERGE_ROWS actions (_sql.py), so the newest are not in it yet; queries scan those (the
+# MERGE_ROWS actions (_sqlite_inputs.py), so the newest are not in it yet; queries scan those (the
 # actions above ``last_rowid``). ``last_id`` is the id of that action: if a VACUUM has
 # renumbered the rowids, it no longer matches, and both sides start again from rowid 0.
 input_values_state = sa.Table(
@@ -135,6 +140,12 @@ input_values_state = sa.Table(
     sa.Column("last_id", sa.Uuid(), nullable=True),
     info={"dialect": "sqlite"},
 )
+
+
+def concept_is(col: Any, concept: str) -> Any:
+    """SQL for a ``Name`` column holding ``concept`` exactly, or a concept below it: a
+    range scan over "concept::..." (":;" is the next string after "::")."""
+    return sa.or_(col == concept, sa.and_(col >= concept + "::", col < concept + ":;"))
 
 
 def for_dialect(obj: object, dialect: str) -> bool:
@@ -151,9 +162,15 @@ edges = sa.Table(
     sa.Column("synchronization", Name, primary_key=True),
     sa.Column("flow_token", sa.Uuid(), nullable=False),
     sa.Column("created_at", sa.BigInteger(), nullable=False),
+    # The duration of the action the edge leads to, when the writer had both in one part,
+    # the action had finished, and no other edge of this synchronization led to it; else
+    # NULL (look the action up). A synchronization whose edges all have one is answered
+    # by ix_actiontrace_edges_durations alone (sync_performance, _sqltext.PERF_FROM_EDGES).
+    sa.Column("duration_us", sa.BigInteger(), nullable=True),
     # (to_action, created_at): "the earliest incoming edge" is one index probe.
     sa.Index("ix_actiontrace_edges_to", "to_action", "created_at"),
     sa.Index("ix_actiontrace_edges_sync", "synchronization", "created_at"),
+    sa.Index("ix_actiontrace_edges_durations", "synchronization", "duration_us"),
     sa.Index("ix_actiontrace_edges_flow", "flow_token"),
 )
 
@@ -168,6 +185,5 @@ log_events = sa.Table(
     sa.Column("level", sa.String(16), nullable=False),
     sa.Column("event", sa.Text(), nullable=False),
     sa.Column("fields", Json, nullable=False),
-    sa.Index("ix_actiontrace_log_events_action", "action_id", "timestamp"),
     sa.Index("ix_actiontrace_log_events_flow", "flow_token", "timestamp"),
 )
