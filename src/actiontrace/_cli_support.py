@@ -27,10 +27,10 @@ if TYPE_CHECKING:
     from actiontrace.storage._sql import SqlAlchemyTraceStorage
 
 __all__ = [
-    "CliError", "Context", "InputParam", "TimeParam", "compact", "describe_error", "echo_json",
+    "AgeParam", "CliError", "Context", "InputParam", "TimeParam", "compact", "describe_error", "echo_json",
     "fail",
     "fail_line", "fmt_duration", "fmt_status", "fmt_time", "friendly_errors",
-    "full_ids_option", "json_option", "name_of", "parse_input", "parse_time", "pass_ctx",
+    "full_ids_option", "json_option", "name_of", "parse_age", "parse_input", "parse_time", "pass_ctx",
     "reader_left", "resolve", "short_ids",
 ]
 
@@ -163,17 +163,34 @@ _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)", re.IGNORECASE)
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+def _age_of(text: str) -> float | None:
+    """Seconds in ``30s``/``10m``/``2h``/``7d``/``1w``, or None when ``text`` is no age."""
+    m = _RELATIVE.fullmatch(text.strip())
+    return float(m.group(1)) * _UNITS[m.group(2).lower()] if m else None
+
+
+def parse_age(text: str) -> float:
+    """``30s``/``10m``/``2h``/``7d``/``1w`` as seconds.
+
+    Raises:
+        ValueError: not an age.
+    """
+    age = _age_of(text)
+    if age is None:
+        raise ValueError(f"{text!r} is not an age: use a number and a unit, like 12h, 7d or 2w")
+    return age
+
+
 def parse_time(text: str, now: dt.datetime | None = None) -> int:
     """``10m``/``2h``/``1d`` ago, or an ISO timestamp (naive means UTC), as µs since the epoch.
 
     Raises:
         ValueError: neither form.
     """
-    m = _RELATIVE.fullmatch(text.strip())
-    if m:
+    age = _age_of(text)
+    if age is not None:
         now = now or dt.datetime.now(dt.UTC)
-        ago = dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2).lower()])
-        return int((now - ago).timestamp() * 1_000_000)
+        return int((now - dt.timedelta(seconds=age)).timestamp() * 1_000_000)
     try:
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
@@ -194,6 +211,18 @@ class TimeParam(_ParamType):
             return value
         try:
             return parse_time(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class AgeParam(_ParamType):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_age(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from actiontrace._cli_support import (
+    AgeParam,
     CliError,
     Context,
     InputParam,
     TimeParam,
-    _ParamType,
     compact,
     echo_json,
     fail_line,
@@ -504,32 +504,6 @@ def demo(obj: Context, demo_url: str | None) -> None:
 
 
 # -- prune (docs/retention.md) ----------------------------------------------------------------
-
-
-def parse_age(text: str) -> float:
-    """``30s``/``10m``/``2h``/``7d``/``1w`` as seconds.
-
-    Raises:
-        ValueError: not an age.
-    """
-    from actiontrace._cli_support import _RELATIVE, _UNITS  # the units of --since
-
-    m = _RELATIVE.fullmatch(text.strip())
-    if not m:
-        raise ValueError(f"{text!r} is not an age: use a number and a unit, like 12h, 7d or 2w")
-    return float(m.group(1)) * _UNITS[m.group(2).lower()]
-
-
-class AgeParam(_ParamType):
-    name = "DURATION"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_age(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 @cli.command()
