@@ -591,6 +591,7 @@ class Buffer:
                 self.counters["torn_frames"] += 1
                 log.warning("actiontrace: skipped a torn frame (%d bytes) at the end of %s",
                             taken.torn_bytes, taken.path)
+            self._backlog.stored()  # counted: now the file goes (see Backlog.stored)
             return True
         try:
             with self._io:
