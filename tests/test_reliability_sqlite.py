@@ -229,9 +229,8 @@ class TestConcurrency:
 
             with flow("fork::Web::warmup"):
                 pass
-            # First use creates the schema, importing Alembic on the writer thread; a fork
-            # in the middle of an import leaves the child a half-imported module (a limit
-            # documented in docs/reliability.md), so that happens before.
+            # First use (the schema) before: a fork then waits for it (see
+            # test_fork_while_the_schema_is_created); this test is about a busy writer.
             assert t.flush(30)
             for i in range(20_000):
                 with flow("fork::Web::req"):
@@ -264,6 +263,72 @@ class TestConcurrency:
                 "WHERE action = 'step' GROUP BY 1"
             ).fetchall())
         assert rows == {"parent": 20_000, "parent2": 3_000, "child": 3_000}
+
+    @pytest.mark.parametrize("held", ["alembic", "logging.config"])
+    def test_fork_while_the_schema_is_created(self, held: str, tmp_path: Path) -> None:
+        """fork while another thread creates the schema on first use (importing Alembic,
+        holding SQLite's write lock): the fork waits for it; parent and child store all."""
+        # The import of ``held`` is held (a finder that waits, then lets the real import
+        # run) until the fork is under way: "alembic" comes first (the schema check),
+        # "logging.config" inside the upgrade, with the write lock taken (Alembic's env.py
+        # imports it). Before the fork waited for them, the child inherited a half-imported
+        # Alembic (its writes failed: 8 of 200 stored), or SQLite's in-process lock table
+        # holding the parent's write lock (every write refused: 0 of 200).
+        url = f"sqlite:///{tmp_path}/t.db"
+        proc = run_python(f"""
+            import importlib.abc, json, os, sys, threading, time
+            import actiontrace
+            from actiontrace import action, flow
+
+            importing, forking = threading.Event(), threading.Event()
+
+            class HoldImport(importlib.abc.MetaPathFinder):
+                def find_spec(self, name, path=None, target=None):
+                    if name == {held!r} and not importing.is_set():
+                        importing.set()
+                        forking.wait(30)
+                        time.sleep(0.5)  # os.fork is running its hooks by now
+                    return None  # the real finders import it
+
+            sys.meta_path.insert(0, HoldImport())
+            t = actiontrace.configure(url={url!r}, journal={str(tmp_path / "j")!r})
+
+            @action(concept="fork::Job")
+            def step(who, i):
+                return i
+
+            # First use on an application thread (a query), not the writer's.
+            query = threading.Thread(target=t.storage.list_flows)
+            query.start()
+            assert importing.wait(30)
+            forking.set()
+            pid = os.fork()
+            who = "child" if pid == 0 else "parent"
+            for i in range(100):
+                with flow("fork::Web::req"):
+                    step(who, i)
+            ok = t.flush(30)
+            s = t.stats()
+            print(json.dumps({{"who": who, "ok": ok, "written": s["written"],
+                              "error": s["last_error"]}}), flush=True)
+            if pid:
+                query.join()
+                _, status = os.waitpid(pid, 0)
+                sys.exit(os.waitstatus_to_exitcode(status))
+            os._exit(0)
+        """, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        import json
+
+        out = {d["who"]: d for d in map(json.loads, proc.stdout.splitlines())}
+        assert out["child"] == {"who": "child", "ok": True, "written": 200, "error": None}
+        assert out["parent"] == {"who": "parent", "ok": True, "written": 200, "error": None}
+        with sqlite3.connect(tmp_path / "t.db") as c:
+            rows = dict(c.execute(
+                "SELECT json_extract(inputs, '$.who'), count(*) FROM actiontrace_actions "
+                "WHERE action = 'step' GROUP BY 1"
+            ).fetchall())
+        assert rows == {"parent": 100, "child": 100}
 
 
 @pytest.mark.parametrize("n_threads", [16])
