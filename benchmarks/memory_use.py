@@ -58,7 +58,7 @@ def run(mode: str, actions: int, flow_size: int) -> dict[str, Any]:
     import actiontrace
     from actiontrace import flow
     from actiontrace._options import TRACER_OPTIONS
-    from actiontrace._record import FlowPart
+    from actiontrace.recording._record import FlowPart
     from actiontrace.storage import InMemoryTraceStorage
 
     sys.path.insert(0, str(HERE))

@@ -19,7 +19,7 @@ import pytest
 
 import actiontrace
 from actiontrace import ActionFilter, InMemoryTraceStorage, action, flow
-from actiontrace._journal import HEADER, Journal, decode_parts, default_directory
+from actiontrace.pipeline._journal import HEADER, Journal, decode_parts, default_directory
 from reliability_support import PrivateCluster, count_rows, private_cluster, run_python
 
 pytestmark = pytest.mark.postgres
@@ -308,7 +308,7 @@ class TestSpillAndReplay:
                 pass
             t.flush(30)
             deadline = time.monotonic() + 60
-            from actiontrace._journal import Journal
+            from actiontrace.pipeline._journal import Journal
             while Journal({str(jdir)!r}).files() and time.monotonic() < deadline:
                 time.sleep(0.05)
             print(t.stats()["replayed"])
@@ -459,7 +459,7 @@ while tracer.stats()["journaled"] < n and time.monotonic() < deadline:
     time.sleep(0.05)
     peak = max(peak, rss_kib())
 s = tracer.stats()
-from actiontrace._journal import Journal
+from actiontrace.pipeline._journal import Journal
 journal_bytes = Journal(jdir).size()
 print("READY", json.dumps({{"record_s": record_s, "base_kib": base, "peak_kib": peak,
                            "journal_bytes": journal_bytes, **{{k: s[k] for k in (

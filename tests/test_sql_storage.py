@@ -229,7 +229,7 @@ class TestBulkPath:
         """100 flows, each recorded as two parts, written in a single batch."""
         import actiontrace
         from actiontrace import action, continue_flow, flow
-        from actiontrace._ids import as_uuid
+        from actiontrace.recording._ids import as_uuid
 
         tracer = actiontrace.ActionTracer(storage, flush_interval=3600)
         actiontrace._state.install(tracer)
@@ -264,9 +264,9 @@ class TestInputValueIndex:
 
     @staticmethod
     def _write(store: SqlAlchemyTraceStorage, n: int, start: int = 0) -> None:
-        from actiontrace._ids import new_id
-        from actiontrace._layout import new_record
-        from actiontrace._record import FlowPart, Named
+        from actiontrace.recording._ids import new_id
+        from actiontrace.recording._layout import new_record
+        from actiontrace.recording._record import FlowPart, Named
 
         for i in range(start, start + n):  # one action per batch
             part = FlowPart(new_id(), None, 1_000 + i, "idx")
@@ -472,8 +472,8 @@ class TestRetention:
 
     def test_every_row_of_a_flow_goes(self, sql_url: str) -> None:
         """Actions, edges, log events and SQLite's input-value index rows all go."""
-        from actiontrace._ids import now_us
         from actiontrace.demo import MusicPlayer
+        from actiontrace.recording._ids import now_us
 
         store = SqlAlchemyTraceStorage(sql_url)
         store.input_index_every = 5  # index as the writer goes
@@ -492,7 +492,7 @@ class TestRetention:
     def test_prune_while_another_process_writes(self, sql_url: str) -> None:
         """Pruning everything older than now, again and again, while another process
         writes requests: every flow is either whole or gone, nothing is orphaned."""
-        from actiontrace._ids import now_us
+        from actiontrace.recording._ids import now_us
 
         rounds = 15
         store = SqlAlchemyTraceStorage(sql_url)

@@ -10,19 +10,29 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Unpack
 
-from actiontrace import _ids, _state
-from actiontrace._capture import EMPTY, NULL, capture_value
-from actiontrace._context import (
+from actiontrace import _state
+from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNotFound
+from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
+from actiontrace._options import (
+    TRACER_OPTIONS,
+    ConfigureOptions,
+    TracerOptions,
+    check,
+)
+from actiontrace._state import current_recorder, settings
+from actiontrace.pipeline._journal import open_journal
+from actiontrace.pipeline._writer import Buffer, WriterStats
+from actiontrace.recording import _ids
+from actiontrace.recording._capture import EMPTY, NULL, capture_value
+from actiontrace.recording._context import (
     NO_FLOW,
     Recorder,
     current_frame,
     frame_var,
     parse_id,
 )
-from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNotFound
-from actiontrace._ids import as_uuid, new_id, now_us
-from actiontrace._journal import open_journal
-from actiontrace._layout import (
+from actiontrace.recording._ids import as_uuid, new_id, now_us
+from actiontrace.recording._layout import (
     DURATION,
     ID,
     OUTPUTS,
@@ -35,17 +45,8 @@ from actiontrace._layout import (
     TRIGGER,
     new_record,
 )
-from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
-from actiontrace._options import (
-    TRACER_OPTIONS,
-    ConfigureOptions,
-    TracerOptions,
-    check,
-)
-from actiontrace._record import FlowPart, Named, Part, to_trace
-from actiontrace._redact import DEFAULT_REDACT, Redactor
-from actiontrace._state import current_recorder, settings
-from actiontrace._writer import Buffer, WriterStats
+from actiontrace.recording._record import FlowPart, Named, Part, to_trace
+from actiontrace.recording._redact import DEFAULT_REDACT, Redactor
 from actiontrace.storage._base import TraceStorage
 from actiontrace.storage._memory import InMemoryTraceStorage
 

@@ -514,7 +514,7 @@ def demo(obj: Context, demo_url: str | None) -> None:
 @friendly_errors
 def prune(obj: Context, age: float, dry_run: bool) -> None:
     """Remove old flows, whole: their actions, edges and log events."""
-    from actiontrace._ids import now_us
+    from actiontrace.recording._ids import now_us
     from actiontrace.storage._sql import SqlAlchemyTraceStorage
 
     # Refused, like the reading commands, on a missing file or a database without our

@@ -13,7 +13,7 @@ each exporter as well (see ``SpanExport`` below; docs/otel.md). Needs the ``otel
 
 Span ids and their collision bound: a span id is the low 64 bits of the action's UUIDv7,
 which hold the variant bits, 22 random bits drawn once per process, and a 40-bit
-per-process counter (``actiontrace._ids``). So one process never gives two actions the
+per-process counter (``actiontrace.recording._ids``). So one process never gives two actions the
 same span id (until it has recorded 2**40 actions), and the same action always has the
 same span id, whichever process exports it. Two processes that write parts of one flow
 share their 22 random bits with probability 2**-22 (about 1 in 4 million), and only then
@@ -40,14 +40,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from actiontrace._model import ActionTrace
-from actiontrace._writer import _RateLimitedWarning
+from actiontrace.pipeline._writer import _RateLimitedWarning
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from actiontrace._record import Part
+    from actiontrace.recording._record import Part
 
 __all__ = ["span_id_of", "to_spans"]
 

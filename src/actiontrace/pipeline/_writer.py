@@ -11,7 +11,7 @@ Policies (docs/reliability.md and docs/deployment.md say the same):
   read-only): the writer retries with exponential backoff (0.05 s doubling up to 5 s).
   Meanwhile, once the outage has lasted ``spill_after`` seconds (default 1) or the
   in-memory backlog exceeds ``spill_at`` actions (default ``max_queue // 2``), the
-  batches it cannot write go to the overflow journal (``actiontrace._journal``: a local
+  batches it cannot write go to the overflow journal (``actiontrace.pipeline._journal``: a local
   append-only file, one fsync'd frame per batch), and the in-memory backlog stays small.
   When the storage answers again the writer replays the journal (its own file first,
   then any left behind by processes that died), interleaved with new batches.
@@ -53,11 +53,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from actiontrace._journal import Journal, actions_in
 from actiontrace._options import MAX_QUEUE_BYTES
-from actiontrace._processes import BUFFERS, hook_child_exit, register_child_hooks
-from actiontrace._record import FlowPart, Part
-from actiontrace._replay import Backlog
+from actiontrace.pipeline._journal import Journal, actions_in
+from actiontrace.pipeline._processes import BUFFERS, hook_child_exit, register_child_hooks
+from actiontrace.pipeline._replay import Backlog
+from actiontrace.recording._record import FlowPart, Part
 
 __all__ = ["Buffer", "WriterStats"]
 
