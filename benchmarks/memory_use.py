@@ -116,7 +116,7 @@ def run(mode: str, actions: int, flow_size: int) -> dict[str, Any]:
                       rss_bytes_per_action=(rss - base_rss) * 1024 / buffered)
     stats = tracer.stats()
     result["dropped"] = stats["dropped"]
-    result["max_queue"] = tracer._buffer.max_queue
+    result["max_queue"] = tracer._writer.buffer.max_queue
     result["writer_stalled"] = storage.entered.is_set()
     storage.gate.set()  # let the writer finish (its writes now do nothing) and exit cleanly
     tracer.shutdown(30)

@@ -213,7 +213,7 @@ class TestBulkPath:
         with flow("bulk::Web::req") as token:
             for i in range(200):
                 echo(values[i % len(values)])
-        part = next(iter(tracer._buffer._queue))  # the part, before the writer takes it
+        part = next(iter(tracer._writer.buffer.queue))  # the part, before the writer takes it
         assert tracer.flush(30)
         storage.write_parts([part, part])  # the same actions twice in one batch: stored once
         stored = storage.get_trace(token)
@@ -242,12 +242,12 @@ class TestBulkPath:
         for i in range(100):
             with flow("bulk::Web::req") as token:
                 step(i)
-            part = tracer._buffer._queue[-1]  # still queued: the writer waits for flush()
+            part = tracer._writer.buffer.queue[-1]  # still queued: the writer waits for flush()
             trigger = as_uuid(part.full_id(part.records[1]))
             with continue_flow(token, trigger=trigger, synchronization="Remote"):
                 step(-i)
             tokens.append((token, as_uuid(part.root_id)))
-        assert len(tracer._buffer._queue) == 200
+        assert len(tracer._writer.buffer.queue) == 200
         assert tracer.flush(30)
         for token, root in tokens:
             trace = storage.get_trace(token)
