@@ -26,10 +26,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from actiontrace._redact import DEFAULT_REDACT, Redactor
+from actiontrace.recording._redact import DEFAULT_REDACT, Redactor
 
 if TYPE_CHECKING:
-    from actiontrace._context import Recorder
+    from actiontrace.recording._context import Recorder
 
 __all__ = [
     "FORK_STEPS", "Settings", "after_multiprocessing_fork", "at_fork", "current_recorder", "install", "on_change",
@@ -113,8 +113,9 @@ FORK_STEPS = (
     "ids",  # _ids: a new epoch offset, new random bits, a new counter
     "wrappers",  # _decorators: the generated wrappers' runtime (the counter's __next__)
     "context",  # _context: what the parent was recording is not the child's
-    # storage._migrate: a fork waits for a schema created on first use (before the
-    # writer's wait for its write in flight, in the reversed order of the before hooks)
+    # storage._migrate: a fork waits for a schema being created on first use; after the
+    # writer's wait for its write in flight (before hooks run in reverse), so the two
+    # locks are always taken in one order
     "schema",
     "writer",  # _writer: no writer thread, an empty buffer
     "storage",  # storage: engines drop the parent's connections
