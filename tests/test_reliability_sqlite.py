@@ -257,12 +257,8 @@ class TestConcurrency:
         assert out["child"]["recorded"] == out["child"]["written"] == 6_000
         assert out["parent2"]["recorded"] == out["parent2"]["written"] == 46_001
         assert count_rows(url, where="WHERE concept_uri = 'fork::Job'") == 26_000
-        with sqlite3.connect(tmp_path / "t.db") as c:
-            rows = dict(c.execute(
-                "SELECT json_extract(inputs, '$.who'), count(*) FROM actiontrace_actions "
-                "WHERE action = 'step' GROUP BY 1"
-            ).fetchall())
-        assert rows == {"parent": 20_000, "parent2": 3_000, "child": 3_000}
+        assert steps_per_writer(tmp_path / "t.db") == {"parent": 20_000, "parent2": 3_000,
+                                                       "child": 3_000}
 
     @pytest.mark.parametrize("held", ["alembic", "logging.config"])
     def test_fork_while_the_schema_is_created(self, held: str, tmp_path: Path) -> None:
@@ -323,13 +319,17 @@ class TestConcurrency:
         out = {d["who"]: d for d in map(json.loads, proc.stdout.splitlines())}
         assert out["child"] == {"who": "child", "ok": True, "written": 200, "error": None}
         assert out["parent"] == {"who": "parent", "ok": True, "written": 200, "error": None}
-        with sqlite3.connect(tmp_path / "t.db") as c:
-            rows = dict(c.execute(
-                "SELECT json_extract(inputs, '$.who'), count(*) FROM actiontrace_actions "
-                "WHERE action = 'step' GROUP BY 1"
-            ).fetchall())
-        assert rows == {"parent": 100, "child": 100}
+        assert steps_per_writer(tmp_path / "t.db") == {"parent": 100, "child": 100}
 
+
+
+def steps_per_writer(db: Path) -> dict[str, int]:
+    """How many ``step`` rows each writer (the ``who`` input) stored in ``db``."""
+    with sqlite3.connect(db) as c:
+        return dict(c.execute(
+            "SELECT json_extract(inputs, '$.who'), count(*) FROM actiontrace_actions "
+            "WHERE action = 'step' GROUP BY 1"
+        ).fetchall())
 
 @pytest.mark.parametrize("n_threads", [16])
 def test_flush_from_many_threads(n_threads: int, tmp_path: Path) -> None:
