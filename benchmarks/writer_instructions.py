@@ -1,0 +1,116 @@
+"""Instructions per seed-shaped action on the SQLite writer's side, counted by callgrind.
+
+Wall-clock figures on a shared machine move with its load; instruction counts do not.
+This runs ``valgrind --tool=callgrind`` on itself in three modes, each at 1,000 and
+3,000 seed-shaped requests (4 actions each), and prints the differences per action:
+
+* ``record``: record the requests through the tracer, the parts kept, not written;
+* ``batch``: the same, then the dialect's rows of every writer batch (5,000 actions):
+  ``Part.sql_rows``/``sql_edges`` and ``Dialect.batch``, the writer's Python before SQL;
+* ``write``: the same, then ``write_parts`` of every batch into a fresh SQLite file.
+
+``batch - record`` is the writer's Python that builds rows; ``write - batch`` is what
+writing them costs, of which the ``sqlite3`` module's ``execute`` (binding, stepping,
+SQLite itself) is given apart. At 3,000 requests the input-value index is not filled
+yet (every 20,000 actions); ``--index-every`` fills it more often, to count it too.
+
+    .venv/bin/python benchmarks/writer_instructions.py            # ~6 minutes
+    .venv/bin/python benchmarks/writer_instructions.py run write 50   # one mode, no valgrind
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODES = ("record", "batch", "write")
+SMALL, LARGE = 1_000, 3_000
+ACTIONS_PER_REQUEST = 4
+# The sqlite3 module's statement calls: their inclusive cost is binding + SQLite.
+SQLITE_CALLS = re.compile(r"\s*([\d,]+) .*:(pysqlite_cursor_execute|pysqlite_cursor_executemany)\b")
+
+
+def run(mode: str, n: int, index_every: int | None) -> None:
+    """One mode at ``n`` requests (what callgrind watches)."""
+    sys.path.insert(0, str(HERE))
+    from headline import recorded_parts
+
+    from actiontrace import ActionFilter
+    from actiontrace.storage import SqlAlchemyTraceStorage
+
+    with tempfile.TemporaryDirectory() as d:
+        store = SqlAlchemyTraceStorage(f"sqlite:///{d}/writer.db")
+        store.find_actions(ActionFilter(limit=1))  # the schema, in every mode alike
+        if index_every:
+            store.input_index_every = index_every
+        parts = recorded_parts(n)
+        step = 5_000 // ACTIONS_PER_REQUEST
+        for i in range(0, len(parts), step):
+            if mode == "batch":
+                store._dialect.batch(parts[i:i + step])
+            elif mode == "write":
+                store.write_parts(parts[i:i + step])
+        store.close()
+
+
+def _callgrind(out_dir: str, mode: str, n: int, index_every: int | None) -> tuple[int, int]:
+    """(total instructions, inclusive instructions of the sqlite3 statement calls)."""
+    out = os.path.join(out_dir, f"{mode}.{n}.out")
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+           __file__, "run", mode, str(n)]
+    if index_every:
+        cmd += ["--index-every", str(index_every)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONHASHSEED": "0"})
+    total = int(re.search(r"Collected : (\d+)", done.stderr).group(1))  # type: ignore[union-attr]
+    annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", out],
+                               capture_output=True, text=True, check=True).stdout
+    calls = [int(m.group(1).replace(",", "")) for m in map(SQLITE_CALLS.match,
+                                                           annotated.splitlines()) if m]
+    return total, max(calls, default=0)
+
+
+def measure(index_every: int | None) -> None:
+    with tempfile.TemporaryDirectory() as d, ThreadPoolExecutor(2 * len(MODES)) as pool:
+        jobs = {(m, n): pool.submit(_callgrind, d, m, n, index_every)
+                for m in MODES for n in (SMALL, LARGE)}
+        got = {k: f.result() for k, f in jobs.items()}
+    per = (LARGE - SMALL) * ACTIONS_PER_REQUEST
+
+    def diff(mode: str, i: int = 0) -> float:
+        return (got[mode, LARGE][i] - got[mode, SMALL][i]) / per
+
+    print(f"instructions per action (the difference between {SMALL:,} and {LARGE:,} "
+          "seed-shaped requests)")
+    print(f"  recording (parts kept)              {diff('record'):>9,.0f}")
+    print(f"  writer's Python, rows (batch)       {diff('batch') - diff('record'):>9,.0f}")
+    print(f"  writing them (write - batch)        {diff('write') - diff('batch'):>9,.0f}")
+    print(f"    of which sqlite3 execute (incl.)  {diff('write', 1):>9,.0f}")
+    print(f"  the writer in all (write - record)  {diff('write') - diff('record'):>9,.0f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--index-every", type=int, default=None,
+                    help="fill the input-value index every this many actions")
+    sub = ap.add_subparsers(dest="cmd")
+    one = sub.add_parser("run", help="one mode, without valgrind")
+    one.add_argument("mode", choices=MODES)
+    one.add_argument("requests", type=int)
+    one.add_argument("--index-every", type=int, default=None)
+    args = ap.parse_args()
+    if args.cmd == "run":
+        run(args.mode, args.requests, args.index_every)
+    else:
+        measure(args.index_every)
+
+
+if __name__ == "__main__":
+    main()
