@@ -1,18 +1,19 @@
 """Instructions per seed-shaped action on the SQLite writer's side, counted by callgrind.
 
 Wall-clock figures on a shared machine move with its load; instruction counts do not.
-This runs ``valgrind --tool=callgrind`` on itself in three modes, each at 1,000 and
-3,000 seed-shaped requests (4 actions each), and prints the differences per action:
+This records 3,000 seed-shaped requests (4 actions each) with the parts kept, then runs
+``valgrind --tool=callgrind`` counting only inside ``functools.reduce``, which drives
+the measured step over the writer's batches (5,000 actions each), in two modes:
 
-* ``record``: record the requests through the tracer, the parts kept, not written;
-* ``batch``: the same, then the dialect's rows of every writer batch (5,000 actions):
-  ``Part.sql_rows``/``sql_edges`` and ``Dialect.batch``, the writer's Python before SQL;
-* ``write``: the same, then ``write_parts`` of every batch into a fresh SQLite file.
+* ``batch``: the dialect's rows of every batch (``Part.sql_rows``/``sql_edges`` and
+  ``Dialect.batch``): the writer's Python before any SQL;
+* ``write``: ``write_parts`` of every batch into a fresh SQLite file.
 
-``batch - record`` is the writer's Python that builds rows; ``write - batch`` is what
-writing them costs, of which the ``sqlite3`` module's ``execute`` (binding, stepping,
-SQLite itself) is given apart. At 3,000 requests the input-value index is not filled
-yet (every 20,000 actions); ``--index-every`` fills it more often, to count it too.
+``write - batch`` is what writing the rows costs, of which the ``sqlite3`` module's
+``execute`` (binding, stepping, SQLite itself) is given apart. Recording is not
+counted at all: how the writer thread interleaved with it varied from run to run by
+up to 5,000 instructions per action. 12,000 actions do not fill the input-value index
+(every 20,000); ``--index-every`` fills it more often, to count it too.
 
     .venv/bin/python benchmarks/writer_instructions.py            # ~6 minutes
     .venv/bin/python benchmarks/writer_instructions.py run write 50   # one mode, no valgrind
@@ -21,6 +22,7 @@ yet (every 20,000 actions); ``--index-every`` fills it more often, to count it t
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import subprocess
@@ -30,8 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODES = ("record", "batch", "write")
-SMALL, LARGE = 1_000, 3_000
+MODES = ("batch", "write")
+REQUESTS = 3_000
 ACTIONS_PER_REQUEST = 4
 # The sqlite3 module's statement calls: their inclusive cost is binding + SQLite.
 SQLITE_CALLS = re.compile(r"\s*([\d,]+) .*:(pysqlite_cursor_execute|pysqlite_cursor_executemany)\b")
@@ -52,18 +54,18 @@ def run(mode: str, n: int, index_every: int | None) -> None:
             store.input_index_every = index_every
         parts = recorded_parts(n)
         step = 5_000 // ACTIONS_PER_REQUEST
-        for i in range(0, len(parts), step):
-            if mode == "batch":
-                store._dialect.batch(parts[i:i + step])
-            elif mode == "write":
-                store.write_parts(parts[i:i + step])
+        batches = [parts[i:i + step] for i in range(0, len(parts), step)]
+        do = store._dialect.batch if mode == "batch" else store.write_parts
+        # callgrind counts inside reduce only (--toggle-collect): the batches, nothing else.
+        functools.reduce(lambda _, batch: do(batch), batches, None)
         store.close()
 
 
 def _callgrind(out_dir: str, mode: str, n: int, index_every: int | None) -> tuple[int, int]:
     """(total instructions, inclusive instructions of the sqlite3 statement calls)."""
     out = os.path.join(out_dir, f"{mode}.{n}.out")
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+    cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=functools_reduce",
+           f"--callgrind-out-file={out}", sys.executable,
            __file__, "run", mode, str(n)]
     if index_every:
         cmd += ["--index-every", str(index_every)]
@@ -78,22 +80,17 @@ def _callgrind(out_dir: str, mode: str, n: int, index_every: int | None) -> tupl
 
 
 def measure(index_every: int | None) -> None:
-    with tempfile.TemporaryDirectory() as d, ThreadPoolExecutor(2 * len(MODES)) as pool:
-        jobs = {(m, n): pool.submit(_callgrind, d, m, n, index_every)
-                for m in MODES for n in (SMALL, LARGE)}
+    with tempfile.TemporaryDirectory() as d, ThreadPoolExecutor(len(MODES)) as pool:
+        jobs = {m: pool.submit(_callgrind, d, m, REQUESTS, index_every) for m in MODES}
         got = {k: f.result() for k, f in jobs.items()}
-    per = (LARGE - SMALL) * ACTIONS_PER_REQUEST
-
-    def diff(mode: str, i: int = 0) -> float:
-        return (got[mode, LARGE][i] - got[mode, SMALL][i]) / per
-
-    print(f"instructions per action (the difference between {SMALL:,} and {LARGE:,} "
-          "seed-shaped requests)")
-    print(f"  recording (parts kept)              {diff('record'):>9,.0f}")
-    print(f"  writer's Python, rows (batch)       {diff('batch') - diff('record'):>9,.0f}")
-    print(f"  writing them (write - batch)        {diff('write') - diff('batch'):>9,.0f}")
-    print(f"    of which sqlite3 execute (incl.)  {diff('write', 1):>9,.0f}")
-    print(f"  the writer in all (write - record)  {diff('write') - diff('record'):>9,.0f}")
+    per = REQUESTS * ACTIONS_PER_REQUEST
+    batch, write = got["batch"][0] / per, got["write"][0] / per
+    print(f"instructions per action ({REQUESTS:,} seed-shaped requests, "
+          f"{per:,} actions, in batches of 5,000)")
+    print(f"  writer's Python, rows (batch)       {batch:>9,.0f}")
+    print(f"  writing them (write - batch)        {write - batch:>9,.0f}")
+    print(f"    of which sqlite3 execute (incl.)  {got['write'][1] / per:>9,.0f}")
+    print(f"  the writer in all (write)           {write:>9,.0f}")
 
 
 def main() -> None:

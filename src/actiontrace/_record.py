@@ -261,10 +261,9 @@ class FlowPart:
         ``COPY`` writes). The map takes every action's id to its hex, under its full id
         and under its local id too (for ``sql_edges``, whose raw edges hold local ids).
 
-        Full ids are computed inline (as ``full_id``), ``_stored``'s two cheap checks are
-        inlined, and the documents decoded here rather than in a second pass over the
-        rows: callgrind, seed-shaped parts, docs/performance.md ("Short flows and large
-        stores").
+        Full ids are computed inline (as ``full_id``) and the documents decoded here
+        rather than in a second pass over the rows: callgrind, seed-shaped parts,
+        docs/performance.md ("Short flows and large stores").
         """
         off, fixed, mask = self.offset, self.fixed, _ids.COUNTER_MASK
         limit = settings.max_value_bytes
@@ -282,9 +281,7 @@ class FlowPart:
             if parent is not None:
                 # A parent is recorded before its children: its hex is known by now.
                 parent = hexes.get(parent) or parent.to_bytes(16).hex()
-            if (res is None or len(inp) > limit or len(res) > limit or inp.find(b"{", 1) > 0
-                    or res.find(b"{") >= 0):
-                inp, res = _stored(inp, res, spec, limit)
+            inp, res = _stored(inp, res, spec, limit)
             add((aid_hex, token, parent, spec.concept_uri, spec.name, (t0 + off) // 1000,
                  None if dur is None else dur // 1000, status, inp.decode(), res.decode()))
         return out, hexes
@@ -340,11 +337,14 @@ def _stored(inp: bytes, out: bytes | None, spec: Any, limit: int) -> tuple[bytes
 
     Encodings without a nested mapping and within the limit are stored as they are.
     """
-    if inp.find(b"{", 1) > 0 or len(inp) > limit:
+    # ``123 in data`` is b"{" in data: bytes.__contains__ with an int is a memchr
+    # (~200 instructions), where ``data.find(b"{")`` parses its arguments as a tuple
+    # (~1,200) and ``b"{" in data`` first fails to read b"{" as an int (~2,200).
+    if 123 in inp[1:] or len(inp) > limit:
         inp = finish(inp, spec.redactor, inputs=True)
     if out is None:
         out = NULL
-    elif out.find(b"{") >= 0 or len(out) > limit:
+    elif 123 in out or len(out) > limit:
         out = finish(out, spec.redactor)
     return inp, out
 
