@@ -39,8 +39,9 @@ ACTIONS_PER_REQUEST = 4
 SQLITE_CALLS = re.compile(r"\s*([\d,]+) .*:(pysqlite_cursor_execute|pysqlite_cursor_executemany)\b")
 
 
-def run(mode: str, n: int, index_every: int | None) -> None:
-    """One mode at ``n`` requests (what callgrind watches)."""
+def run(mode: str, n: int, index_every: int | None, db: str | None = None) -> None:
+    """One mode at ``n`` requests (what callgrind watches); ``db``: the SQLite file to
+    write (a temporary one otherwise)."""
     sys.path.insert(0, str(HERE))
     from headline import recorded_parts
 
@@ -48,7 +49,7 @@ def run(mode: str, n: int, index_every: int | None) -> None:
     from actiontrace.storage import SqlAlchemyTraceStorage
 
     with tempfile.TemporaryDirectory() as d:
-        store = SqlAlchemyTraceStorage(f"sqlite:///{d}/writer.db")
+        store = SqlAlchemyTraceStorage(f"sqlite:///{db or os.path.join(d, 'writer.db')}")
         store.find_actions(ActionFilter(limit=1))  # the schema, in every mode alike
         if index_every:
             store.input_index_every = index_every
@@ -102,9 +103,10 @@ def main() -> None:
     one.add_argument("mode", choices=MODES)
     one.add_argument("requests", type=int)
     one.add_argument("--index-every", type=int, default=None)
+    one.add_argument("--db", default=None, help="the SQLite file to write")
     args = ap.parse_args()
     if args.cmd == "run":
-        run(args.mode, args.requests, args.index_every)
+        run(args.mode, args.requests, args.index_every, args.db)
     else:
         measure(args.index_every)
 
