@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 import msgspec
 import sqlalchemy as sa
 
-from actiontrace._ids import as_uuid
 from actiontrace._model import ActionFilter, PerformanceMetrics
-from actiontrace._record import Part
+from actiontrace.recording._ids import as_uuid
+from actiontrace.recording._record import Part
 from actiontrace.storage import _sqlite_inputs, _sqltext
 from actiontrace.storage._schema import actions
 
