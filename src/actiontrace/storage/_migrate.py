@@ -203,7 +203,7 @@ def check_schema(engine: sa.Engine, location: str | None = None) -> None:
             ``actiontrace db upgrade``).
         SchemaAhead: a revision this version does not know.
     """
-    with engine.connect() as conn, _guard:  # (a fork waits: the check may import Alembic)
+    with _guard, engine.connect() as conn:  # (a fork waits: the check may import Alembic)
         if _check(conn, location) == "empty":
             raise SchemaBehind(
                 f"{describe(engine)} has no actiontrace tables: {UPGRADE_HINT} to create "
@@ -232,25 +232,36 @@ def ensure_schema(engine: sa.Engine, location: str | None = None) -> None:
     head.
     ``location`` is another migrations directory (for tests).
     """
-    with engine.connect() as conn:
-        with _guard:  # (a fork waits: the check may import Alembic)
-            try:
-                if _check(conn, location) is None:
-                    return  # the common case: one cheap look, no lock
-            except (SchemaBehind, SchemaAhead):
-                # Maybe only half-seen: the reads above are separate statements, and another
-                # process may have committed the schema between them. Decide under the lock.
-                pass
-            conn.rollback()
-        _lock_for_upgrade(conn)  # holds _guard from here
+    # _guard is held over all of it but the waits (connecting, another process's lock),
+    # up to the connection's close: a fork may not land inside a SQLite call either.
+    conn = engine.connect()
+    _guard.acquire()
+    held = True
+    try:
         try:
-            if _check(conn, location) is None:  # someone else created it meanwhile
-                conn.commit()
-                return
-            from alembic import command
-
-            command.upgrade(_config(conn, location), "head")
+            if _check(conn, location) is None:
+                return  # the common case: one cheap look, no lock
+        except (SchemaBehind, SchemaAhead):
+            # Maybe only half-seen: the reads above are separate statements, and another
+            # process may have committed the schema between them. Decide under the lock.
+            pass
+        conn.rollback()
+        _guard.release()
+        held = False
+        _lock_for_upgrade(conn)  # holds _guard again from here
+        held = True
+        if _check(conn, location) is None:  # someone else created it meanwhile
             conn.commit()
+            return
+        from alembic import command
+
+        command.upgrade(_config(conn, location), "head")
+        conn.commit()
+    finally:
+        if not held:
+            _guard.acquire()
+        try:
+            conn.close()
         finally:
             _guard.release()
 
@@ -289,10 +300,10 @@ def _lock_for_upgrade(conn: sa.Connection) -> None:
                     return
             else:
                 return
+            conn.rollback()
         except BaseException:
             _guard.release()
             raise
         _guard.release()
-        conn.rollback()
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
