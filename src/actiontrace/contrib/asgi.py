@@ -42,8 +42,14 @@ class ActionTraceMiddleware(RequestRecorder):
         if remote is None:
             await self._record(scope, receive, send)
             return
-        with join(remote):
+        joined = join(remote)
+        joined.enter()  # ``with join(...)`` would build the token's UUID for nothing
+        try:
             await self._record(scope, receive, send)
+        except BaseException as exc:
+            joined.__exit__(type(exc), exc, None)
+            raise
+        joined.__exit__(None, None, None)
 
     async def _record(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         inputs = [scope.get("method", "GET"), scope.get("path", "")]

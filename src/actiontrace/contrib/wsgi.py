@@ -80,7 +80,7 @@ class ActionTraceMiddleware(RequestRecorder):
 
 def _enter(remote: Remote) -> join:
     joined = join(remote)
-    joined.__enter__()
+    joined.enter()
     return joined
 
 
