@@ -159,10 +159,16 @@ class Recorder:
         return part
 
     def _open_root(self, root: str, inputs: bytes) -> list[Any]:
-        """Open a new flow and record its root action, running; return the root record.
+        """Open a new flow and record its root action, running; return the root record."""
+        return self.open_root(split_root(root), inputs)
 
-        The root record is also the flow's top frame (see the layout above). Every flow
-        pays this, so the two ids are built here rather than by two ``new_id`` calls.
+    def open_root(self, spec: Any, inputs: bytes) -> list[Any]:
+        """Open a new flow whose root action is ``spec``'s, running; return its record.
+
+        ``spec`` names the action (``concept_uri``, ``name``) and gives the writer its
+        ``redactor``. The root record is also the flow's top frame (see the layout
+        above). Every flow pays this, so the two ids are built here rather than by two
+        ``new_id`` calls.
         """
         t0 = _ids.perf_ns()
         ts = (t0 + _ids.EPOCH_OFFSET_NS) // 1000
@@ -170,8 +176,25 @@ class Recorder:
         counter = _ids.counter
         root_id = high | (next(counter) & _ids.COUNTER_MASK)
         part = self.open_part(high | (next(counter) & _ids.COUNTER_MASK), root_id, ts)
-        rec = root_frame(split_root(root), root_id, t0, inputs, part)
+        rec = root_frame(spec, root_id, t0, inputs, part)
         part.records.append(rec)
+        return rec
+
+    def open_joined(self, spec: Any, inputs: bytes, token: int, trigger: int | None,
+                    sync: str) -> list[Any]:
+        """Join flow ``token`` with one running action, ``spec``'s; return its record.
+
+        What ``continue_flow(token, trigger, sync)`` and an action called directly in it
+        record (no parent; the edge from ``trigger`` labelled ``sync``, if any), without
+        the block's frames: for a request continuing a remote flow.
+        """
+        t0 = _ids.perf_ns()
+        part = self.open_part(token, None, (t0 + _ids.EPOCH_OFFSET_NS) // 1000)
+        aid = _ids.local_counter.__next__()
+        rec = root_frame(spec, aid, t0, inputs, part)
+        part.records.append(rec)
+        if trigger is not None:
+            part.edge_log.append((trigger, aid, sync, t0))
         return rec
 
     def close_part(self, part: FlowPart) -> None:

@@ -392,7 +392,7 @@ def synchronization(
             def run(*args: Any, **kwargs: Any) -> Any:
                 # state() and leave_frame() inlined: a seed-shaped request runs two of
                 # these (callgrind: ~N instructions per synchronization call less).
-                cur = _get()
+                cur: Any = _get()
                 if cur.__class__ is tuple:
                     cur, last = cur
                     if cur is None:
@@ -403,7 +403,7 @@ def synchronization(
                 try:
                     return func(*args, **kwargs)
                 finally:  # back to cur, keeping what completed inside (leave_frame)
-                    done = _get()
+                    done: Any = _get()
                     if done.__class__ is tuple:
                         _, last = done
                         _set((cur, last))

@@ -67,8 +67,8 @@ _UUID = uuid.UUID
 _SAFE = uuid.SafeUUID.unknown
 # The slots' own setters: ``object.__setattr__`` looked the slot up in the type on every
 # call (timeit: ~400 -> ~350 ns per UUID).
-_set_int = _UUID.int.__set__  # type: ignore[attr-defined]
-_set_safe = _UUID.is_safe.__set__  # type: ignore[attr-defined]
+_set_int = _UUID.__dict__["int"].__set__
+_set_safe = _UUID.__dict__["is_safe"].__set__
 
 
 def as_uuid(value: int) -> uuid.UUID:

@@ -103,7 +103,7 @@ def _builder(name: str, params: str, doc: str, **slots: str) -> Any:
     its check (callgrind: ~1,500 instructions per frame).
     """
     namespace: dict[str, Any] = {}
-    exec(f"def {name}({params}):\n    return {list_source(**slots)}\n", namespace)  # noqa: S102 - our own literal
+    exec(f"def {name}({params}):\n    return {list_source(**slots)}\n", namespace)
     fn = namespace[name]
     fn.__doc__ = doc
     fn.__module__ = __name__
@@ -121,7 +121,7 @@ sync_frame: Callable[[Any, Frame, str | None, int | None, int], Frame] = _builde
 )
 root_frame: Callable[[Any, int, int, bytes, Any], Frame] = _builder(
     "root_frame", "spec, aid, start, inputs, part",
-    "A flow's root record, running, which is also the flow's top frame.",
+    "A running action's record without parent (a flow's root, a joined request), also its frame.",
     SPEC="spec", ID="aid", START="start", STATUS='"running"', INPUTS="inputs", PART="part",
     DEPTH="0",
 )

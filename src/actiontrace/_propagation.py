@@ -243,6 +243,7 @@ def _actiontrace(values: list[str], parent_id: int) -> tuple[int | None, str | N
     if len(values) != 1 or len(values[0]) > MAX_VALUE:
         return None, None
     value = values[0]
+    raw_sync: str | None
     fast = _OURS.fullmatch(value)  # what inject writes: one regex, not the loop below
     if fast is not None:
         # "trigger=" + 36 characters + ";sync=": slices, not a tuple of groups.
@@ -250,10 +251,10 @@ def _actiontrace(values: list[str], parent_id: int) -> tuple[int | None, str | N
     else:
         fields: dict[str, str] = {}
         for item in value.strip(_OWS).split(";"):
-            key, eq, value = item.strip(_OWS).partition("=")
+            key, eq, field = item.strip(_OWS).partition("=")
             if not eq or key in fields:
                 return None, None
-            fields[key] = value
+            fields[key] = field
         raw_trigger, raw_sync = fields.get("trigger", ""), fields.get("sync")
         if _UUID.fullmatch(raw_trigger) is None:
             return None, None
@@ -358,6 +359,19 @@ def extract(carrier: Any) -> RemoteContext | None:
 # -- continue_flow_from ----------------------------------------------------------------
 
 
+def pass_tracestate(token: int, state: str) -> contextvars.Token[Any]:
+    """Pass ``state`` on with flow ``token`` in this context (``inject`` adds it)."""
+    return _tracestate.set((token, state))
+
+
+def end_tracestate(reset: contextvars.Token[Any]) -> None:
+    """Stop passing on what ``pass_tracestate`` set."""
+    try:
+        _tracestate.reset(reset)
+    except ValueError:  # exited in another context
+        _tracestate.set(None)
+
+
 class join:
     """``continue_flow`` of what a carrier named, with its ``tracestate`` passed on."""
 
@@ -377,14 +391,11 @@ class join:
         """``__enter__`` without building the flow token's ``uuid.UUID`` (the middleware's)."""
         self._inner.enter()
         if self._state is not None:
-            self._reset = _tracestate.set((self._token, self._state))
+            self._reset = pass_tracestate(self._token, self._state)
 
     def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
         if self._reset is not None:
-            try:
-                _tracestate.reset(self._reset)
-            except ValueError:  # exited in another context
-                _tracestate.set(None)
+            end_tracestate(self._reset)
             self._reset = None
         self._inner.__exit__(et, exc, tb)
 

@@ -211,10 +211,11 @@ class Buffer:
 
     def put(self, part: FlowPart) -> None:
         """Queue an ended part for writing. Never raises, never blocks for long."""
-        n = len(part.records) or 1
+        recorded = len(part.records)
+        n = recorded or 1
         part.nbytes = size = part.held_bytes()
         with self._lock:
-            self.counters["recorded"] += len(part.records)
+            self.counters["recorded"] += recorded
             # The byte test inline: calling _over_bytes on every flow cost a method call.
             if (self._queued_actions + n > self.max_queue
                     or (self._queued_bytes + size > self.max_queue_bytes and self._queued_bytes)) \
