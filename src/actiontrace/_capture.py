@@ -202,7 +202,7 @@ def capture_flat(value: dict[Any, Any], redactor: Redactor) -> bytes | None:
     Such a mapping can only hold secrets as its own keys, so they are redacted before
     encoding instead of by decoding and re-encoding the whole (``finish``), and a mapping
     without one skips ``may_contain``'s scan. Flows' inputs and log events are such
-    mappings (callgrind: a structlog event's fields, 8,400 -> N instructions).
+    mappings (callgrind: a structlog event's fields, 8,600 -> 6,500 instructions).
     """
     if len(value) > _FLAT_KEYS:
         return None

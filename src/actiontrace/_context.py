@@ -304,7 +304,8 @@ class flow:
     def __enter__(self) -> uuid.UUID:
         # Every flow pays this and __exit__ (a web request is a flow): the recorder and
         # the flag are read without their accessor functions (callgrind, one empty
-        # flow opened and closed: 41,500 -> N instructions with the rest of this change).
+        # flow opened and closed: 41,500 -> 35,300 instructions with open_root's ids,
+        # the literal frame and the cheaper as_uuid).
         if not _Runtime.enabled:
             self._part = None
             return uuid.uuid4()

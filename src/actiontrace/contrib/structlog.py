@@ -63,7 +63,7 @@ def attach_to_action(
     """
     # Runs for every log event in a flow (two per seed-shaped request): the frame and
     # the ids are read inline, not through current_frame() and now_us()/new_id()
-    # (callgrind, per event: ~N instructions less).
+    # (callgrind, per event with capture_flat: 23,600 -> 20,800 instructions).
     frame: Any = frame_var.get()
     if frame.__class__ is tuple:
         frame, _ = frame
