@@ -43,49 +43,22 @@ CASES = ("asgi-bare", "asgi-new", "asgi-continued", "wsgi-bare", "wsgi-new",
          "wsgi-continued", "flow", "seed-disabled", "seed", "call")
 
 
-def _asgi_app_factory() -> Any:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-    return app
-
-
-def _wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
-    start_response("200 OK", [])
-    return [b"ok"]
-
-
-def _headers() -> dict[str, str]:
-    import actiontrace
-
-    actiontrace.configure()
-    with actiontrace.flow("bench::Client::run"):
-        return actiontrace.inject({})
-
-
 def _runner(case: str) -> Callable[[int], None]:
     """A function running ``n`` units of ``case`` (set up outside the measured part)."""
     import actiontrace
     sys.path.insert(0, str(HERE))
+    import services
     from overhead import DiscardStorage
 
     kind, _, variant = case.partition("-")
+    headers = services.remote_headers() if variant == "continued" else {}
     if kind == "asgi":
         from actiontrace.contrib.asgi import ActionTraceMiddleware
 
-        headers = _headers() if variant == "continued" else {}
-        app = _asgi_app_factory()
+        app: Any = services.asgi_app
         if variant != "bare":
             app = ActionTraceMiddleware(app)
-        raw = [(k.encode(), v.encode()) for k, v in headers.items()]
-        scope = {"type": "http", "method": "GET", "path": "/ping", "query_string": b"",
-                 "headers": [(b"host", b"bench"), (b"accept", b"*/*"), *raw]}
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
+        scope, receive, send = services.asgi_request(headers)
 
         async def many(n: int) -> None:
             for _ in range(n):
@@ -96,24 +69,11 @@ def _runner(case: str) -> Callable[[int], None]:
     if kind == "wsgi":
         from actiontrace.contrib.wsgi import ActionTraceMiddleware as Wsgi
 
-        headers = _headers() if variant == "continued" else {}
-        wapp: Any = _wsgi_app if variant == "bare" else Wsgi(_wsgi_app)
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/ping", "SCRIPT_NAME": "",
-                   "QUERY_STRING": "", "HTTP_HOST": "bench"}
-        for k, v in headers.items():
-            environ["HTTP_" + k.upper()] = v
-
-        def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-            return None
+        wapp: Any = services.wsgi_app if variant == "bare" else Wsgi(services.wsgi_app)
+        environ = services.wsgi_environ(headers)
 
         def wsgi_many(n: int) -> None:
-            for _ in range(n):
-                body = wapp(environ, start_response)
-                for _chunk in body:
-                    pass
-                close = getattr(body, "close", None)
-                if close is not None:
-                    close()
+            services.serve_wsgi(wapp, environ, n)
 
         actiontrace.configure(storage=DiscardStorage(), flush_interval=3600)
         return wsgi_many

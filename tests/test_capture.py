@@ -180,7 +180,7 @@ class TestTruncation:
 
     def test_whole_inputs_bounded(self, tracer: actiontrace.ActionTracer) -> None:
         """Six large arguments share the inputs' bound of 4 x the limit, fairly."""
-        from actiontrace._capture import INPUTS_BOUND
+        from actiontrace.recording._capture import INPUTS_BOUND
 
         big = ["y" * 100_000] * 6
         echo_many(*big)
@@ -265,7 +265,7 @@ class TestFlatMappings:
 
     @staticmethod
     def general(value: Any, redactor: Any) -> bytes:
-        from actiontrace._capture import encode, finish
+        from actiontrace.recording._capture import encode, finish
 
         return finish(encode(value), redactor)
 
@@ -273,16 +273,16 @@ class TestFlatMappings:
     @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
     def test_same_bytes_as_the_general_path(self, value: dict[str, Any]) -> None:
         """Secret keys redacted, the rest encoded as it is: byte for byte the same."""
-        from actiontrace._capture import capture_value
         from actiontrace._state import settings as capture_settings
+        from actiontrace.recording._capture import capture_value
 
         redactor = capture_settings.redactor
         assert capture_value(value, redactor) == self.general(value, redactor)
 
     def test_only_flat_small_mappings_take_it(self) -> None:
         """Nested values, non-str keys, long or oversized mappings go the general way."""
-        from actiontrace._capture import capture_flat
         from actiontrace._state import settings as capture_settings
+        from actiontrace.recording._capture import capture_flat
 
         redactor = capture_settings.redactor
         assert capture_flat({"a": 1, "token": "x"}, redactor) == b'{"a":1,"token":"[REDACTED]"}'
@@ -293,7 +293,7 @@ class TestFlatMappings:
 
     def test_redactor_answers_are_kept_and_bounded(self) -> None:
         """is_secret answers the same from its memo, for str keys only, at most 4,096 of them."""
-        from actiontrace._redact import _KNOWN_MAX, Redactor
+        from actiontrace.recording._redact import _KNOWN_MAX, Redactor
 
         redactor = Redactor(["token"])
         names = [f"n{i}" for i in range(_KNOWN_MAX + 10)] + ["MyToken", "x-token"]

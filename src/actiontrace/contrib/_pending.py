@@ -30,15 +30,15 @@ import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
-from actiontrace import _ids
-from actiontrace._calls import end_auto_flow, open_auto_flow
-from actiontrace._capture import capture_error, capture_value, encode
-from actiontrace._context import NO_FLOW, frame_var, reset_or_set
-from actiontrace._decorators import SPEC_ATTR, ActionSpec, action
-from actiontrace._layout import DURATION, OUTPUTS, PART, SPEC, START, STATUS
 from actiontrace._propagation import Remote, end_tracestate, join, pass_tracestate
-from actiontrace._record import FlowPart
 from actiontrace._state import _Runtime, current_recorder, recording_enabled
+from actiontrace.recording import _ids
+from actiontrace.recording._calls import end_auto_flow, open_auto_flow
+from actiontrace.recording._capture import capture_error, capture_value, encode
+from actiontrace.recording._context import NO_FLOW, frame_var, reset_or_set
+from actiontrace.recording._decorators import SPEC_ATTR, ActionSpec, action
+from actiontrace.recording._layout import DURATION, OUTPUTS, PART, SPEC, START, STATUS
+from actiontrace.recording._record import FlowPart
 
 __all__ = ["Pending", "Request", "RequestAction", "pending_action", "start_request"]
 

@@ -35,7 +35,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from actiontrace._capture import decode
 from actiontrace._exceptions import ActionNotFound, ConfigurationError, StorageError, TraceNotFound
 from actiontrace._model import (
     ActionFilter,
@@ -45,8 +44,9 @@ from actiontrace._model import (
     PerformanceMetrics,
     ProvenanceEdge,
 )
-from actiontrace._record import Part
 from actiontrace._state import at_fork
+from actiontrace.recording._capture import decode
+from actiontrace.recording._record import Part
 from actiontrace.storage import _errors, _retention
 from actiontrace.storage._base import Pruned, TraceStorage
 from actiontrace.storage._browse import Browsing
