@@ -100,8 +100,7 @@ class Pending:
     def start(cls, fn: Callable[..., Any], *inputs: Any) -> Pending | None:
         part = token = None
         try:
-            pair = frame_var.get()  # NO_FLOW, or a frame, or (frame, last completed)
-            if pair.__class__ is tuple and pair[0] is None and recording_enabled():
+            if _outside_flow() and recording_enabled():
                 part, token = open_auto_flow()
             coro = fn(*inputs)
             yielded = coro.send(None)
@@ -268,6 +267,15 @@ class _Joined:
 Request = Pending | RequestAction | _Joined
 
 
+def _outside_flow() -> bool:
+    """Whether no flow is active in this context (``frame_var`` holds NO_FLOW's shape)."""
+    pair: Any = frame_var.get()  # NO_FLOW, or a frame, or (frame, last completed)
+    if pair.__class__ is not tuple:
+        return False
+    frame, _ = pair
+    return frame is None
+
+
 def start_request(fn: Callable[..., Any], names: tuple[str, ...], remote: Remote | None,
                   *inputs: Any) -> Request | None:
     """Start the request action ``fn`` (a ``pending_action``), continuing ``remote``.
@@ -279,8 +287,7 @@ def start_request(fn: Callable[..., Any], names: tuple[str, ...], remote: Remote
     """
     spec: ActionSpec = getattr(fn, SPEC_ATTR)
     if not spec.reactions and _Runtime.enabled:
-        pair = frame_var.get()  # NO_FLOW, or a frame, or (frame, last completed)
-        if remote is not None or (pair.__class__ is tuple and pair[0] is None):
+        if remote is not None or _outside_flow():
             try:
                 return RequestAction(spec, dict(zip(names, inputs, strict=True)), remote)
             except Exception:
