@@ -286,13 +286,12 @@ def start_request(fn: Callable[..., Any], names: tuple[str, ...], remote: Remote
     is recorded (the application runs all the same).
     """
     spec: ActionSpec = getattr(fn, SPEC_ATTR)
-    if not spec.reactions and _Runtime.enabled:
-        if remote is not None or _outside_flow():
-            try:
-                return RequestAction(spec, dict(zip(names, inputs, strict=True)), remote)
-            except Exception:
-                log.debug("actiontrace: could not start a request action", exc_info=True)
-                return None
+    if not spec.reactions and _Runtime.enabled and (remote is not None or _outside_flow()):
+        try:
+            return RequestAction(spec, dict(zip(names, inputs, strict=True)), remote)
+        except Exception:
+            log.debug("actiontrace: could not start a request action", exc_info=True)
+            return None
     if remote is None:
         return Pending.start(fn, *inputs)
     joined = join(remote)
