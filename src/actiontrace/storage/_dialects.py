@@ -14,9 +14,12 @@ text the recorder already encoded, never re-encoded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import re
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -25,14 +28,17 @@ import msgspec
 import sqlalchemy as sa
 
 from actiontrace._ids import as_uuid
+from actiontrace._exceptions import StorageUnavailable
 from actiontrace._model import ActionFilter, PerformanceMetrics
 from actiontrace._record import Part
-from actiontrace.storage import _sqlite_inputs, _sqltext
+from actiontrace.storage import _partitions, _sqlite_inputs, _sqltext
 from actiontrace.storage._schema import actions
 
 __all__ = ["Dialect", "Postgres", "Sqlite", "for_engine"]
 
 Row = tuple[Any, ...]
+Connect = Callable[[], contextlib.AbstractContextManager[sa.Connection]]
+log = logging.getLogger("actiontrace")
 
 
 def _hexid(value: int) -> str:
@@ -151,6 +157,13 @@ class Dialect:
     def write(self, cur: Any, batch: Batch, index_every: int) -> None:
         """Insert ``batch`` on the driver's cursor (inside the caller's transaction)."""
         raise NotImplementedError
+
+    def before_write(self, connect: Connect, parts: Sequence[Part]) -> None:
+        """Prepare the database for ``parts`` before their transaction (PostgreSQL: the
+        partitions they need); never raises."""
+
+    def forget_layout(self) -> None:
+        """Look at the tables' partitioning again before the next write."""
 
     def json_column(self, col: Any) -> Any:
         """A JSON column as the encoded text ``_capture.decode`` reads."""
@@ -330,21 +343,88 @@ class Postgres(Dialect):
     text = staticmethod(_pg_text)
     json = staticmethod(_pg_json)
 
+    # How often a writer looks again at the store's partitioning (another process may
+    # partition it, or add partitions), and how long it waits after failing to add one.
+    LAYOUT_EVERY = 60.0
+    EXTEND_RETRY = 10.0
+
+    def __init__(self) -> None:
+        self._layout: _partitions.Layout | None = None
+        self._extend_after = 0.0
+
+    def forget_layout(self) -> None:
+        self._layout = None
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether the last look found the tables partitioned (``_partitions``)."""
+        return self._layout is not None and self._layout.partitioned
+
+    def before_write(self, connect: Connect, parts: Sequence[Part]) -> None:
+        try:
+            lay = self._layout
+            if lay is None or time.monotonic() - lay.seen > self.LAYOUT_EVERY:
+                with connect() as conn:
+                    lay = self._layout = _partitions.layout(conn)
+                    conn.rollback()
+            if lay.partitioned:
+                self._extend(connect, lay, parts)
+        except Exception as exc:  # noqa: BLE001 - the write itself will report the database
+            log.debug("actiontrace: partition check failed: %s", exc)
+
+    def _extend(self, connect: Connect, lay: _partitions.Layout, parts: Sequence[Part]) -> None:
+        """Create the partitions the batch's newest flows need, and one period beyond:
+        a few ns per part, a transaction only when the newest partition is near."""
+        period_ms = lay.period_s * 1000
+        now_ms = time.time_ns() // 1_000_000
+        cap = now_ms + 2 * period_ms  # later "UUIDv7" times: not ours (random ids): default
+        newest = 0
+        for p in parts:
+            t = p.token
+            if (t >> 76) & 0xF == 7:
+                ms = t >> 80
+                if newest < ms <= cap:
+                    newest = ms
+        if not newest or newest + period_ms <= lay.top_ms:
+            return
+        if time.monotonic() < self._extend_after:
+            return
+        try:
+            with connect() as conn:
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_partitions.LOCK_TIMEOUT}'")
+                _partitions.extend(conn, newest + period_ms)
+                self._layout = _partitions.layout(conn)
+                conn.commit()
+        except Exception as exc:  # noqa: BLE001 - the rows go to the default partition
+            self._extend_after = time.monotonic() + self.EXTEND_RETRY
+            log.warning("actiontrace: could not add partitions (%s); their flows go to the "
+                        "default partition until then", exc)
+
     def action_rows(self, rows: list[Row]) -> list[Row]:
         return [(a, t, p, _pg_text(c), _pg_text(n), ts, d, st, _pg_json(i), _pg_json(o))
                 for a, t, p, c, n, ts, d, st, i, o in rows]
 
     def write(self, cur: Any, batch: Batch, index_every: int) -> None:
-        for table, kind, rows in (("flows", "flow", batch.flows),
-                                  ("actions", "action", batch.actions),
-                                  ("edges", "edge", batch.edges),
-                                  ("log_events", "log", batch.logs)):
-            if len(rows) >= _sqltext.PG_COPY_MIN and table in _sqltext.PG_COPY:
-                _pg_copy_upsert(cur, table, rows)
-            elif rows:
-                cur.executemany(self.sql[kind], rows)
+        import psycopg
+
+        sql = _PG_PARTITIONED if self.partitioned else self.sql
+        try:
+            for table, kind, rows in (("flows", "flow", batch.flows),
+                                      ("actions", "action", batch.actions),
+                                      ("edges", "edge", batch.edges),
+                                      ("log_events", "log", batch.logs)):
+                if len(rows) >= _sqltext.PG_COPY_MIN and table in _sqltext.PG_COPY:
+                    _pg_copy_upsert(cur, table, rows, self.partitioned)
+                elif rows:
+                    cur.executemany(sql[kind], rows)
+        except psycopg.errors.InvalidColumnReference as exc:
+            # "no unique constraint matching the ON CONFLICT specification": the tables
+            # were partitioned (or put back) since the last look. Look again, retry.
+            self._layout = None
+            raise StorageUnavailable(
+                "the tables' partitioning changed during the write; retrying") from exc
         if batch.foreign:
-            cur.executemany(self.sql["stale"], [(t,) for t in batch.foreign])
+            cur.executemany(sql["stale"], [(t,) for t in batch.foreign])
 
     def json_column(self, col: Any) -> Any:
         return sa.cast(col, sa.Text)
@@ -390,8 +470,14 @@ class Postgres(Dialect):
                                   float(row[4]))
 
 
-def _pg_copy_upsert(cur: Any, table: str, rows: list[Row]) -> None:
+# The statements naming a conflict target, for partitioned tables (_partitions).
+_PG_PARTITIONED = {k: _partitions.conflict_sql(v) for k, v in _sqltext.POSTGRESQL.items()}
+
+
+def _pg_copy_upsert(cur: Any, table: str, rows: list[Row], partitioned: bool = False) -> None:
     cols, upsert = _sqltext.PG_COPY[table]
+    if partitioned:
+        upsert = _partitions.conflict_sql(upsert)
     if table in _sqltext.PG_DIRECT:
         import psycopg
 
