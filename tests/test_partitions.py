@@ -114,7 +114,7 @@ class TestConvert:
         store.partition(3600)
         now = now_us()
         flow = make_flow(now)
-        root, child, last = flow.actions.values()
+        root, _child, last = flow.actions.values()
         running = ActionTrace(flow.flow_token, root.id, {last.id: ActionRecord(
             last.id, last.concept_uri, last.action, last.inputs, None, last.timestamp,
             flow.flow_token, root.id, "running", None)}, [], now, "worker")
@@ -253,9 +253,8 @@ class TestRetentionByPartition:
             self, store: SqlAlchemyTraceStorage) -> None:
         """exact=False (the writer's retention) keeps the flows of a period that is not
         over at the cut; an exact prune removes them row-wise."""
-        now = now_us()
         store.partition(3600 * 24, ahead=0)
-        current = min(s for s in spans(store) if s.regular)
+        current = next(s for s in spans(store) if s.regular)
         assert current.lo_ms is not None
         flow = make_flow(current.lo_ms * 1000 + 5)
         store.save_trace(flow)

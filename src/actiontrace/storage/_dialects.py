@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 import msgspec
 import sqlalchemy as sa
 
-from actiontrace._ids import as_uuid
 from actiontrace._exceptions import StorageUnavailable
+from actiontrace._ids import as_uuid
 from actiontrace._model import ActionFilter, PerformanceMetrics
 from actiontrace._record import Part
 from actiontrace.storage import _partitions, _sqlite_inputs, _sqltext

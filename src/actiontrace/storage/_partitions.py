@@ -55,8 +55,8 @@ from actiontrace.storage._schema import actions, edges, flows, log_events
 __all__ = [
     "TABLES",
     "Layout",
-    "boundary_after",
     "Span",
+    "boundary_after",
     "conflict_sql",
     "convert",
     "drop_span",
@@ -127,8 +127,9 @@ def layout(conn: sa.Connection) -> Layout:
         return Layout(False)
     m = _COMMENT_RE.fullmatch(row[1] or "")
     period = int(m.group(1)) if m else 86400
-    top = max((s.hi_ms for s in spans(conn) if s.regular), default=0)
-    return Layout(True, period, top or 0)
+    top = max((s.hi_ms for s in spans(conn) if s.hi_ms is not None and s.lo_ms is not None),
+              default=0)
+    return Layout(True, period, top)
 
 
 def spans(conn: sa.Connection) -> list[Span]:
@@ -258,7 +259,7 @@ def convert(conn: sa.Connection, period_s: int, ahead: int, now_ms: int) -> int:
         indexes = _indexes(conn, table)
         keys: list[tuple[str, str, list[str]]] = []
         conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {old}")
-        for name, definition, unique, con_name, con_type in indexes:
+        for name, _definition, unique, con_name, con_type in indexes:
             if con_name is not None and con_type in ("p", "u"):
                 cols = _constraint_columns(conn, old, con_name)
                 keys.append((con_name, "PRIMARY KEY" if con_type == "p" else "UNIQUE", cols))
@@ -283,7 +284,7 @@ def convert(conn: sa.Connection, period_s: int, ahead: int, now_ms: int) -> int:
             quoted = ", ".join(f'"{c}"' for c in (
                 cols if "flow_token" in cols else [*cols, "flow_token"]))
             conn.exec_driver_sql(f"ALTER TABLE {table} ADD CONSTRAINT {con_name} {kind} ({quoted})")
-        for _name, definition, unique, con_name, _t in indexes:
+        for _name, definition, unique, _con, _t in indexes:
             if not unique:  # the same text: its table name is the new table's now
                 conn.exec_driver_sql(definition)
         for con_name, _kind, cols in keys:
