@@ -156,6 +156,26 @@ class TestConvert:
             s.close()
 
 
+class TestPartitionedUnderARunningWriter:
+    def test_a_writer_that_has_not_looked_again_retries(self, pg_url: str,
+                                                        store: SqlAlchemyTraceStorage) -> None:
+        """A writer that last looked before another process partitioned the store gets a
+        transient error on its first upsert (so the tracer retries), then writes."""
+        from actiontrace import StorageUnavailable
+
+        flow = make_flow(now_us())
+        store.save_trace(flow)  # this writer has seen the store unpartitioned
+        other = SqlAlchemyTraceStorage(pg_url)
+        other.partition(3600)
+        other.close()
+        with pytest.raises(StorageUnavailable, match="partitioning changed"):
+            store.save_trace(flow)  # conflicts: the upsert's target is the old key
+        assert store.is_transient(StorageUnavailable("x"))
+        store.save_trace(flow)
+        assert store.get_trace(flow.flow_token).actions == flow.actions
+        assert counts(store)["actiontrace_actions"] == 3
+
+
 class TestWritersAddPartitions:
     def test_a_write_near_the_newest_partition_adds_the_next(
             self, store: SqlAlchemyTraceStorage) -> None:

@@ -371,6 +371,12 @@ class Postgres(Dialect):
                 self._extend(connect, lay, parts)
         except Exception as exc:  # noqa: BLE001 - the write itself will report the database
             log.debug("actiontrace: partition check failed: %s", exc)
+            if self._layout is None:
+                # Not again before each retry of a database that is down: in a few
+                # seconds. Meanwhile writes assume no partitions; if there are, the
+                # upsert's conflict target fails and forgets this (write, below).
+                self._layout = _partitions.Layout(
+                    False, seen=time.monotonic() - self.LAYOUT_EVERY + self.EXTEND_RETRY)
 
     def _extend(self, connect: Connect, lay: _partitions.Layout, parts: Sequence[Part]) -> None:
         """Create the partitions the batch's newest flows need, and one period beyond:
