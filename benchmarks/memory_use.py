@@ -58,7 +58,7 @@ def run(mode: str, actions: int, flow_size: int) -> dict[str, Any]:
     import actiontrace
     from actiontrace import flow
     from actiontrace._options import TRACER_OPTIONS
-    from actiontrace._record import FlowPart
+    from actiontrace.recording._record import FlowPart
     from actiontrace.storage import InMemoryTraceStorage
 
     sys.path.insert(0, str(HERE))
@@ -116,7 +116,7 @@ def run(mode: str, actions: int, flow_size: int) -> dict[str, Any]:
                       rss_bytes_per_action=(rss - base_rss) * 1024 / buffered)
     stats = tracer.stats()
     result["dropped"] = stats["dropped"]
-    result["max_queue"] = tracer._buffer.max_queue
+    result["max_queue"] = tracer._writer.buffer.max_queue
     result["writer_stalled"] = storage.entered.is_set()
     storage.gate.set()  # let the writer finish (its writes now do nothing) and exit cleanly
     tracer.shutdown(30)

@@ -40,7 +40,7 @@ from _suite import Row, Unavailable, interleaved, pg_base_url, pg_schema_url, pr
 
 import actiontrace
 from actiontrace import ActionFilter, action, flow
-from actiontrace._record import FlowPart
+from actiontrace.recording._record import FlowPart
 from actiontrace.storage import InMemoryTraceStorage
 
 GROUP = "overhead"

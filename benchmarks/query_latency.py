@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from actiontrace import ActionFilter, TraceAnalyzer
-from actiontrace._ids import as_uuid, new_id
-from actiontrace._record import FlowPart, Named
+from actiontrace.recording._ids import as_uuid, new_id
+from actiontrace.recording._record import FlowPart, Named
 from actiontrace.storage import SqlAlchemyTraceStorage
 
 CONCEPTS = [f"app::Concept{i}" for i in range(4)]

@@ -33,8 +33,8 @@ from sql_throughput import FLOW_SIZE, Collect, player, record
 
 import actiontrace
 from actiontrace import flow
-from actiontrace._record import FlowPart, to_trace
 from actiontrace.contrib.otel import _part_spans, to_spans
+from actiontrace.recording._record import FlowPart, to_trace
 from actiontrace.storage import InMemoryTraceStorage
 
 

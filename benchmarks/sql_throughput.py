@@ -30,7 +30,7 @@ from _suite import Row, pg_schema_url, row_from
 
 import actiontrace
 from actiontrace import action, concept, flow
-from actiontrace._record import FlowPart
+from actiontrace.recording._record import FlowPart
 from actiontrace.storage import InMemoryTraceStorage, SqlAlchemyTraceStorage
 from actiontrace.storage._migrate import upgrade
 

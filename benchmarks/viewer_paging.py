@@ -32,7 +32,7 @@ from _suite import pg_base_url, pg_schema_url
 from query_latency import StoreBuilder, fill
 
 from actiontrace import ActionFilter, SqlAlchemyTraceStorage
-from actiontrace._record import FlowPart
+from actiontrace.recording._record import FlowPart
 from actiontrace.storage._schema import actions, flows
 from viewer_support import Server
 

@@ -180,7 +180,7 @@ class TestTruncation:
 
     def test_whole_inputs_bounded(self, tracer: actiontrace.ActionTracer) -> None:
         """Six large arguments share the inputs' bound of 4 x the limit, fairly."""
-        from actiontrace._capture import INPUTS_BOUND
+        from actiontrace.recording._capture import INPUTS_BOUND
 
         big = ["y" * 100_000] * 6
         echo_many(*big)

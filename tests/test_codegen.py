@@ -1,4 +1,4 @@
-"""Generated code (``actiontrace._codegen``): wrappers and binders, compiled in the open."""
+"""Generated code (``actiontrace.recording._codegen``): wrappers and binders, compiled in the open."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 import actiontrace
-from actiontrace import _codegen, action
+from actiontrace import action
 from actiontrace._model import ActionFilter
-from actiontrace._redact import Redactor
+from actiontrace.recording import _codegen
+from actiontrace.recording._redact import Redactor
 
 
 @pytest.fixture

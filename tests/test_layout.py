@@ -1,4 +1,4 @@
-"""The record/frame layout (``actiontrace._layout``) and that nothing bypasses it."""
+"""The record/frame layout (``actiontrace.recording._layout``) and that nothing bypasses it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import actiontrace
-from actiontrace import _codegen, _layout
+from actiontrace.recording import _codegen, _layout
 
 PACKAGE = Path(actiontrace.__file__).parent
 # Names the package gives records and frames: a bare number after one is a slot.
@@ -101,7 +101,7 @@ class TestNoBareSubscripts:
         found = []
         for path in _modules():
             text = path.read_text()
-            if "actiontrace._layout" not in text:
+            if "actiontrace.recording._layout" not in text:
                 continue
             found += [
                 f"{path.relative_to(PACKAGE)}:{line} {name}[...]"

@@ -13,11 +13,11 @@ import structlog
 
 import actiontrace
 from actiontrace import LogEvent, TraceStorage, action, continue_flow, flow
-from actiontrace._ids import new_id
-from actiontrace._layout import new_record
-from actiontrace._record import FlowPart, Named, from_trace
 from actiontrace.contrib.logging import FlowContextFilter
 from actiontrace.contrib.structlog import add_flow_context, attach_to_action
+from actiontrace.recording._ids import new_id
+from actiontrace.recording._layout import new_record
+from actiontrace.recording._record import FlowPart, Named, from_trace
 
 
 def quiet(logger: Any, method_name: str, event_dict: Any) -> Any:

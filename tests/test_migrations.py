@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 
 from actiontrace import ActionFilter, SchemaAhead, SchemaBehind, SqlAlchemyTraceStorage
-from actiontrace._ids import new_id
-from actiontrace._layout import new_record
-from actiontrace._record import FlowPart, Named
+from actiontrace.recording._ids import new_id
+from actiontrace.recording._layout import new_record
+from actiontrace.recording._record import FlowPart, Named
 from actiontrace.storage import _migrate
 from actiontrace.storage._schema import VERSION_TABLE, for_dialect, metadata
 

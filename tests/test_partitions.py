@@ -23,7 +23,8 @@ from actiontrace import (
     SqlAlchemyTraceStorage,
     StorageError,
 )
-from actiontrace._ids import as_uuid, new_id, now_us
+from actiontrace.recording._ids import as_uuid, new_id, now_us
+from actiontrace.recording._record import from_trace
 from actiontrace.storage import _partitions
 
 HOUR_US = 3600 * 1_000_000
@@ -126,8 +127,8 @@ class TestConvert:
         assert len(got.provenance_edges) == 1 and len(got.logs) == 1
         # More than PG_COPY_MIN rows take COPY, then the conflict path.
         many = [make_flow(now + i) for i in range(40)]
-        store.write_parts([actiontrace._record.from_trace(t) for t in many])
-        store.write_parts([actiontrace._record.from_trace(t) for t in many])
+        store.write_parts([from_trace(t) for t in many])
+        store.write_parts([from_trace(t) for t in many])
         assert counts(store)["actiontrace_actions"] == 3 * 41
 
     def test_a_second_call_only_adds_partitions(self, store: SqlAlchemyTraceStorage) -> None:
@@ -199,8 +200,8 @@ class TestWritersAddPartitions:
         child = """
             import sys, time
             from actiontrace import SqlAlchemyTraceStorage
-            from actiontrace._ids import now_us
-            from actiontrace._record import from_trace
+            from actiontrace.recording._ids import now_us
+            from actiontrace.recording._record import from_trace
             sys.path.insert(0, sys.argv[2])
             from test_partitions import make_flow
 

@@ -19,7 +19,7 @@ import pytest
 
 import actiontrace
 from actiontrace import ActionFilter, InMemoryTraceStorage, action, flow
-from actiontrace._journal import HEADER, Journal, decode_parts, default_directory
+from actiontrace.pipeline._journal import HEADER, Journal, decode_parts, default_directory
 from reliability_support import PrivateCluster, count_rows, private_cluster, run_python
 
 pytestmark = pytest.mark.postgres
@@ -84,7 +84,7 @@ class TestJournalFormat:
             step(1)
             glue()
         assert tracer.flush(5)
-        part = tracer._buffer.recent[next(iter(tracer._buffer.recent))][0].snapshot()
+        part = tracer._writer.recent[next(iter(tracer._writer.recent))][0].snapshot()
         part.log_events = [(7 << 100, None, 5, "info", "hello", b'{"a":1}')]
         part.sampled = False
         journal = Journal(tmp_path / "j")
@@ -186,7 +186,7 @@ def test_replaying_a_frame_twice_stores_it_once(backend: str, request: pytest.Fi
             step(1)
             glue()
     assert tracer.flush(10)
-    parts = [p for ps in tracer._buffer.recent.values() for p in ps]
+    parts = [p for ps in tracer._writer.recent.values() for p in ps]
     journal = Journal(tmp_path / "j")
     journal.append(parts)
     cursor = journal.release_current()
@@ -258,7 +258,7 @@ class TestSpillAndReplay:
 
         store.write_parts = spy_write  # type: ignore[method-assign]
         tracer = actiontrace.configure(storage=store, journal=tmp_path / "j")
-        buffer = tracer._buffer
+        buffer = tracer._writer
         buffer.spill_after = 0
         journal = buffer.journal
         assert journal is not None
@@ -308,7 +308,7 @@ class TestSpillAndReplay:
                 pass
             t.flush(30)
             deadline = time.monotonic() + 60
-            from actiontrace._journal import Journal
+            from actiontrace.pipeline._journal import Journal
             while Journal({str(jdir)!r}).files() and time.monotonic() < deadline:
                 time.sleep(0.05)
             print(t.stats()["replayed"])
@@ -353,7 +353,7 @@ class TestPostgresDown:
         """PostgreSQL stopped for 30 s while the app records: the app never waits on it (no
         write, no journal frame on its thread), zero lost or doubled."""
         tracer = actiontrace.configure(url=pg, journal=tmp_path / "j")
-        journal = tracer._buffer.journal
+        journal = tracer._writer.journal
         assert journal is not None
         io_threads: set[int] = set()
         append_frame = journal.append_frame
@@ -459,7 +459,7 @@ while tracer.stats()["journaled"] < n and time.monotonic() < deadline:
     time.sleep(0.05)
     peak = max(peak, rss_kib())
 s = tracer.stats()
-from actiontrace._journal import Journal
+from actiontrace.pipeline._journal import Journal
 journal_bytes = Journal(jdir).size()
 print("READY", json.dumps({{"record_s": record_s, "base_kib": base, "peak_kib": peak,
                            "journal_bytes": journal_bytes, **{{k: s[k] for k in (

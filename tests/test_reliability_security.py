@@ -130,7 +130,7 @@ class TestNoSecretOnDisk:
             assert tracer.flush(10)
             for name in ("t.db", "t.db-wal", "t.db-shm"):
                 assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
-            journal = tracer._buffer.journal
+            journal = tracer._writer.journal
             assert journal is not None
             assert journal.directory == tmp_path / "t.db-journal.d"
             path, _ = journal.append([])
@@ -190,7 +190,7 @@ class TestPasswordsMasked:
         assert PASSWORD not in caplog.text
         assert caplog.text  # a warning was logged
         assert PASSWORD not in repr(tracer) + repr(tracer.storage) + str(s)
-        assert PASSWORD not in str(tracer._buffer.journal.directory)  # type: ignore[union-attr]
+        assert PASSWORD not in str(tracer._writer.journal.directory)  # type: ignore[union-attr]
         with pytest.raises(Exception) as info:  # queries raise the database's error...
             tracer.storage.find_actions(ActionFilter())
         # ...which is SQLAlchemy's own: it names host and port, never the password.

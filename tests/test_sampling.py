@@ -10,7 +10,7 @@ import pytest
 
 import actiontrace
 from actiontrace import ActionFilter, ConfigurationError, action, continue_flow, flow
-from actiontrace._context import sampled
+from actiontrace.recording._context import sampled
 
 
 @action(concept="smp::Work")
@@ -63,8 +63,8 @@ class TestSampling:
     def test_share_does_not_depend_on_how_ids_were_spaced(self) -> None:
         """Tokens that are every k-th id of a process (flows of k actions) are kept at the
         rate asked, whatever k: the decision hashes the token, it does not scale it."""
-        from actiontrace._context import sampled
-        from actiontrace._ids import new_id
+        from actiontrace.recording._context import sampled
+        from actiontrace.recording._ids import new_id
 
         for stride in range(1, 8):
             ids = [new_id() for _ in range(1000 * stride)][::stride]

@@ -213,7 +213,7 @@ class TestBulkPath:
         with flow("bulk::Web::req") as token:
             for i in range(200):
                 echo(values[i % len(values)])
-        part = next(iter(tracer._buffer._queue))  # the part, before the writer takes it
+        part = next(iter(tracer._writer.buffer.queue))  # the part, before the writer takes it
         assert tracer.flush(30)
         storage.write_parts([part, part])  # the same actions twice in one batch: stored once
         stored = storage.get_trace(token)
@@ -229,7 +229,7 @@ class TestBulkPath:
         """100 flows, each recorded as two parts, written in a single batch."""
         import actiontrace
         from actiontrace import action, continue_flow, flow
-        from actiontrace._ids import as_uuid
+        from actiontrace.recording._ids import as_uuid
 
         tracer = actiontrace.ActionTracer(storage, flush_interval=3600)
         actiontrace._state.install(tracer)
@@ -242,12 +242,12 @@ class TestBulkPath:
         for i in range(100):
             with flow("bulk::Web::req") as token:
                 step(i)
-            part = tracer._buffer._queue[-1]  # still queued: the writer waits for flush()
+            part = tracer._writer.buffer.queue[-1]  # still queued: the writer waits for flush()
             trigger = as_uuid(part.full_id(part.records[1]))
             with continue_flow(token, trigger=trigger, synchronization="Remote"):
                 step(-i)
             tokens.append((token, as_uuid(part.root_id)))
-        assert len(tracer._buffer._queue) == 200
+        assert len(tracer._writer.buffer.queue) == 200
         assert tracer.flush(30)
         for token, root in tokens:
             trace = storage.get_trace(token)
@@ -264,9 +264,9 @@ class TestInputValueIndex:
 
     @staticmethod
     def _write(store: SqlAlchemyTraceStorage, n: int, start: int = 0) -> None:
-        from actiontrace._ids import new_id
-        from actiontrace._layout import new_record
-        from actiontrace._record import FlowPart, Named
+        from actiontrace.recording._ids import new_id
+        from actiontrace.recording._layout import new_record
+        from actiontrace.recording._record import FlowPart, Named
 
         for i in range(start, start + n):  # one action per batch
             part = FlowPart(new_id(), None, 1_000 + i, "idx")
@@ -472,8 +472,8 @@ class TestRetention:
 
     def test_every_row_of_a_flow_goes(self, sql_url: str) -> None:
         """Actions, edges, log events and SQLite's input-value index rows all go."""
-        from actiontrace._ids import now_us
         from actiontrace.demo import MusicPlayer
+        from actiontrace.recording._ids import now_us
 
         store = SqlAlchemyTraceStorage(sql_url)
         store.input_index_every = 5  # index as the writer goes
@@ -492,7 +492,7 @@ class TestRetention:
     def test_prune_while_another_process_writes(self, sql_url: str) -> None:
         """Pruning everything older than now, again and again, while another process
         writes requests: every flow is either whole or gone, nothing is orphaned."""
-        from actiontrace._ids import now_us
+        from actiontrace.recording._ids import now_us
 
         rounds = 15
         store = SqlAlchemyTraceStorage(sql_url)

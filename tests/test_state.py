@@ -7,7 +7,8 @@ import os
 import pytest
 
 import actiontrace
-from actiontrace import _codegen, _ids, _state
+from actiontrace import _state
+from actiontrace.recording import _codegen, _ids
 
 
 class TestRecorder:

@@ -26,9 +26,9 @@ from actiontrace import (
     flow,
     synchronization,
 )
-from actiontrace._ids import new_id
 from actiontrace._model import ActionRecord, ActionTrace, ProvenanceEdge
-from actiontrace._record import FlowPart, from_trace
+from actiontrace.recording._ids import new_id
+from actiontrace.recording._record import FlowPart, from_trace
 
 # -- helpers -------------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from actiontrace import (
     StorageError,
     StorageUnavailable,
 )
-from actiontrace._ids import as_uuid, new_id
-from actiontrace._record import FlowPart, Named
+from actiontrace.recording._ids import as_uuid, new_id
+from actiontrace.recording._record import FlowPart, Named
 
 
 def _part() -> FlowPart:

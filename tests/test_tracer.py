@@ -266,8 +266,8 @@ class TestRetention:
         import time
 
         from actiontrace import SqlAlchemyTraceStorage
-        from actiontrace._ids import new_id
-        from actiontrace._record import FlowPart, Named
+        from actiontrace.recording._ids import new_id
+        from actiontrace.recording._record import FlowPart, Named
 
         store = SqlAlchemyTraceStorage(f"sqlite:///{tmp_path}/r.db")
         old = new_id()

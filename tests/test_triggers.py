@@ -622,7 +622,7 @@ class TestRemoveReaction:
 
     def test_snapshot_and_restore_registry(self, tracer: actiontrace.ActionTracer) -> None:
         """restore_reactions drops reactions declared after the snapshot, keeps earlier ones."""
-        from actiontrace._reactions import reactions_snapshot, restore_reactions
+        from actiontrace.recording._reactions import reactions_snapshot, restore_reactions
 
         calls: list[str] = []
 

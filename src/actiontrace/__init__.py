@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actiontrace._analysis import TraceAnalyzer
-from actiontrace._context import continue_flow, current_action_id, flow, wrap_context
-from actiontrace._decorators import action, concept, synchronization
 from actiontrace._exceptions import (
     ActionNotFound,
     ConfigurationError,
@@ -33,9 +31,11 @@ from actiontrace._model import (
     ProvenanceEdge,
 )
 from actiontrace._propagation import RemoteContext, continue_flow_from, extract, inject
-from actiontrace._reactions import remove_reaction
 from actiontrace._tracer import ActionTracer, configure, get_tracer
 from actiontrace._version import __version__
+from actiontrace.recording._context import continue_flow, current_action_id, flow, wrap_context
+from actiontrace.recording._decorators import action, concept, synchronization
+from actiontrace.recording._reactions import remove_reaction
 from actiontrace.storage import InMemoryTraceStorage, TraceStorage
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
-from actiontrace._decorators import action
+from actiontrace.recording._decorators import action
 
 __all__ = ["Patch", "instrument", "uninstrument"]
 

@@ -26,8 +26,8 @@ from urllib.parse import quote, unquote
 
 import msgspec
 
-from actiontrace._context import continue_flow, count_event, flow, remote_view
-from actiontrace._ids import as_uuid
+from actiontrace.recording._context import continue_flow, count_event, flow, remote_view
+from actiontrace.recording._ids import as_uuid
 
 __all__ = ["RemoteContext", "continue_flow_from", "extract", "inject"]
 

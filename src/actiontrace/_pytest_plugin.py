@@ -34,8 +34,9 @@ def isolated_tracer() -> Iterator[ActionTracer]:
     settings and the declared reactions are restored as they were. The earlier tracer is
     not flushed or shut down: it carries on as if the block had never run.
     """
-    from actiontrace import _reactions, _state
+    from actiontrace import _state
     from actiontrace._tracer import ActionTracer
+    from actiontrace.recording import _reactions
     from actiontrace.storage import InMemoryTraceStorage
 
     enabled = _state.recording_enabled()

@@ -26,10 +26,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from actiontrace._redact import DEFAULT_REDACT, Redactor
+from actiontrace.recording._redact import DEFAULT_REDACT, Redactor
 
 if TYPE_CHECKING:
-    from actiontrace._context import Recorder
+    from actiontrace.recording._context import Recorder
 
 __all__ = [
     "FORK_STEPS", "Settings", "after_multiprocessing_fork", "at_fork", "current_recorder", "install", "on_change",

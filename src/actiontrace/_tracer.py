@@ -11,19 +11,29 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Unpack
 
-from actiontrace import _ids, _state
-from actiontrace._capture import EMPTY, NULL, capture_value
-from actiontrace._context import (
+from actiontrace import _state
+from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNotFound
+from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
+from actiontrace._options import (
+    TRACER_OPTIONS,
+    ConfigureOptions,
+    TracerOptions,
+    check,
+)
+from actiontrace._state import current_recorder, settings
+from actiontrace.pipeline._journal import open_journal
+from actiontrace.pipeline._writer import Writer, WriterStats
+from actiontrace.recording import _ids
+from actiontrace.recording._capture import EMPTY, NULL, capture_value
+from actiontrace.recording._context import (
     NO_FLOW,
     Recorder,
     current_frame,
     frame_var,
     parse_id,
 )
-from actiontrace._exceptions import ActionNotFound, ConfigurationError, TraceNotFound
-from actiontrace._ids import as_uuid, new_id, now_us
-from actiontrace._journal import open_journal
-from actiontrace._layout import (
+from actiontrace.recording._ids import as_uuid, new_id, now_us
+from actiontrace.recording._layout import (
     DURATION,
     ID,
     OUTPUTS,
@@ -36,22 +46,13 @@ from actiontrace._layout import (
     TRIGGER,
     new_record,
 )
-from actiontrace._model import ActionFilter, ActionRecord, ActionTrace
-from actiontrace._options import (
-    TRACER_OPTIONS,
-    ConfigureOptions,
-    TracerOptions,
-    check,
-)
-from actiontrace._record import FlowPart, Named, Part, to_trace
-from actiontrace._redact import DEFAULT_REDACT, Redactor
-from actiontrace._state import current_recorder, settings
-from actiontrace._writer import Buffer, WriterStats
+from actiontrace.recording._record import FlowPart, Named, Part, to_trace
+from actiontrace.recording._redact import DEFAULT_REDACT, Redactor
 from actiontrace.storage._base import TraceStorage
 from actiontrace.storage._memory import InMemoryTraceStorage
 
 if TYPE_CHECKING:
-    from actiontrace.contrib.otel import SpanExport
+    from actiontrace.contrib._span_export import SpanExport
 
 __all__ = ["ActionTracer", "configure", "get_tracer"]
 
@@ -132,7 +133,7 @@ class ActionTracer(Recorder):
             write = self._span_export.wrap(write)
         describe = getattr(self.storage, "describe_error", None)
         maintenance = _retention(self.storage, opts["retention"])
-        self._buffer = Buffer(
+        self._writer = Writer(
             write,
             is_transient=getattr(self.storage, "is_transient", lambda exc: True),
             max_queue=opts["max_queue"],
@@ -146,7 +147,7 @@ class ActionTracer(Recorder):
             **({"describe_error": describe} if describe else {}),
         )
         if self._span_export is not None:
-            self._span_export.buffer = self._buffer
+            self._span_export.writer = self._writer
         self.query_flush_timeout: float = opts["query_flush_timeout"]
         self._started: list[tuple[Any, Any, list[Any], FlowPart]] = []
         self._started_lock = threading.Lock()
@@ -156,7 +157,7 @@ class ActionTracer(Recorder):
         rate = opts["sample_rate"]
         if not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
             raise ConfigurationError(f"sample_rate must be a number from 0 to 1, got {rate!r}")
-        super().__init__(self._buffer, module, opts["max_reaction_depth"], float(rate))
+        super().__init__(self._writer.buffer, module, opts["max_reaction_depth"], float(rate))
 
     def __repr__(self) -> str:
         return f"<ActionTracer module={self.module!r} storage={type(self.storage).__name__}>"
@@ -255,7 +256,7 @@ class ActionTracer(Recorder):
 
         Returns False on timeout or if something could not be written; never raises.
         """
-        return self._buffer.flush(timeout)
+        return self._writer.flush(timeout)
 
     def shutdown(self, timeout: float | None = 10.0) -> bool:
         """Flush, stop the writer and close the storage. Returns whether all was written.
@@ -264,7 +265,7 @@ class ActionTracer(Recorder):
         takes at most about ``timeout`` seconds, whatever an exporter does.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        ok = self._buffer.stop(timeout)
+        ok = self._writer.stop(timeout)
         with contextlib.suppress(Exception):  # shutting down must not raise
             self.storage.close()
         if self._span_export is not None:
@@ -279,7 +280,7 @@ class ActionTracer(Recorder):
         ``span_export_dropped``, ``span_export_queued``, ``span_export_errors`` and
         ``span_exporters`` (the same per exporter, with ``stalled``).
         """
-        s = self._buffer.stats()
+        s = self._writer.stats()
         if self._span_export is not None:
             s.update(self._span_export.stats())
         return s
@@ -287,7 +288,7 @@ class ActionTracer(Recorder):
     # -- queries (they flush first) ------------------------------------------------------
 
     def _sync(self) -> None:
-        self._buffer.flush(self.query_flush_timeout)
+        self._writer.flush(self.query_flush_timeout)
 
     def get_trace(self, flow_token: uuid.UUID | str) -> ActionTrace:
         """The flow's trace: stored parts merged with what is still running here."""
@@ -300,7 +301,7 @@ class ActionTracer(Recorder):
             stored = None
         except Exception:  # noqa: BLE001 - the storage is down: fall back to what this process holds
             stored = None
-            live = [*self._buffer.recent.get(token.int, []), *live]
+            live = [*self._writer.recent.get(token.int, []), *live]
         if not live:
             if stored is None:
                 raise TraceNotFound(f"no trace for flow {token}")
@@ -342,7 +343,7 @@ def _span_export(exporters: Any, max_queue: Any) -> SpanExport | None:
     if not isinstance(max_queue, int) or max_queue < 1:
         raise ConfigurationError(f"span_export_queue must be a positive int, got {max_queue!r}")
     try:
-        from actiontrace.contrib.otel import SpanExport
+        from actiontrace.contrib._span_export import SpanExport
 
         return SpanExport(exporters, max_queue=max_queue)
     except ImportError as exc:

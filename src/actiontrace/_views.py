@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actiontrace._capture import capture_value
-from actiontrace._redact import Redactor
+from actiontrace.recording._capture import capture_value
+from actiontrace.recording._redact import Redactor
 
 if TYPE_CHECKING:
     from actiontrace._model import ActionRecord, ActionTrace, FlowSummary, LogEvent

@@ -15,7 +15,6 @@ Exit codes: 0 success, 1 an error (bad id, unreachable database, ...), 2 a usage
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import uuid
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from actiontrace._cli_db import db
 from actiontrace._cli_support import (
     AgeParam,
     CliError,
@@ -58,8 +58,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 # -- the group -------------------------------------------------------------------------------
 
 
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--url",
@@ -77,6 +75,9 @@ def cli(ctx: click.Context, url: str | None) -> None:
     obj = Context(url or os.environ.get("ACTIONTRACE_URL") or DEFAULT_URL)
     ctx.obj = obj
     ctx.call_on_close(obj.close)
+
+
+cli.add_command(db)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -106,84 +107,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = 0
     sys.exit(code if isinstance(code, int) else 0)
 
-
-# -- db ---------------------------------------------------------------------------------------
-
-
-@cli.group()
-def db() -> None:
-    """Manage the database schema (Alembic migrations bundled with actiontrace)."""
-
-
-def _engine(url: str) -> Any:
-    from actiontrace.storage._sql import make_engine
-
-    return make_engine(url)
-
-
-def _move_schema(obj: Context, step: str, rev: str) -> None:
-    """Run ``_migrate.upgrade`` or ``_migrate.downgrade`` to ``rev`` and say where it is.
-
-    A SQLite file this created is removed again when the step fails (an unknown
-    revision, say): a failed command leaves nothing behind.
-    """
-    from actiontrace.storage import _migrate
-
-    path = obj.sqlite_path()
-    new_file = path is not None and not os.path.exists(path)
-    engine = _engine(obj.url)
-    try:
-        getattr(_migrate, step)(engine, rev)
-        click.echo(f"actiontrace schema at {_migrate.current(engine) or 'base'}")
-    except BaseException:
-        engine.dispose()
-        if new_file and path is not None:
-            for leftover in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(leftover)
-        raise
-    finally:
-        engine.dispose()
-
-
-@db.command()
-@click.argument("rev", default="head")
-@pass_ctx
-@friendly_errors
-def upgrade(obj: Context, rev: str) -> None:
-    """Upgrade the schema to REV (default: head)."""
-    _move_schema(obj, "upgrade", rev)
-
-
-@db.command()
-@click.argument("rev")
-@pass_ctx
-@friendly_errors
-def downgrade(obj: Context, rev: str) -> None:
-    """Downgrade the schema to REV (``base`` removes every actiontrace table)."""
-    _move_schema(obj, "downgrade", rev)
-
-
-@db.command()
-@pass_ctx
-@friendly_errors
-def current(obj: Context) -> None:
-    """Print the schema's revision id (the database is only read)."""
-    from actiontrace.storage import _migrate
-    from actiontrace.storage._sql import make_engine
-
-    obj.require_file()
-    engine = make_engine(obj.url, read_only=True)
-    try:
-        rev = _migrate.current(engine)
-    finally:
-        engine.dispose()
-    if rev is None:
-        raise CliError(
-            f"{_migrate.describe(engine)} has no actiontrace schema: "
-            f"{_migrate.UPGRADE_HINT} to create it"
-        )
-    click.echo(rev)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -514,7 +437,7 @@ def demo(obj: Context, demo_url: str | None) -> None:
 @friendly_errors
 def prune(obj: Context, age: float, dry_run: bool) -> None:
     """Remove old flows, whole: their actions, edges and log events."""
-    from actiontrace._ids import now_us
+    from actiontrace.recording._ids import now_us
     from actiontrace.storage._sql import SqlAlchemyTraceStorage
 
     # Refused, like the reading commands, on a missing file or a database without our

@@ -151,7 +151,7 @@ def declared_reactions() -> list[tuple[str, str]]:
     The viewer's process declares the reactions of the modules it imported (``serve
     --import``); the store does not record declarations.
     """
-    from actiontrace._reactions import reactions_snapshot
+    from actiontrace.recording._reactions import reactions_snapshot
 
     return sorted((when, r.name) for when, reactions in reactions_snapshot().items()
                   for r in reactions)

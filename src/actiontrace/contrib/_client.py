@@ -13,9 +13,9 @@ import contextlib
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from actiontrace._context import remote_view
 from actiontrace._propagation import inject
 from actiontrace.contrib._pending import Pending, pending_action
+from actiontrace.recording._context import remote_view
 
 __all__ = ["CLIENT_CONCEPT", "clean_url", "send", "send_async", "start_request"]
 

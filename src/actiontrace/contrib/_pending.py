@@ -23,7 +23,7 @@ import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
-from actiontrace._decorators import action
+from actiontrace.recording._decorators import action
 
 __all__ = ["Pending", "pending_action"]
 

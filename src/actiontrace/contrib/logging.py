@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from actiontrace._context import current_ids
+from actiontrace.recording._context import current_ids
 
 __all__ = ["FlowContextFilter"]
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from actiontrace import _ids
-from actiontrace._capture import capture_value
-from actiontrace._context import current_frame, current_ids
-from actiontrace._layout import ID, OWNER, PART, SPEC
 from actiontrace._state import settings
+from actiontrace.recording import _ids
+from actiontrace.recording._capture import capture_value
+from actiontrace.recording._context import current_frame, current_ids
+from actiontrace.recording._layout import ID, OWNER, PART, SPEC
 
 __all__ = ["add_flow_context", "attach_to_action"]
 

@@ -24,11 +24,11 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from actiontrace._context import flow
-from actiontrace._decorators import action, concept, synchronization
 from actiontrace._model import ActionRecord
 from actiontrace._options import DEFAULT_URL
 from actiontrace.contrib.structlog import attach_to_action
+from actiontrace.recording._context import flow
+from actiontrace.recording._decorators import action, concept, synchronization
 
 __all__ = ["DEFAULT_URL", "DEMO_REQUESTS", "DemoResult", "MusicPlayer", "run"]
 
@@ -222,9 +222,9 @@ def run(url: str = DEFAULT_URL) -> DemoResult:
         StorageError: the traces could not be written.
     """
     from actiontrace._exceptions import StorageError
-    from actiontrace._ids import now_us
     from actiontrace._model import ActionFilter
     from actiontrace._tracer import configure
+    from actiontrace.recording._ids import now_us
     from actiontrace.storage._sql import SqlAlchemyTraceStorage, mask_url
 
     storage = SqlAlchemyTraceStorage(url)

@@ -1,6 +1,6 @@
 """The storage interface every backend implements (docs/reference.md: Queries, Storage).
 
-Storages are written in *parts* (``actiontrace._record.Part``): what one process
+Storages are written in *parts* (``actiontrace.recording._record.Part``): what one process
 recorded of one flow. Parts of the same flow merge; writing the same action twice
 (same id) stores it once. The public ``save_trace`` takes an ``ActionTrace`` and
 converts it; the tracer's writer calls ``write_parts`` with whole batches.
@@ -26,7 +26,7 @@ from actiontrace._model import (
     PerformanceMetrics,
     Status,
 )
-from actiontrace._record import Part, from_trace, to_trace
+from actiontrace.recording._record import Part, from_trace, to_trace
 
 __all__ = ["IdKind", "Pruned", "TraceStorage", "prefix_bounds"]
 

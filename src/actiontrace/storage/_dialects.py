@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import re
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -28,9 +26,9 @@ import msgspec
 import sqlalchemy as sa
 
 from actiontrace._exceptions import StorageUnavailable
-from actiontrace._ids import as_uuid
 from actiontrace._model import ActionFilter, PerformanceMetrics
-from actiontrace._record import Part
+from actiontrace.recording._ids import as_uuid
+from actiontrace.recording._record import Part
 from actiontrace.storage import _partitions, _sqlite_inputs, _sqltext
 from actiontrace.storage._schema import actions
 
@@ -38,7 +36,6 @@ __all__ = ["Dialect", "Postgres", "Sqlite", "for_engine"]
 
 Row = tuple[Any, ...]
 Connect = Callable[[], contextlib.AbstractContextManager[sa.Connection]]
-log = logging.getLogger("actiontrace")
 
 
 def _hexid(value: int) -> str:
@@ -343,68 +340,19 @@ class Postgres(Dialect):
     text = staticmethod(_pg_text)
     json = staticmethod(_pg_json)
 
-    # How often a writer looks again at the store's partitioning (another process may
-    # partition it, or add partitions), and how long it waits after failing to add one.
-    LAYOUT_EVERY = 60.0
-    EXTEND_RETRY = 10.0
-
     def __init__(self) -> None:
-        self._layout: _partitions.Layout | None = None
-        self._extend_after = 0.0
+        self._tables = _partitions.WriterView()
 
     def forget_layout(self) -> None:
-        self._layout = None
+        self._tables.layout = None
 
     @property
     def partitioned(self) -> bool:
         """Whether the last look found the tables partitioned (``_partitions``)."""
-        return self._layout is not None and self._layout.partitioned
+        return self._tables.partitioned
 
     def before_write(self, connect: Connect, parts: Sequence[Part]) -> None:
-        try:
-            lay = self._layout
-            if lay is None or time.monotonic() - lay.seen > self.LAYOUT_EVERY:
-                with connect() as conn:
-                    lay = self._layout = _partitions.layout(conn)
-                    conn.rollback()
-            if lay.partitioned:
-                self._extend(connect, lay, parts)
-        except Exception as exc:  # noqa: BLE001 - the write itself will report the database
-            log.debug("actiontrace: partition check failed: %s", exc)
-            if self._layout is None:
-                # Not again before each retry of a database that is down: in a few
-                # seconds. Meanwhile writes assume no partitions; if there are, the
-                # upsert's conflict target fails and forgets this (write, below).
-                self._layout = _partitions.Layout(
-                    False, seen=time.monotonic() - self.LAYOUT_EVERY + self.EXTEND_RETRY)
-
-    def _extend(self, connect: Connect, lay: _partitions.Layout, parts: Sequence[Part]) -> None:
-        """Create the partitions the batch's newest flows need, and one period beyond:
-        a few ns per part, a transaction only when the newest partition is near."""
-        period_ms = lay.period_s * 1000
-        now_ms = time.time_ns() // 1_000_000
-        cap = now_ms + 2 * period_ms  # later "UUIDv7" times: not ours (random ids): default
-        newest = 0
-        for p in parts:
-            t = p.token
-            if (t >> 76) & 0xF == 7:
-                ms = t >> 80
-                if newest < ms <= cap:
-                    newest = ms
-        if not newest or newest + period_ms <= lay.top_ms:
-            return
-        if time.monotonic() < self._extend_after:
-            return
-        try:
-            with connect() as conn:
-                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_partitions.LOCK_TIMEOUT}'")
-                _partitions.extend(conn, newest + period_ms)
-                self._layout = _partitions.layout(conn)
-                conn.commit()
-        except Exception as exc:  # noqa: BLE001 - the rows go to the default partition
-            self._extend_after = time.monotonic() + self.EXTEND_RETRY
-            log.warning("actiontrace: could not add partitions (%s); their flows go to the "
-                        "default partition until then", exc)
+        self._tables.before_write(connect, parts)
 
     def action_rows(self, rows: list[Row]) -> list[Row]:
         # NUL is rare: one test per document and name, the replacing calls only when one
@@ -434,7 +382,7 @@ class Postgres(Dialect):
         except psycopg.errors.InvalidColumnReference as exc:
             # "no unique constraint matching the ON CONFLICT specification": the tables
             # were partitioned (or put back) since the last look. Look again, retry.
-            self._layout = None
+            self.forget_layout()
             raise StorageUnavailable(
                 "the tables' partitioning changed during the write; retrying") from exc
         if batch.foreign:

@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from actiontrace._exceptions import ActionNotFound, TraceNotFound
-from actiontrace._ids import as_uuid
 from actiontrace._model import (
     ActionFilter,
     ActionRecord,
@@ -21,7 +20,8 @@ from actiontrace._model import (
     ProvenanceEdge,
     Status,
 )
-from actiontrace._record import ActionRow, LogRow, Part, log_from_row, record_from_row
+from actiontrace.recording._ids import as_uuid
+from actiontrace.recording._record import ActionRow, LogRow, Part, log_from_row, record_from_row
 from actiontrace.storage._base import IdKind, Pruned, TraceStorage, prefix_bounds
 
 __all__ = ["InMemoryTraceStorage", "matches", "sort_key"]

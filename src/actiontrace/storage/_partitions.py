@@ -40,28 +40,35 @@ would queue every later writer behind it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from actiontrace._exceptions import StorageError
+from actiontrace.recording._record import Part
 from actiontrace.storage._schema import actions, edges, flows, log_events
 
 __all__ = [
     "TABLES",
     "Layout",
     "Span",
+    "WriterView",
     "boundary_after",
     "conflict_sql",
     "convert",
     "drop_span",
     "extend",
     "layout",
+    "partition",
+    "period_seconds",
     "spans",
     "token_bound",
 ]
@@ -115,6 +122,75 @@ class Layout:
     period_s: int = 0
     top_ms: int = 0  # the end of the newest period partition
     seen: float = dataclasses.field(default_factory=time.monotonic)
+
+
+log = logging.getLogger("actiontrace")
+Connect = Callable[[], contextlib.AbstractContextManager[sa.Connection]]
+
+
+class WriterView:
+    """A writer's knowledge of the store's partitioning (the PostgreSQL dialect's), and
+    the partitions it adds ahead of its batches."""
+
+    # How often a writer looks again at the store's partitioning (another process may
+    # partition it, or add partitions), and how long it waits after failing to add one.
+    LAYOUT_EVERY = 60.0
+    EXTEND_RETRY = 10.0
+
+    def __init__(self) -> None:
+        self.layout: Layout | None = None
+        self._extend_after = 0.0
+
+    @property
+    def partitioned(self) -> bool:
+        return self.layout is not None and self.layout.partitioned
+
+    def before_write(self, connect: Connect, parts: Sequence[Part]) -> None:
+        """Look at the layout when due, and add the partitions ``parts`` need; never raises."""
+        try:
+            lay = self.layout
+            if lay is None or time.monotonic() - lay.seen > self.LAYOUT_EVERY:
+                with connect() as conn:
+                    lay = self.layout = layout(conn)
+                    conn.rollback()
+            if lay.partitioned:
+                self._extend(connect, lay, parts)
+        except Exception as exc:  # noqa: BLE001 - the write itself will report the database
+            log.debug("actiontrace: partition check failed: %s", exc)
+            if self.layout is None:
+                # Not again before each retry of a database that is down: in a few
+                # seconds. Meanwhile writes assume no partitions; if there are, the
+                # upsert's conflict target fails and the dialect forgets this.
+                self.layout = Layout(
+                    False, seen=time.monotonic() - self.LAYOUT_EVERY + self.EXTEND_RETRY)
+
+    def _extend(self, connect: Connect, lay: Layout, parts: Sequence[Part]) -> None:
+        """Create the partitions the batch's newest flows need, and one period beyond:
+        a few ns per part, a transaction only when the newest partition is near."""
+        period_ms = lay.period_s * 1000
+        now_ms = time.time_ns() // 1_000_000
+        cap = now_ms + 2 * period_ms  # later "UUIDv7" times: not ours (random ids): default
+        newest = 0
+        for p in parts:
+            t = p.token
+            if (t >> 76) & 0xF == 7:
+                ms = t >> 80
+                if newest < ms <= cap:
+                    newest = ms
+        if not newest or newest + period_ms <= lay.top_ms:
+            return
+        if time.monotonic() < self._extend_after:
+            return
+        try:
+            with connect() as conn:
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                extend(conn, newest + period_ms)
+                self.layout = layout(conn)
+                conn.commit()
+        except Exception as exc:  # noqa: BLE001 - the rows go to the default partition
+            self._extend_after = time.monotonic() + self.EXTEND_RETRY
+            log.warning("actiontrace: could not add partitions (%s); their flows go to the "
+                        "default partition until then", exc)
 
 
 def layout(conn: sa.Connection) -> Layout:
@@ -309,9 +385,34 @@ def convert(conn: sa.Connection, period_s: int, ahead: int, now_ms: int) -> int:
     return made
 
 
-def set_period(conn: sa.Connection, period_s: int) -> None:
-    """The period of partitions created from now on."""
-    conn.exec_driver_sql(f"COMMENT ON TABLE {_FLOWS} IS '{_COMMENT.format(period=period_s)}'")
+def period_seconds(dialect: str, period: float | dt.timedelta, ahead: int) -> int:
+    """The period of ``SqlAlchemyTraceStorage.partition``'s arguments, in seconds.
+
+    Raises:
+        StorageError: not PostgreSQL, or a bad period or ``ahead``.
+    """
+    if dialect != "postgresql":
+        raise StorageError(f"partitioned tables are a PostgreSQL feature; this store is {dialect}")
+    seconds = period.total_seconds() if isinstance(period, dt.timedelta) else period
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 1:
+        raise StorageError(f"the partition period must be at least 1 second, got {period!r}")
+    if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 0:
+        raise StorageError(f"ahead must be 0 or more, got {ahead!r}")
+    return int(seconds)
+
+
+def partition(conn: sa.Connection, period_s: int, ahead: int) -> int:
+    """``SqlAlchemyTraceStorage.partition``: convert the store, or add partitions ahead
+    (and set the period of those made from now on); commits."""
+    now_ms = int(time.time() * 1000)
+    conn.exec_driver_sql("SET LOCAL lock_timeout = '30s'")
+    if layout(conn).partitioned:
+        conn.exec_driver_sql(f"COMMENT ON TABLE {_FLOWS} IS '{_COMMENT.format(period=period_s)}'")
+        made = extend(conn, boundary_after(now_ms, period_s) + ahead * period_s * 1000)
+    else:
+        made = convert(conn, period_s, ahead, now_ms)
+    conn.commit()
+    return made
 
 
 def drop_span(conn: sa.Connection, span: Span, before_us: int) -> tuple[int, int] | None:

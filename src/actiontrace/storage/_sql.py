@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Iterator, Sequence
@@ -37,7 +36,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from actiontrace._capture import decode
 from actiontrace._exceptions import ActionNotFound, ConfigurationError, StorageError, TraceNotFound
 from actiontrace._model import (
     ActionFilter,
@@ -47,8 +45,9 @@ from actiontrace._model import (
     PerformanceMetrics,
     ProvenanceEdge,
 )
-from actiontrace._record import Part
 from actiontrace._state import at_fork
+from actiontrace.recording._capture import decode
+from actiontrace.recording._record import Part
 from actiontrace.storage import _errors, _partitions, _retention
 from actiontrace.storage._base import Pruned, TraceStorage
 from actiontrace.storage._browse import Browsing
@@ -215,27 +214,11 @@ class SqlAlchemyTraceStorage(Browsing, TraceStorage):
             StorageError: not PostgreSQL, or a bad period.
             StorageUnavailable: the tables stayed locked by others (retry).
         """
-        if self.dialect != "postgresql":
-            raise StorageError("partitioned tables are a PostgreSQL feature; this store is "
-                               f"{self.dialect}")
+        period_s = _partitions.period_seconds(self.dialect, period, ahead)
         if self.read_only:
             raise StorageError("this storage was opened read_only: it cannot change the tables")
-        seconds = period.total_seconds() if isinstance(period, dt.timedelta) else period
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 1:
-            raise StorageError(f"the partition period must be at least 1 second, got {period!r}")
-        if ahead < 0:
-            raise StorageError(f"ahead must be 0 or more, got {ahead!r}")
-        period_s = int(seconds)
         with self._connect() as conn:
-            now_ms = int(time.time() * 1000)
-            conn.exec_driver_sql("SET LOCAL lock_timeout = '30s'")
-            if _partitions.layout(conn).partitioned:
-                _partitions.set_period(conn, period_s)
-                made = _partitions.extend(conn, _partitions.boundary_after(now_ms, period_s)
-                                           + ahead * period_s * 1000)
-            else:
-                made = _partitions.convert(conn, period_s, ahead, now_ms)
-            conn.commit()
+            made = _partitions.partition(conn, period_s, ahead)
         self._dialect.forget_layout()
         return made
 

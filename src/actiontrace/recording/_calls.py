@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from actiontrace import _ids
-from actiontrace._capture import capture_fallback, capture_value
-from actiontrace._context import frame_var
-from actiontrace._layout import START, base_frame
-from actiontrace._record import FlowPart
 from actiontrace._state import current_recorder
+from actiontrace.recording import _ids
+from actiontrace.recording._capture import capture_fallback, capture_value
+from actiontrace.recording._context import frame_var
+from actiontrace.recording._layout import START, base_frame
+from actiontrace.recording._record import FlowPart
 
 if TYPE_CHECKING:
-    from actiontrace._decorators import ActionSpec
+    from actiontrace.recording._decorators import ActionSpec
 
 __all__ = ["auto_flow", "auto_flow_async", "capture_inputs", "end_auto_flow"]
 

@@ -1,10 +1,10 @@
 """The writer's process life: fork, exit, and children started by ``multiprocessing``.
 
-Every live ``Buffer`` is in ``BUFFERS``. At ``fork`` (through ``_state``'s ordered
-steps, as the "writer" step) a buffer holds its I/O lock across the fork and the child
-starts empty; at exit every busy buffer is flushed (``atexit``, and in a
+Every live ``Writer`` is in ``WRITERS``. At ``fork`` (through ``_state``'s ordered
+steps, as the "writer" step) a writer holds its I/O lock across the fork and the child
+starts empty; at exit every busy writer is flushed (``atexit``, and in a
 multiprocessing child, a multiprocessing finalizer, since such a child never runs
-``atexit``). Buffers are reached through the methods they share (``BufferLike``), so
+``atexit``). Writers are reached through the methods they share (``WriterLike``), so
 this module never imports the writer.
 """
 
@@ -19,11 +19,11 @@ from typing import Any, Protocol
 
 from actiontrace._state import after_multiprocessing_fork, at_fork
 
-__all__ = ["BUFFERS", "BufferLike", "hook_child_exit", "register_child_hooks"]
+__all__ = ["WRITERS", "WriterLike", "hook_child_exit", "register_child_hooks"]
 
 
-class BufferLike(Protocol):
-    """What a process event does to a buffer (``_writer.Buffer``)."""
+class WriterLike(Protocol):
+    """What a process event does to a writer (``_writer.Writer``)."""
 
     @property
     def running(self) -> bool: ...
@@ -39,7 +39,7 @@ class BufferLike(Protocol):
     def after_fork_in_child(self) -> None: ...
 
 
-BUFFERS: weakref.WeakSet[BufferLike] = weakref.WeakSet()
+WRITERS: weakref.WeakSet[WriterLike] = weakref.WeakSet()
 
 
 FORK_WAIT = 5.0  # seconds a fork waits for a write in flight before going ahead
@@ -47,26 +47,26 @@ FORK_WAIT = 5.0  # seconds a fork waits for a write in flight before going ahead
 
 def _before_fork() -> None:
     register_child_hooks()  # multiprocessing is imported by now if it is forking
-    for buf in list(BUFFERS):
-        buf.before_fork(FORK_WAIT)
+    for writer in list(WRITERS):
+        writer.before_fork(FORK_WAIT)
 
 
 def _after_fork_in_parent() -> None:
-    for buf in list(BUFFERS):
-        buf.after_fork_in_parent()
+    for writer in list(WRITERS):
+        writer.after_fork_in_parent()
 
 
 def _after_fork_in_child() -> None:
-    for buf in list(BUFFERS):
-        buf.after_fork_in_child()
+    for writer in list(WRITERS):
+        writer.after_fork_in_child()
 
 
 def _flush_all_at_exit() -> None:
     timeout = float(os.environ.get("ACTIONTRACE_EXIT_TIMEOUT", "10"))
     deadline = time.monotonic() + timeout
-    for buf in list(BUFFERS):
-        if buf.busy():
-            buf.stop(max(deadline - time.monotonic(), 0.1))
+    for writer in list(WRITERS):
+        if writer.busy():
+            writer.stop(max(deadline - time.monotonic(), 0.1))
 
 
 # -- exit of a process started by multiprocessing ---------------------------------------------
@@ -114,7 +114,7 @@ def _mp_after_fork(_token: object) -> None:
     # The layers' hooks for a multiprocessing child (_state.at_fork's
     # in_multiprocessing_child), in their declared order; then the exit flush.
     after_multiprocessing_fork()
-    if any(buf.running for buf in list(BUFFERS)):
+    if any(writer.running for writer in list(WRITERS)):
         hook_child_exit()
 
 

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from actiontrace._layout import (
+from actiontrace.recording._layout import (
     DEPTH,
     DURATION,
     ID,
@@ -40,7 +40,7 @@ from actiontrace._layout import (
     TRIGGER,
     list_source,
 )
-from actiontrace._redact import REDACTED, Redactor
+from actiontrace.recording._redact import REDACTED, Redactor
 
 __all__ = [
     "RUNTIME", "Signature", "analyse", "make_binder", "make_wrapper", "set_runtime",

@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from actiontrace import _ids
-from actiontrace._calls import capture_inputs, end_auto_flow
-from actiontrace._capture import capture_error, capture_value
-from actiontrace._context import current_frame, frame_var, state
-from actiontrace._layout import (
+from actiontrace._state import current_recorder, recording_enabled
+from actiontrace.recording import _ids
+from actiontrace.recording._calls import capture_inputs, end_auto_flow
+from actiontrace.recording._capture import capture_error, capture_value
+from actiontrace.recording._context import current_frame, frame_var, state
+from actiontrace.recording._layout import (
     DEPTH,
     DURATION,
     ID,
@@ -32,11 +33,10 @@ from actiontrace._layout import (
     base_frame,
     new_record,
 )
-from actiontrace._reactions import react, react_async
-from actiontrace._state import current_recorder, recording_enabled
+from actiontrace.recording._reactions import react, react_async
 
 if TYPE_CHECKING:
-    from actiontrace._decorators import ActionSpec
+    from actiontrace.recording._decorators import ActionSpec
 
 __all__ = ["Iteration", "async_generator_wrapper", "generator_wrapper"]
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import msgspec
 
-from actiontrace._redact import REDACTED, Redactor
 from actiontrace._state import settings
+from actiontrace.recording._redact import REDACTED, Redactor
 
 __all__ = [
     "capture_error",

@@ -21,15 +21,15 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
-from actiontrace import _codegen, _ids
-from actiontrace._calls import auto_flow, auto_flow_async, capture_inputs
-from actiontrace._capture import capture_error, capture_value, encode
-from actiontrace._context import frame_var, state
-from actiontrace._generators import async_generator_wrapper, generator_wrapper
-from actiontrace._layout import DEPTH, ID, OWNER, PART, TRIGGER, Frame, sync_frame
 from actiontrace._model import ActionRecord
-from actiontrace._reactions import REACTIONS, Reaction, leave_frame, react, react_async
 from actiontrace._state import at_fork, on_change, recording_enabled, settings
+from actiontrace.recording import _codegen, _ids
+from actiontrace.recording._calls import auto_flow, auto_flow_async, capture_inputs
+from actiontrace.recording._capture import capture_error, capture_value, encode
+from actiontrace.recording._context import frame_var, state
+from actiontrace.recording._generators import async_generator_wrapper, generator_wrapper
+from actiontrace.recording._layout import DEPTH, ID, OWNER, PART, TRIGGER, Frame, sync_frame
+from actiontrace.recording._reactions import REACTIONS, Reaction, leave_frame, react, react_async
 
 __all__ = ["ActionSpec", "action", "concept", "synchronization"]
 

@@ -1,9 +1,9 @@
-"""The bounded buffer between the application and storage, and its background writer.
+"""The background writer: batches of ended flow parts from the buffer to storage.
 
-An ended flow part is appended to a deque (the only thing the application thread does,
-~40 ns); a daemon thread takes parts off in batches and hands each batch to the storage
-in one call (one transaction for SQL storages). Nothing here ever raises into the
-application, and nothing here does I/O on the application's thread.
+The buffer (``_buffer.Buffer``) holds the parts the application ended; a daemon thread
+takes parts off in batches and hands each batch to the storage in one call (one
+transaction for SQL storages). Nothing here ever raises into the application, and
+nothing here does I/O on the application's thread.
 
 Policies (docs/reliability.md and docs/deployment.md say the same):
 
@@ -11,7 +11,7 @@ Policies (docs/reliability.md and docs/deployment.md say the same):
   read-only): the writer retries with exponential backoff (0.05 s doubling up to 5 s).
   Meanwhile, once the outage has lasted ``spill_after`` seconds (default 1) or the
   in-memory backlog exceeds ``spill_at`` actions (default ``max_queue // 2``), the
-  batches it cannot write go to the overflow journal (``actiontrace._journal``: a local
+  batches it cannot write go to the overflow journal (``actiontrace.pipeline._journal``: a local
   append-only file, one fsync'd frame per batch), and the in-memory backlog stays small.
   When the storage answers again the writer replays the journal (its own file first,
   then any left behind by processes that died), interleaved with new batches.
@@ -19,25 +19,18 @@ Policies (docs/reliability.md and docs/deployment.md say the same):
   than ``spill_at`` actions or ``max_queue_bytes // 2`` bytes wait, the writer sends
   batches to the journal as in an outage (``journaled_backlog`` counts them) until the
   backlog is back under both, and replays the journal once it is.
-* **Full buffer**: at most ``max_queue`` actions and ``max_queue_bytes`` bytes (default
-  256 MiB: inputs and outputs as encoded, plus ``_record.RECORD_BYTES`` per action) wait in
-  memory. A flow that ends when the buffer is full (the writer cannot even keep up by
-  spilling, or there is no journal) wakes the writer and waits up to ``full_wait``
-  seconds (default 0.05) for room; if there is still none, the part is dropped and
-  counted in ``dropped`` and a warning is logged (at most one every 10 s). A batch the
-  journal cannot take either (disk full) is dropped and counted the same way.
+* **Full buffer** (``_buffer``): a flow that ends when the buffer is full (the writer
+  cannot even keep up by spilling, or there is no journal) waits briefly for room, then
+  is dropped and counted. A batch the journal cannot take either (disk full) is dropped
+  and counted the same way.
 * **Errors that retrying cannot fix** (bad data): after three attempts the batch is
   written part by part, and the parts that still fail are dropped and counted.
 * **Exit**: an ``atexit`` hook flushes every live tracer (up to ``exit_timeout``
   seconds, default 10, ``ACTIONTRACE_EXIT_TIMEOUT``). When the storage is unavailable at
   exit, the backlog goes to the journal at once instead of waiting, and the next process
   to use the same journal directory stores it.
-* **fork**: the child starts with an empty buffer and no writer thread (one is started
-  on its first flow); it never writes what its parent had queued or journaled.
-* **Child processes** (multiprocessing, concurrent.futures): a forked child never runs
-  ``atexit``, so the exit flush is also a multiprocessing finalizer there (see
-  ``_processes`` and docs/deployment.md#worker-processes). SIGTERM (``Pool.terminate()``)
-  runs no finalizer: what a terminated worker had not written is lost.
+* **fork, exit of a child process**: ``_processes`` (the child starts with an empty
+  buffer and no writer thread; docs/deployment.md#worker-processes).
 
 ``flush()`` is True only when everything recorded before it is in the *storage* (frames
 this process journaled included, once replayed).
@@ -45,7 +38,6 @@ this process journaled included, once replayed).
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -53,61 +45,31 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from actiontrace._journal import Journal, actions_in
 from actiontrace._options import MAX_QUEUE_BYTES
-from actiontrace._processes import BUFFERS, hook_child_exit, register_child_hooks
-from actiontrace._record import FlowPart, Part
-from actiontrace._replay import Backlog
+from actiontrace.pipeline._buffer import Buffer, Flush, RateLimitedWarning
+from actiontrace.pipeline._journal import Journal, actions_in
+from actiontrace.pipeline._processes import WRITERS, hook_child_exit, register_child_hooks
+from actiontrace.pipeline._replay import Backlog
+from actiontrace.recording._record import FlowPart, Part
 
-__all__ = ["Buffer", "WriterStats"]
+__all__ = ["Writer", "WriterStats"]
 
 log = logging.getLogger("actiontrace")
-
-
-
-
-class _Flush:
-    __slots__ = ("dropped_before", "event", "ok")
-
-    def __init__(self, dropped_before: int) -> None:
-        self.event = threading.Event()
-        self.dropped_before = dropped_before
-        self.ok = True
 
 
 class WriterStats(dict[str, Any]):
     """Counters of a tracer's buffer and writer (a plain dict snapshot)."""
 
 
-class _RateLimitedWarning:
-    def __init__(self, every: float, level: int = logging.WARNING) -> None:
-        self.every = every
-        self.level = level
-        self.last = -every
-        self.suppressed = 0
-
-    def __call__(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self.last >= self.every:
-            if self.suppressed:
-                msg += f" ({self.suppressed} similar warnings suppressed)"
-            log.log(self.level, msg, *args)
-            self.last, self.suppressed = now, 0
-        else:
-            self.suppressed += 1
-
-
-class Buffer:
-    """Bounded queue of ended flow parts plus the thread that writes them.
+class Writer:
+    """The thread that writes a buffer's parts, retries, spills and replays.
 
     Args:
         write: stores a batch of parts (one transaction); raises on failure.
         is_transient: whether a write error may go away by itself (retry, spill).
-        max_queue: actions that may wait in memory before ``put`` waits, then drops.
-        max_queue_bytes: the same bound in bytes (see ``FlowPart.held_bytes``).
+        max_queue, max_queue_bytes, full_wait: the buffer's bounds (``_buffer.Buffer``).
         batch_size: actions per write.
         flush_interval: seconds the writer sleeps when idle.
-        full_wait: seconds ``put`` waits for room when the queue is full.
         recent: how many recently written flows to keep (the tracer's LRU).
         describe_error: one line for an error (passwords masked).
         journal: the overflow journal, or None to keep everything in memory.
@@ -115,8 +77,9 @@ class Buffer:
             to the journal at once (default ``max_queue // 2``).
         spill_after: seconds of outage after which every batch goes to the journal.
         maintenance: work the writer does between batches (retention: one prune batch
-            per call); returns the flows it removed and whether more is waiting. Runs every ``maintenance_every``
-            seconds, and again at once, after any queued writes, while more is waiting.
+            per call); returns the flows it removed and whether more is waiting. Runs
+            every ``maintenance_every`` seconds, and again at once, after any queued
+            writes, while more is waiting.
     """
 
     def __init__(
@@ -137,15 +100,13 @@ class Buffer:
         maintenance: Callable[[], tuple[int, bool]] | None = None,
         maintenance_every: float = 60.0,
     ) -> None:
+        self.buffer = Buffer(self._start, max_queue=max_queue, max_queue_bytes=max_queue_bytes,
+                             full_wait=full_wait)
         self._write = write
         self._is_transient = is_transient
         self._describe = describe_error
-        self.max_queue = max_queue
-        self.max_queue_bytes = max_queue_bytes
-        self.spill_at_bytes = max_queue_bytes // 2
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self.full_wait = full_wait
         self.journal = journal
         # The journal's side of replay (writer thread only; reset with the state).
         self._backlog = None if journal is None else Backlog(journal, self._drained)
@@ -154,17 +115,15 @@ class Buffer:
         self._maintenance = maintenance
         self.maintenance_every = maintenance_every
         self._recent_size = recent
-        self._warn = _RateLimitedWarning(10.0)
-        self._warn_journal = _RateLimitedWarning(10.0)
-        self._warn_drop = _RateLimitedWarning(10.0, logging.ERROR)
+        self._warn = RateLimitedWarning(10.0)
+        self._warn_journal = RateLimitedWarning(10.0)
+        self._warn_drop = RateLimitedWarning(10.0, logging.ERROR)
         self._init_state()
-        BUFFERS.add(self)
+        WRITERS.add(self)
 
     def _init_state(self) -> None:
-        self._queue: collections.deque[FlowPart | _Flush] = collections.deque()
-        self._wake = threading.Event()
-        self._room = threading.Condition(threading.Lock())
-        self._lock = threading.Lock()
+        self.buffer.reset()
+        self.counters = self.buffer.counters  # one set of counters, both sides
         # Held around every storage call: a fork waits (briefly) for the write in flight,
         # so the child never inherits a half-done transaction (SQLite's per-process lock
         # table would then refuse the child every write to that file).
@@ -173,19 +132,9 @@ class Buffer:
         self._thread: threading.Thread | None = None
         self._stopping = False  # the writer exits once the queue is empty
         self._closing = False  # stop() is running: spill at once rather than wait
-        self._queued_actions = 0  # waiting in the queue or held by the writer; under _lock
-        self._queued_bytes = 0  # the same in bytes (FlowPart.held_bytes); under _lock
-        self._held = 0  # actions of the batch the writer holds (counted in _queued_actions)
+        self._held = 0  # actions of the batch the writer holds (still counted as queued)
         self._held_bytes = 0  # ... and its bytes
         self.recent: OrderedDict[int, list[Part]] = OrderedDict()
-        self.counters = {
-            "recorded": 0, "written": 0, "dropped": 0, "retries": 0, "failed_batches": 0,
-            "unsampled": 0,  # actions of flows configure(sample_rate=...) left out
-            "journaled": 0, "journaled_backlog": 0, "replayed": 0, "journal_errors": 0,
-            "torn_frames": 0,
-            "rejected_trace_headers": 0,  # malformed or hostile propagation headers (extract)
-            "pruned": 0,  # flows removed by configure(retention=...)
-        }
         self._maintain_at = 0.0  # monotonic time of the next maintenance step
         self.last_error: str | None = None
         # Storage health, shared by live batches and replays (writer thread only).
@@ -194,65 +143,9 @@ class Buffer:
         self._delay = 0.05
         if self._backlog is not None:
             self._backlog.reset()
-        self._waiting: list[_Flush] = []  # flushes that wait for our journal to be replayed
+        self._waiting: list[Flush] = []  # flushes that wait for our journal to be replayed
 
-    # -- application side ---------------------------------------------------------------
-
-    def skip(self, part: FlowPart) -> None:
-        """Count an ended part that sampling leaves out (it is not written)."""
-        with self._lock:
-            self.counters["recorded"] += len(part.records)
-            self.counters["unsampled"] += len(part.records)
-
-    def count(self, name: str) -> None:
-        """Add one to the counter ``name`` (shown by ``stats()``)."""
-        with self._lock:
-            self.counters[name] = self.counters.get(name, 0) + 1
-
-    def put(self, part: FlowPart) -> None:
-        """Queue an ended part for writing. Never raises, never blocks for long."""
-        n = len(part.records) or 1
-        part.nbytes = size = part.held_bytes()
-        with self._lock:
-            self.counters["recorded"] += len(part.records)
-            # The byte test inline: calling _over_bytes on every flow cost a method call.
-            if (self._queued_actions + n > self.max_queue
-                    or (self._queued_bytes + size > self.max_queue_bytes and self._queued_bytes)) \
-                    and not self._make_room(n, size):
-                self.counters["dropped"] += len(part.records)
-                self._warn("actiontrace: buffer full (%d actions, %d bytes waiting); "
-                           "dropping a flow", self._queued_actions, self._queued_bytes)
-                return
-            self._queued_actions += n
-            self._queued_bytes += size
-            self._queue.append(part)
-        if self._thread is None:
-            self._start()
-        elif (len(self._queue) >= 256 or self._queued_bytes > self.spill_at_bytes) \
-                and not self._wake.is_set():
-            # Event.set() takes a lock and notifies even when already set: with a busy
-            # writer that was ~1 µs on every flow's end.
-            self._wake.set()
-
-    def _over_bytes(self, size: int) -> bool:
-        # A part bigger than the whole bound still goes into an empty queue: it is in
-        # memory already, and refusing it would lose every such flow.
-        return self._queued_bytes + size > self.max_queue_bytes and self._queued_bytes > 0
-
-    def _make_room(self, n: int, size: int) -> bool:
-        # Called with self._lock held: release it while waiting for the writer.
-        self._wake.set()
-        deadline = time.monotonic() + self.full_wait
-        self._lock.release()
-        try:
-            with self._room:
-                while time.monotonic() < deadline:
-                    if self._queued_actions + n <= self.max_queue and not self._over_bytes(size):
-                        break
-                    self._room.wait(deadline - time.monotonic())
-        finally:
-            self._lock.acquire()
-        return self._queued_actions + n <= self.max_queue and not self._over_bytes(size)
+    # -- what the tracer calls ----------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued before the call is in storage.
@@ -262,12 +155,10 @@ class Buffer:
         to the journal only. Never raises.
         """
         try:
-            marker = _Flush(self.counters["dropped"])
-            with self._lock:
-                self._queue.append(marker)
+            marker = self.buffer.mark()
             if self._thread is None or not self._thread.is_alive():
                 self._start()
-            self._wake.set()
+            self.buffer.wake.set()
             if threading.current_thread() is self._thread:
                 return False  # flush from inside a storage call: cannot wait for ourselves
             return marker.event.wait(timeout) and marker.ok
@@ -277,8 +168,8 @@ class Buffer:
     def stats(self) -> WriterStats:
         """Snapshot of the counters, the backlog, the journal and the last write error."""
         s = WriterStats(self.counters)
-        s["queued"] = self._queued_actions
-        s["queued_bytes"] = self._queued_bytes
+        s["queued"] = self.buffer.queued_actions
+        s["queued_bytes"] = self.buffer.queued_bytes
         s["journal_pending"] = self._own_pending()
         s["storage_down"] = self._down_since is not None
         s["last_error"] = self.last_error
@@ -293,15 +184,16 @@ class Buffer:
         one) instead of waiting for it; the result is then False.
         """
         self._closing = True
-        self._wake.set()
+        self.buffer.wake.set()
         ok = self.flush(timeout)
         self._stopping = True
-        self._wake.set()
+        self.buffer.wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(1.0 if timeout is None else min(timeout, 1.0))
             if not thread.is_alive():
                 self._thread = None  # a later put() or flush() starts a new writer
+                self.buffer.started = False
                 if self._backlog is not None:
                     self._backlog.release()
                 if self.journal is not None:
@@ -312,29 +204,31 @@ class Buffer:
 
     def busy(self) -> bool:
         """Whether anything is queued, held by the writer, or journaled and not replayed."""
-        return bool(self._queue or self._queued_actions or self._own_pending())
+        return bool(self.buffer.queue or self.buffer.queued_actions or self._own_pending())
 
     def _own_pending(self) -> int:
         return 0 if self._backlog is None else self._backlog.own_pending
 
-    # -- writer side ----------------------------------------------------------------------
+    # -- the thread -----------------------------------------------------------------------
 
     def _start(self) -> None:
-        with self._lock:
+        with self.buffer.lock:
             if self._thread is not None and self._thread.is_alive():
                 return
             self._stopping = False  # (_closing stays: stop() may be what started us)
             self._thread = threading.Thread(
                 target=self._run, name="actiontrace-writer", daemon=True
             )
+            self.buffer.started = True
         self._thread.start()
         hook_child_exit()
         register_child_hooks()
 
     def _run(self) -> None:
+        wake = self.buffer.wake
         while True:
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
+            wake.wait(self.flush_interval)
+            wake.clear()
             try:
                 self._drain()
                 self._maintain()
@@ -342,7 +236,7 @@ class Buffer:
                 self.last_error = self._describe(exc)
                 log.exception("actiontrace: writer error")
                 time.sleep(0.05)  # never spin on a bug
-            if self._stopping and not self._queue:
+            if self._stopping and not self.buffer.queue:
                 return
 
     # Each maintenance step runs for at most this long before queued writes go first.
@@ -358,7 +252,8 @@ class Buffer:
             return
         more = True
         try:
-            while more and not self._queue and time.monotonic() - start < self.MAINTENANCE_SLICE:
+            while more and not self.buffer.queue \
+                    and time.monotonic() - start < self.MAINTENANCE_SLICE:
                 removed, more = self._maintenance()
                 self.counters["pruned"] += removed
         except Exception as exc:  # noqa: BLE001 - retention must never stop the writer
@@ -368,14 +263,14 @@ class Buffer:
             more = False
         if more:
             self._maintain_at = 0.0
-            self._wake.set()  # continue after the writes queued meanwhile
+            self.buffer.wake.set()  # continue after the writes queued meanwhile
         else:
             self._maintain_at = time.monotonic() + self.maintenance_every
 
     def _drain(self) -> None:
         while True:
             progressed = False
-            if self._queue:
+            if self.buffer.queue:
                 self._drain_batch()
                 progressed = True
             if self._replay_ready():
@@ -384,20 +279,7 @@ class Buffer:
                 return
 
     def _drain_batch(self) -> None:
-        batch: list[FlowPart] = []
-        size = nbytes = 0
-        marker: _Flush | None = None
-        queue = self._queue
-        with self._lock:
-            while queue and size < self.batch_size:
-                item = queue.popleft()
-                if isinstance(item, _Flush):
-                    marker = item
-                    break
-                batch.append(item)
-                size += len(item.records) or 1
-                nbytes += item.nbytes
-        self._held, self._held_bytes = size, nbytes
+        batch, marker, self._held, self._held_bytes = self.buffer.take(self.batch_size)
         lost = self._store(batch) if batch else 0
         self._release_held()
         if marker is None:
@@ -417,12 +299,7 @@ class Buffer:
         # on a busy disk: the application must not wait for that).
         size, self._held = self._held, 0
         nbytes, self._held_bytes = self._held_bytes, 0
-        if size:
-            with self._lock:
-                self._queued_actions -= size
-                self._queued_bytes -= nbytes
-            with self._room:
-                self._room.notify_all()
+        self.buffer.release(size, nbytes)
 
     # storage health ----------------------------------------------------------------------
 
@@ -452,14 +329,15 @@ class Buffer:
             return False
         return (
             self._closing
-            or self._queued_actions > self.spill_at
+            or self.buffer.queued_actions > self.spill_at
             or time.monotonic() - self._down_since >= self.spill_after
         )
 
     def _behind(self) -> bool:
         """Whether the backlog is past half its bound (the storage is slower than us)."""
         return self.journal is not None and not self._closing and (
-            self._queued_actions > self.spill_at or self._queued_bytes > self.spill_at_bytes
+            self.buffer.queued_actions > self.spill_at
+            or self.buffer.queued_bytes > self.buffer.spill_at_bytes
         )
 
     def _store(self, batch: list[FlowPart]) -> int:
@@ -514,8 +392,8 @@ class Buffer:
             left = self._retry_at - time.monotonic()
             if left <= 0 or self._should_spill() or self._stopping:
                 return
-            self._wake.wait(min(left, 0.02))
-            self._wake.clear()
+            self.buffer.wake.wait(min(left, 0.02))
+            self.buffer.wake.clear()
 
     def _spill(self, batch: list[FlowPart]) -> bool:
         assert self._backlog is not None
@@ -525,9 +403,7 @@ class Buffer:
         except Exception as exc:  # noqa: BLE001 - a failing journal must not stop the writer
             if held[0] and not self._held:
                 # Still in hand (the caller may write it after all): counted again.
-                with self._lock:
-                    self._queued_actions += held[0]
-                    self._queued_bytes += held[1]
+                self.buffer.hold_again(*held)
                 self._held, self._held_bytes = held
             self.counters["journal_errors"] += 1
             self.last_error = f"journal: {type(exc).__name__}: {exc}"
@@ -552,10 +428,7 @@ class Buffer:
 
     def _give_up(self, parts: Sequence[Part]) -> int:
         n = actions_in(parts)
-        # put() bumps "dropped" on the application's threads under the same lock: without
-        # it, this read-modify-write could lose one of the two increments.
-        with self._lock:
-            self.counters["dropped"] += n
+        self.buffer.drop(n)
         self.counters["failed_batches"] += 1
         self._warn_drop("actiontrace: could not write %d actions (%s); dropped", n,
                         self.last_error)

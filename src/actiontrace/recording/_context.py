@@ -32,10 +32,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from actiontrace import _ids
-from actiontrace._capture import EMPTY, NULL, capture_error, capture_value
-from actiontrace._ids import as_uuid, new_id, now_us
-from actiontrace._layout import (
+from actiontrace._state import current_recorder, recording_enabled, settings
+from actiontrace.recording import _ids
+from actiontrace.recording._capture import EMPTY, NULL, capture_error, capture_value
+from actiontrace.recording._ids import as_uuid, new_id, now_us
+from actiontrace.recording._layout import (
     DURATION,
     ID,
     OUTPUTS,
@@ -50,8 +51,7 @@ from actiontrace._layout import (
     new_record,
     sync_frame,
 )
-from actiontrace._record import LOCAL_LIMIT, FlowPart, split_root
-from actiontrace._state import current_recorder, recording_enabled, settings
+from actiontrace.recording._record import LOCAL_LIMIT, FlowPart, split_root
 
 __all__ = [
     "Recorder",

@@ -37,12 +37,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 
-from actiontrace import _ids
-from actiontrace._capture import NULL, decode, finish
-from actiontrace._ids import as_uuid
-from actiontrace._layout import ID, INPUTS, OUTPUTS, RECORD_SLOTS, START, new_record
 from actiontrace._model import ActionRecord, ActionTrace, LogEvent, ProvenanceEdge, Status
 from actiontrace._state import settings
+from actiontrace.recording import _ids
+from actiontrace.recording._capture import NULL, decode, finish
+from actiontrace.recording._ids import as_uuid
+from actiontrace.recording._layout import ID, INPUTS, OUTPUTS, RECORD_SLOTS, START, new_record
 
 __all__ = ["ActionRow", "FlowPart", "LogRow", "Named", "Part", "to_trace"]
 
@@ -385,7 +385,7 @@ def log_from_row(row: LogRow, uuids: dict[int, uuid.UUID] | None = None) -> LogE
 
 def from_trace(trace: ActionTrace) -> FlowPart:
     """Turn a public ``ActionTrace`` back into a part (for ``save_trace``)."""
-    from actiontrace._capture import encode
+    from actiontrace.recording._capture import encode
 
     part = FlowPart(trace.flow_token.int, trace.root_action_id.int, trace.created_at, trace.module)
     part.offset = 0  # times below are µs since the epoch, stored as ns

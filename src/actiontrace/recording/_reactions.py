@@ -13,17 +13,17 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from actiontrace import _ids
-from actiontrace._capture import capture_error, capture_value
-from actiontrace._context import frame_var, state
 from actiontrace._exceptions import ReactionLimitError
-from actiontrace._layout import ID, PARENT, Frame, Record, new_record, sync_frame
 from actiontrace._model import ActionRecord
-from actiontrace._record import FlowPart, Named, record_from_row
 from actiontrace._state import settings
+from actiontrace.recording import _ids
+from actiontrace.recording._capture import capture_error, capture_value
+from actiontrace.recording._context import frame_var, state
+from actiontrace.recording._layout import ID, PARENT, Frame, Record, new_record, sync_frame
+from actiontrace.recording._record import FlowPart, Named, record_from_row
 
 if TYPE_CHECKING:
-    from actiontrace._decorators import ActionSpec
+    from actiontrace.recording._decorators import ActionSpec
 
 __all__ = [
     "REACTIONS", "Reaction", "leave_frame", "react", "react_async", "reactions_snapshot",

@@ -46,7 +46,7 @@ from typing import Any
 
 import msgspec
 
-from actiontrace._record import ActionRow, Edge, LogRow, Part
+from actiontrace.recording._record import ActionRow, Edge, LogRow, Part
 
 __all__ = [
     "Journal", "JournalError", "JournalPart", "ReplayCursor", "default_directory", "open_journal",

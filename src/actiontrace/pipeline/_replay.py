@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from actiontrace._journal import Journal, JournalPart, ReplayCursor, actions_in
-from actiontrace._record import Part
+from actiontrace.pipeline._journal import Journal, JournalPart, ReplayCursor, actions_in
+from actiontrace.recording._record import Part
 
 __all__ = ["Backlog", "Taken"]
 
