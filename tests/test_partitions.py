@@ -333,41 +333,20 @@ WRITE_SECONDS = """
 class TestPruneWhileWriting:
     def test_drops_while_another_process_writes(self, pg_url: str,
                                                 store: SqlAlchemyTraceStorage) -> None:
-        """One-second partitions, pruned to now again and again while another process
-        records requests: partitions are dropped, every flow left is whole, nothing is
-        orphaned, and every flow is either stored or counted as removed."""
-        store.partition(1, ahead=0)
-        with subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(WRITE_SECONDS), pg_url, "6"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ) as child:
-            try:
-                assert child.stdout is not None and child.stdout.readline().strip() == "flushed"
-                pruned = passes = 0
-                while child.poll() is None or passes == 0:
-                    pruned += store.prune_flows(now_us(), batch_size=50).flows
-                    passes += 1
-                out, err = child.communicate(timeout=120)
-                assert child.returncode == 0, err
-            finally:
-                if child.poll() is None:
-                    child.kill()
-        cut = now_us()
-        pruned += store.prune_flows(cut).flows
-        # Every period over at the cut went whole, and the flows of the one that was not.
-        assert all(s.hi_ms * 1000 > cut for s in spans(store) if s.regular)  # type: ignore
-        with store.engine.connect() as conn:
-            def one(sql: str) -> Any:
-                return conn.exec_driver_sql(sql).scalar()
+        """One-second partitions, pruned again and again while another process records
+        requests: partitions are dropped, every flow left is whole, nothing is orphaned,
+        and every flow is either stored or counted as removed."""
+        from test_sql_storage import flow_shapes, prune_while_child_writes
 
-            for table in ("actions", "edges", "log_events"):
-                assert one(f"SELECT count(*) FROM actiontrace_{table} t WHERE NOT EXISTS "
-                           "(SELECT 1 FROM actiontrace_flows f "
-                           "WHERE f.flow_token = t.flow_token)") == 0, table
-            shapes = conn.exec_driver_sql(
-                "SELECT (SELECT count(*) FROM actiontrace_actions a "
-                "WHERE a.flow_token = f.flow_token), (SELECT count(*) FROM actiontrace_edges e "
-                "WHERE e.flow_token = f.flow_token) FROM actiontrace_flows f").all()
-            written = one("SELECT count(*) FROM actiontrace_flows")
-        assert {tuple(r) for r in shapes} <= {(4, 3)}
-        assert written == 0 and pruned == int(out.split()[-1])
+        store.partition(1, ahead=0)
+        # Half a second back: the cut falls inside the periods being written, so each
+        # pass drops some partitions whole and prunes the current ones row by row.
+        pruned, out = prune_while_child_writes(store, WRITE_SECONDS, pg_url, "6",
+                                               lag_us=500_000)
+        cut = now_us() - 500_000
+        pruned += store.prune_flows(cut).flows
+        # Every period over at the cut went, whole.
+        assert all(s.hi_ms * 1000 > cut for s in spans(store) if s.regular)  # type: ignore
+        shapes = flow_shapes(store)
+        assert set(shapes) <= {(4, 3, 2)}
+        assert pruned + len(shapes) == int(out.split()[-1])  # each flow recorded, once
