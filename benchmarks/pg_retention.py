@@ -198,13 +198,16 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=10)
     ap.add_argument("--settle", type=float, default=8.0,
                     help="seconds the writer runs before the prune (its rate 'before')")
+    ap.add_argument("--stores", default="rows,partitioned",
+                    help="which stores to build and prune (rows, partitioned)")
     args = ap.parse_args()
     base = pg_base_url()
     if base is None:
         sys.exit("ACTIONTRACE_TEST_PG_URL is not set")
     print("; ".join(f"{k}: {v}" for k, v in machine().items()))
     flows = args.actions // 4
-    for partitioned in (False, True):
+    kinds = [k.strip() for k in args.stores.split(",")]
+    for partitioned in [k == "partitioned" for k in kinds]:
         url, drop = pg_schema_url(base)
         try:
             kind = "partitioned by day, drop" if partitioned else "unpartitioned, row-wise"

@@ -420,10 +420,17 @@ def drop_span(conn: sa.Connection, span: Span, before_us: int) -> tuple[int, int
     actions, was created) at or after ``before_us``; return (flows, actions) dropped, or
     None (it must be pruned row-wise). Commits or rolls back ``conn``'s transaction."""
     names = [span.name(t) for t in TABLES]
+    f_part, a_part = names[0], names[1]
+    # Counted before the lock, so that readers of the whole table (which must lock every
+    # partition) wait for the check and the drop only, not for two counts (a scan of
+    # each partition). A late part of one of these old flows that lands in between goes
+    # with them, uncounted.
+    n_flows = conn.exec_driver_sql(f"SELECT count(*) FROM {f_part}").scalar()
+    n_actions = conn.exec_driver_sql(f"SELECT count(*) FROM {a_part}").scalar()
+    conn.commit()
     conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
     # Writers of this span (late parts of its flows) wait from here to the commit.
     conn.exec_driver_sql(f"LOCK TABLE {', '.join(names)} IN ACCESS EXCLUSIVE MODE")
-    f_part, a_part = names[0], names[1]
     newer = _q(conn,
                f'SELECT EXISTS (SELECT 1 FROM {a_part} WHERE "timestamp" >= :cut) '
                f"OR EXISTS (SELECT 1 FROM {f_part} WHERE created_at >= :cut)",
@@ -431,8 +438,6 @@ def drop_span(conn: sa.Connection, span: Span, before_us: int) -> tuple[int, int
     if newer:
         conn.rollback()
         return None
-    n_flows = conn.exec_driver_sql(f"SELECT count(*) FROM {f_part}").scalar()
-    n_actions = conn.exec_driver_sql(f"SELECT count(*) FROM {a_part}").scalar()
     # Takes ACCESS EXCLUSIVE on the parents, for the few ms to the commit.
     conn.exec_driver_sql(f"DROP TABLE {', '.join(names)}")
     conn.commit()
