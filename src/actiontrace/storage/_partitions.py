@@ -79,11 +79,19 @@ _FLOWS = TABLES[0]
 _COMMENT = "actiontrace: partitioned by flow_token, {period} s per partition"
 _COMMENT_RE = re.compile(r"actiontrace: partitioned by flow_token, (\d+) s per partition")
 _BOUND_RE = re.compile(r"FROM \((MINVALUE|'[0-9a-f-]+')\) TO \((MAXVALUE|'[0-9a-f-]+')\)")
-# Any constant: creators of partitions take turns (a transaction-level advisory lock).
+# Any constant: with the schema, the advisory lock creators of partitions take turns on.
 _LOCK_KEY = 0x61637470  # "actp"
 #: How long a writer's partition step or a drop waits for a lock before giving up
 #: (and trying again later): a waiting ACCESS EXCLUSIVE request holds up everyone after it.
 LOCK_TIMEOUT = "2s"
+
+
+def _lock_creators(conn: sa.Connection) -> None:
+    """Creators of partitions of this store take turns (a transaction's advisory lock,
+    keyed by the schema of the tables: stores in other schemas of the server go on)."""
+    conn.exec_driver_sql(
+        f"SELECT pg_advisory_xact_lock({_LOCK_KEY}, (SELECT relnamespace::int FROM pg_class "
+        f"WHERE oid = to_regclass('{_FLOWS}')))")
 
 
 def token_bound(ms: int) -> uuid.UUID:
@@ -281,7 +289,7 @@ def extend(conn: sa.Connection, until_ms: int, *, period_s: int | None = None) -
     """Create period partitions from the newest one's end until ``until_ms`` is covered;
     returns how many spans were made (inside the caller's transaction, which should be
     short: commit soon after)."""
-    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
+    _lock_creators(conn)
     lay = layout(conn)
     if not lay.partitioned:
         return 0
@@ -327,7 +335,7 @@ def convert(conn: sa.Connection, period_s: int, ahead: int, now_ms: int) -> int:
     ``now_ms``, so no row is copied but those above (tokens that are not UUIDv7, moved to
     the default partition): attaching it scans it once and builds its new primary key.
     """
-    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
+    _lock_creators(conn)
     conn.exec_driver_sql(f"LOCK TABLE {', '.join(TABLES)} IN ACCESS EXCLUSIVE MODE")
     cut = str(token_bound(now_ms))
     for table in TABLES:
