@@ -1,4 +1,6 @@
-"""The benchmark suite still runs: ``benchmarks/run_all.py --quick --no-write`` prints its table.
+"""The benchmark suite still runs: ``benchmarks/run_all.py --quick --no-write`` prints its table,
+and the callgrind harness of the writer (``benchmarks/writer_instructions.py``) still
+drives the step it counts.
 
 A smoke test, not a measurement: tiny sizes, no figure is checked, only that every
 benchmark ran and produced a row (so the suite cannot rot while the library changes).
@@ -7,6 +9,7 @@ benchmark ran and produced a row (so the suite cannot rot while the library chan
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +73,22 @@ def test_quick_suite_prints_the_table(tmp_path: Path) -> None:
     assert (REPO / "docs" / "performance.md").read_bytes() == docs_before
     assert not (tmp_path / "performance.md").exists()
     assert not (tmp_path / "scaling.png").exists()
+
+
+class TestWriterInstructions:
+    def test_write_mode_stores_every_request(self, tmp_path: Path) -> None:
+        """The step callgrind counts in write mode stores each seed-shaped request whole."""
+        db = tmp_path / "writer.db"
+        res = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "writer_instructions.py"), "run",
+             "write", "30", "--db", str(db)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        con = sqlite3.connect(db)
+        try:
+            counts = [con.execute(f"SELECT count(*) FROM actiontrace_{t}").fetchone()[0]
+                      for t in ("flows", "actions", "edges", "log_events")]
+        finally:
+            con.close()
+        assert counts == [30, 120, 90, 60]

@@ -119,10 +119,16 @@ class JournalPart:
         token = self.token.to_bytes(16).hex()
         rows = [
             (hexes[r.id], token, None if r.parent_id is None else r.parent_id.to_bytes(16).hex(),
-             r.concept_uri, r.action, r.timestamp, r.duration_us, r.status, r.inputs, r.outputs)
+             r.concept_uri, r.action, r.timestamp, r.duration_us, r.status, r.inputs.decode(),
+             r.outputs.decode())
             for r in self.action_rows
         ]
         return rows, hexes
+
+    def sql_edges(self, hexes: dict[int, str]) -> list[tuple[str, str, str, int]]:
+        """The stored edges with hex ids (see ``FlowPart.sql_edges``)."""
+        return [(hexes.get(f) or f.to_bytes(16).hex(), hexes.get(t) or t.to_bytes(16).hex(),
+                 sync, created) for f, t, sync, created in self.edge_rows]
 
     @property
     def edges(self) -> list[Edge]:

@@ -113,6 +113,9 @@ class Part(Protocol):
     created_at: int
     module: str
     sampled: bool
+    #: The log events as ``(id, action_id, timestamp_us, level, event, fields_json)``
+    #: (full ids; ``log_rows()`` gives them in storage form).
+    log_events: list[tuple[int, int | None, int, str, str, bytes]]
 
     @property
     def n_actions(self) -> int:
@@ -123,6 +126,9 @@ class Part(Protocol):
 
     def sql_rows(self) -> tuple[list[tuple[Any, ...]], dict[int, str]]:
         """The actions as SQL storages bind them, and the hex of their ids."""
+
+    def sql_edges(self, hexes: dict[int, str]) -> list[tuple[str, str, str, int]]:
+        """``edges`` with hex ids, ``hexes`` being ``sql_rows()``'s map."""
 
     @property
     def edges(self) -> list[Edge]:
@@ -251,29 +257,44 @@ class FlowPart:
         writer, which pays for every step here while the application waits for the GIL:
         rows are ``(id, flow_token, parent_id, concept_uri, action, timestamp_us,
         duration_us, status, inputs, outputs)`` with ids as 32 hex digits and the JSON
-        documents as bytes; the map takes the full id of every action of the part to its
-        hex, for the edges (``edges`` gives full ids).
+        documents as ``str`` (what sqlite3 binds without its adapter lookup, and what
+        ``COPY`` writes). The map takes every action's id to its hex, under its full id
+        and under its local id too (for ``sql_edges``, whose raw edges hold local ids).
+
+        Full ids are computed inline (as ``full_id``) and the documents decoded here
+        rather than in a second pass over the rows: callgrind, seed-shaped parts,
+        docs/performance.md ("Short flows and large stores").
         """
-        off = self.offset
+        off, fixed, mask = self.offset, self.fixed, _ids.COUNTER_MASK
         limit = settings.max_value_bytes
         token = self.token.to_bytes(16).hex()
-        records = list(self.records)
-        get = self._id_map().get  # kept for ``edges``, which need the same map
         hexes: dict[int, str] = {}
         out: list[tuple[Any, ...]] = []
         add = out.append
-        for r in records:
+        for r in list(self.records):
             spec, aid, parent, t0, dur, status, inp, res = r[:RECORD_SLOTS]
-            aid = get(aid, aid)
-            aid_hex = hexes[aid] = aid.to_bytes(16).hex()
+            if aid < LOCAL_LIMIT:
+                full = (((t0 + off) // 1_000_000) << 80) | fixed | (aid & mask)
+                aid_hex = hexes[aid] = hexes[full] = full.to_bytes(16).hex()
+            else:
+                aid_hex = hexes[aid] = aid.to_bytes(16).hex()
             if parent is not None:
                 # A parent is recorded before its children: its hex is known by now.
-                parent = get(parent, parent)
                 parent = hexes.get(parent) or parent.to_bytes(16).hex()
             inp, res = _stored(inp, res, spec, limit)
             add((aid_hex, token, parent, spec.concept_uri, spec.name, (t0 + off) // 1000,
-                 None if dur is None else dur // 1000, status, inp, res))
+                 None if dur is None else dur // 1000, status, inp.decode(), res.decode()))
         return out, hexes
+
+    def sql_edges(self, hexes: dict[int, str]) -> list[tuple[str, str, str, int]]:
+        """The part's edges as ``edges`` gives them, ids as hex through ``sql_rows``'s
+        map (ids outside the part formatted here)."""
+        off = self.offset
+        out = []
+        for f, t, sync, created in list(self.edge_log):
+            out.append((hexes.get(f) or _full_hex(self, f), hexes.get(t) or _full_hex(self, t),
+                        sync, (created + off) // 1000))
+        return out
 
     @property
     def edges(self) -> list[tuple[int, int, str, int]]:
@@ -306,16 +327,24 @@ class FlowPart:
         return copy
 
 
+def _full_hex(part: FlowPart, aid: int) -> str:
+    """The hex of an edge's end that is not one of the part's records (as ``edges``)."""
+    return part._id_map().get(aid, aid).to_bytes(16).hex()
+
+
 def _stored(inp: bytes, out: bytes | None, spec: Any, limit: int) -> tuple[bytes, bytes]:
     """Inputs and outputs as stored: nested secret keys redacted, oversized values cut.
 
     Encodings without a nested mapping and within the limit are stored as they are.
     """
-    if inp.find(b"{", 1) > 0 or len(inp) > limit:
+    # ``123 in data`` is b"{" in data: bytes.__contains__ with an int is a memchr
+    # (~200 instructions), where ``data.find(b"{")`` parses its arguments as a tuple
+    # (~1,200) and ``b"{" in data`` first fails to read b"{" as an int (~2,200).
+    if 123 in inp[1:] or len(inp) > limit:
         inp = finish(inp, spec.redactor, inputs=True)
     if out is None:
         out = NULL
-    elif out.find(b"{") >= 0 or len(out) > limit:
+    elif 123 in out or len(out) > limit:
         out = finish(out, spec.redactor)
     return inp, out
 

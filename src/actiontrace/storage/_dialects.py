@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import re
 import sqlite3
 import uuid
@@ -110,25 +111,26 @@ class Dialect:
     text: Callable[[str], str]
     #: A JSON document, from the encoded bytes the recorder made, as a parameter.
     json: Callable[[bytes], str]
+    #: A boolean as a parameter.
+    flag: Callable[[bool], Any] = staticmethod(bool)
 
     def batch(self, parts: Sequence[Part]) -> Batch:
         """The rows of ``parts``, ids as 32 hex digits."""
-        text, json, hexid = self.text, self.json, _hexid
+        text, json, flag, hexid = self.text, self.json, self.flag, _hexid
         out = Batch()
+        add_flow, add_edge, add_log = out.flows.append, out.edges.append, out.logs.append
+        add_actions = out.actions.extend
         for part in parts:
             rows, hexes = part.sql_rows()
-            token = hexid(part.token)
-            root = None if part.root_id is None else hexid(part.root_id)
-            part_edges = [
-                (hexes.get(f) or hexid(f), hexes.get(t) or hexid(t), sync, created)
-                for f, t, sync, created in part.edges
-            ]
-            by_id = {row[0]: row for row in rows}
-            out.flows.append((
-                token, root, part.created_at, text(part.module),
-                _part_depth(rows, part_edges, by_id), part.sampled,
-            ))
-            out.actions.extend(self.action_rows(rows))
+            token = rows[0][1] if rows else hexid(part.token)
+            rid = part.root_id
+            root = None if rid is None else hexes.get(rid) or hexid(rid)
+            part_edges = part.sql_edges(hexes)
+            by_id = {row[0]: row for row in rows} if part_edges else {}
+            depth = _part_depth(rows, part_edges, by_id)
+            add_flow((token, root, part.created_at, text(part.module), depth,
+                      flag(part.sampled)))
+            add_actions(self.action_rows(rows))
             shared = _shared_targets(part_edges)
             for f, t, sync, created in part_edges:
                 target = by_id.get(t)
@@ -139,11 +141,11 @@ class Dialect:
                     duration = None  # not final, or not this edge's alone: looked up
                 else:
                     duration = target[6]
-                out.edges.append((f, t, text(sync), token, created, duration))
-            for lid, _tok, aid, ts, level, event, fields in part.log_rows():
-                out.logs.append((
-                    hexid(lid), token, None if aid is None else hexid(aid), ts,
-                    text(level), text(event), json(fields),
+                add_edge((f, t, text(sync), token, created, duration))
+            for lid, aid, ts, level, event, fields in part.log_events:
+                add_log((
+                    hexid(lid), token, None if aid is None else hexes.get(aid) or hexid(aid),
+                    ts, text(level), text(event), json(fields),
                 ))
         return out
 
@@ -216,6 +218,8 @@ class Sqlite(Dialect):
     # first go through its adapter lookup, whose failed attribute lookup formats an
     # AttributeError each time (~2,000 instructions).
     json = staticmethod(bytes.decode)
+    # int, not bool: a bool (not exactly an int) goes through the same adapter lookup.
+    flag = staticmethod(int)
 
     def __init__(self) -> None:
         self._max_vars: int | None = None
@@ -223,8 +227,7 @@ class Sqlite(Dialect):
         self.index_inputs: Callable[[Any, int], None] = _sqlite_inputs.index_inputs
 
     def action_rows(self, rows: list[Row]) -> list[Row]:
-        return [(a, t, p, c, n, ts, d, st, i.decode(), o.decode())
-                for a, t, p, c, n, ts, d, st, i, o in rows]
+        return rows  # sql_rows gives what sqlite3 binds
 
     def write(self, cur: Any, batch: Batch, index_every: int) -> None:
         if self._max_vars is None:
@@ -311,23 +314,26 @@ def _sqlite_insert(cur: Any, kind: str, rows: list[Row], max_vars: int) -> None:
     full = len(rows) - len(rows) % k
     if k > 1 and full:
         sql = _sqlite_multi(kind, width, k)
-        flat = [v for row in rows[:full] for v in row]
-        step = k * width
-        for i in range(0, len(flat), step):
-            cur.execute(sql, flat[i:i + step])
+        flatten = itertools.chain.from_iterable
+        for i in range(0, full, k):
+            cur.execute(sql, list(flatten(rows[i:i + k])))
     if full < len(rows):
         cur.executemany(_sqltext.SQLITE[kind], rows[full:])
 
 
 # JSONB rejects the \u0000 escape and TEXT rejects NUL bytes: NUL becomes U+FFFD there.
 # The lookbehind keeps an escaped backslash followed by "u0000" (the text `\u0000`) intact.
-_JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
-def _pg_json(data: bytes) -> str:
-    if b"\\u0000" in data:
-        data = _JSON_NUL.sub(rb"\1\\ufffd", data)
-    return data.decode("utf-8")
+def _pg_json(data: str) -> str:
+    if "\\u0000" in data:
+        data = _JSON_NUL.sub(r"\1\\ufffd", data)
+    return data
+
+
+def _pg_json_bytes(data: bytes) -> str:
+    return _pg_json(data.decode())
 
 
 def _pg_text(s: str) -> str:
@@ -338,7 +344,7 @@ class Postgres(Dialect):
     name = "postgresql"
     sql = _sqltext.POSTGRESQL
     text = staticmethod(_pg_text)
-    json = staticmethod(_pg_json)
+    json = staticmethod(_pg_json_bytes)
 
     def __init__(self) -> None:
         self._tables = _partitions.WriterView()
@@ -355,15 +361,15 @@ class Postgres(Dialect):
         self._tables.before_write(connect, parts)
 
     def action_rows(self, rows: list[Row]) -> list[Row]:
-        # NUL is rare: one test per document and name, the replacing calls only when one
-        # holds it (callgrind: 4 calls per action cost ~1,000 instructions).
-        out = []
-        for a, t, p, c, n, ts, d, st, i, o in rows:
-            if b"\\u0000" in i or b"\\u0000" in o or "\x00" in c or "\x00" in n:
-                out.append((a, t, p, _pg_text(c), _pg_text(n), ts, d, st, _pg_json(i),
-                            _pg_json(o)))
-            else:
-                out.append((a, t, p, c, n, ts, d, st, i.decode(), o.decode()))
+        # NUL is rare: one test per name and document, the replacing calls and a copy of
+        # the list only for a row that holds one (4 calls per action cost ~1,000
+        # instructions, docs/performance.md).
+        out = rows
+        for k, (a, t, p, c, n, ts, d, st, i, o) in enumerate(rows):
+            if "\\u0000" in i or "\\u0000" in o or "\x00" in c or "\x00" in n:
+                if out is rows:
+                    out = list(rows)
+                out[k] = (a, t, p, _pg_text(c), _pg_text(n), ts, d, st, _pg_json(i), _pg_json(o))
         return out
 
     def write(self, cur: Any, batch: Batch, index_every: int) -> None:
