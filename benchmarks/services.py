@@ -100,23 +100,24 @@ def instrument_rows(cfg: Config) -> list[Row]:
     return rows
 
 
-async def _asgi_app(scope: Any, receive: Any, send: Any) -> None:
+async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
+def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
     start_response("200 OK", [])
     return [b"ok"]
 
 
-def _remote_headers() -> dict[str, str]:
+def remote_headers() -> dict[str, str]:
     actiontrace.configure()
     with flow("bench::Client::run"):
         return inject({})
 
 
-def _asgi_round(app: Any, n: int, headers: dict[str, str] | None) -> float:
+def asgi_request(headers: dict[str, str] | None) -> tuple[dict[str, Any], Any, Any]:
+    """A ready-made GET request: its scope (with ``headers``), ``receive`` and ``send``."""
     raw = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     scope = {"type": "http", "method": "GET", "path": "/ping", "query_string": b"",
              "headers": [(b"host", b"bench"), (b"accept", b"*/*"), *raw]}
@@ -126,6 +127,21 @@ def _asgi_round(app: Any, n: int, headers: dict[str, str] | None) -> float:
 
     async def send(message: dict[str, Any]) -> None:
         pass
+
+    return scope, receive, send
+
+
+def wsgi_environ(headers: dict[str, str] | None) -> dict[str, Any]:
+    """A ready-made GET request's WSGI environ, with ``headers``."""
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/ping", "SCRIPT_NAME": "",
+               "QUERY_STRING": "", "HTTP_HOST": "bench"}
+    for k, v in (headers or {}).items():
+        environ["HTTP_" + k.upper()] = v
+    return environ
+
+
+def _asgi_round(app: Any, n: int, headers: dict[str, str] | None) -> float:
+    scope, receive, send = asgi_request(headers)
 
     async def run() -> float:
         t0 = time.perf_counter_ns()
@@ -140,24 +156,26 @@ def _asgi_round(app: Any, n: int, headers: dict[str, str] | None) -> float:
         tracer.shutdown(0)
 
 
-def _wsgi_round(app: Any, n: int, headers: dict[str, str] | None) -> float:
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/ping", "SCRIPT_NAME": "",
-               "QUERY_STRING": "", "HTTP_HOST": "bench"}
-    for k, v in (headers or {}).items():
-        environ["HTTP_" + k.upper()] = v
+def _start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+    return None
 
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        return None
 
-    tracer = actiontrace.configure(flush_interval=3600)
-    t0 = time.perf_counter_ns()
+def serve_wsgi(app: Any, environ: dict[str, Any], n: int) -> None:
+    """``n`` requests to ``app`` as a server makes them: call, iterate the body, close it."""
     for _ in range(n):
-        body = app(environ, start_response)
+        body = app(environ, _start_response)
         for _chunk in body:
             pass
         close = getattr(body, "close", None)
         if close is not None:
             close()
+
+
+def _wsgi_round(app: Any, n: int, headers: dict[str, str] | None) -> float:
+    environ = wsgi_environ(headers)
+    tracer = actiontrace.configure(flush_interval=3600)
+    t0 = time.perf_counter_ns()
+    serve_wsgi(app, environ, n)
     elapsed = (time.perf_counter_ns() - t0) / n / 1000
     tracer.shutdown(0)
     return elapsed
@@ -165,14 +183,14 @@ def _wsgi_round(app: Any, n: int, headers: dict[str, str] | None) -> float:
 
 def middleware_rows(cfg: Config) -> list[Row]:
     """µs per request: bare app, behind the middleware, and joining a flow."""
-    headers = _remote_headers()
-    asgi, wsgi = AsgiMiddleware(_asgi_app), WsgiMiddleware(_wsgi_app)
+    headers = remote_headers()
+    asgi, wsgi = AsgiMiddleware(asgi_app), WsgiMiddleware(wsgi_app)
     n = cfg.requests
     contenders = {
-        "ASGI app alone": lambda: _asgi_round(_asgi_app, n, None),
+        "ASGI app alone": lambda: _asgi_round(asgi_app, n, None),
         "ASGI + middleware, new flow": lambda: _asgi_round(asgi, n, None),
         "ASGI + middleware, continued flow": lambda: _asgi_round(asgi, n, headers),
-        "WSGI app alone": lambda: _wsgi_round(_wsgi_app, n, None),
+        "WSGI app alone": lambda: _wsgi_round(wsgi_app, n, None),
         "WSGI + middleware, new flow": lambda: _wsgi_round(wsgi, n, None),
         "WSGI + middleware, continued flow": lambda: _wsgi_round(wsgi, n, headers),
     }

@@ -253,3 +253,52 @@ class TestArbitraryValues:
             assert got == text
         else:
             assert got.encode("utf-8")  # cleaned, valid UTF-8
+
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
+                     st.floats(allow_nan=False), st.text(max_size=20))
+_KEYS = st.one_of(st.text(max_size=12), st.sampled_from(["token", "X-Api-Key", "pass", "user"]))
+
+
+class TestFlatMappings:
+    """capture_value's shortcut for small flat mappings stores what the general path does."""
+
+    @staticmethod
+    def general(value: Any, redactor: Any) -> bytes:
+        from actiontrace.recording._capture import encode, finish
+
+        return finish(encode(value), redactor)
+
+    @given(st.dictionaries(_KEYS, _SCALARS, max_size=16))
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    def test_same_bytes_as_the_general_path(self, value: dict[str, Any]) -> None:
+        """Secret keys redacted, the rest encoded as it is: byte for byte the same."""
+        from actiontrace._state import settings as capture_settings
+        from actiontrace.recording._capture import capture_value
+
+        redactor = capture_settings.redactor
+        assert capture_value(value, redactor) == self.general(value, redactor)
+
+    def test_only_flat_small_mappings_take_it(self) -> None:
+        """Nested values, non-str keys, long or oversized mappings go the general way."""
+        from actiontrace._state import settings as capture_settings
+        from actiontrace.recording._capture import capture_flat
+
+        redactor = capture_settings.redactor
+        assert capture_flat({"a": 1, "token": "x"}, redactor) == b'{"a":1,"token":"[REDACTED]"}'
+        assert capture_flat({"a": {"token": "x"}}, redactor) is None
+        assert capture_flat({1: "x"}, redactor) is None
+        assert capture_flat({f"k{i}": i for i in range(17)}, redactor) is None
+        assert capture_flat({"a": "x" * (capture_settings.max_value_bytes + 1)}, redactor) is None
+
+    def test_redactor_answers_are_kept_and_bounded(self) -> None:
+        """is_secret answers the same from its memo, for str keys only, at most 4,096 of them."""
+        from actiontrace.recording._redact import _KNOWN_MAX, Redactor
+
+        redactor = Redactor(["token"])
+        names = [f"n{i}" for i in range(_KNOWN_MAX + 10)] + ["MyToken", "x-token"]
+        first = [redactor.is_secret(n) for n in names]
+        assert [redactor.is_secret(n) for n in names] == first
+        assert first[-2:] == [True, True] and not any(first[:-2])
+        assert redactor.is_secret(1) is False and redactor.is_secret(None) is False
+        assert len(redactor._known) == _KNOWN_MAX

@@ -553,3 +553,29 @@ class TestPrune:
         names = {r[0] for r in sqlite3.connect(path).execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert names == {"host"}
+
+
+class TestPartition:
+    """actiontrace partition (docs/retention.md, partitioned PostgreSQL stores)."""
+
+    def test_partitions_a_postgres_store_then_prunes_it(self, pg_url: str) -> None:
+        """The command partitions the store (its flows stay), a second run only adds
+        partitions ahead, and prune still removes every old flow."""
+        ok("--url", pg_url, "demo")
+        out = ok("--url", pg_url, "partition", "--period", "1h", "--ahead", "1").strip()
+        assert re.fullmatch(r"made 2 partitions of 3,600 s each; they reach \S+ \S+ UTC", out), out
+        store = SqlAlchemyTraceStorage(pg_url)
+        assert len(store.list_flows()) == 6
+        store.close()
+        again = ok("--url", pg_url, "partition", "--period", "1h", "--ahead", "3").strip()
+        assert again.startswith("made 2 partitions"), again
+        removed = ok("--url", pg_url, "prune", "--older-than", "0s").strip()
+        assert re.fullmatch(r"removed 6 flows \(\d+ actions\)", removed), removed
+
+    def test_sqlite_is_refused_in_one_line(self, tmp_path: Path) -> None:
+        """On SQLite the command says partitioning is PostgreSQL's, without a traceback."""
+        url = f"sqlite:///{tmp_path}/p.db"
+        ok("--url", url, "demo")
+        res = run("--url", url, "partition")
+        assert res.returncode == 1 and "PostgreSQL feature" in res.stderr
+        assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -50,6 +50,10 @@ async def stream(request: Request) -> Response:
     return StreamingResponse(chunks())
 
 
+async def outgoing(request: Request) -> Response:
+    return JSONResponse(inject({}))
+
+
 async def echo_ws(ws: WebSocket) -> None:
     await ws.accept()
     await ws.send_text(await ws.receive_text())
@@ -58,7 +62,8 @@ async def echo_ws(ws: WebSocket) -> None:
 
 def make_app(**options: Any) -> Any:
     routes = [Route("/hello", hello), Route("/boom", boom), Route("/teapot", teapot),
-              Route("/stream", stream), WebSocketRoute("/ws", echo_ws)]
+              Route("/stream", stream), Route("/outgoing", outgoing),
+              WebSocketRoute("/ws", echo_ws)]
     return ActionTraceMiddleware(Starlette(routes=routes), concept="svc::HTTP", **options)
 
 
@@ -148,6 +153,71 @@ class TestContinuedFlow:
         (req,) = requests_of(tracer)
         assert tracer.get_trace(req.flow_token).root_action_id == req.id
         assert tracer.stats()["rejected_trace_headers"] == 1
+
+
+    async def test_tracestate_is_passed_on(self, tracer: actiontrace.ActionTracer) -> None:
+        """A tracestate that came with our headers goes out again from inside the request."""
+        with flow("client::Main::run") as token:
+            headers = inject({})
+        headers["tracestate"] = "vendor=abc,other=1"
+        res = await get(make_app(), "/outgoing", headers=headers)
+        out = res.json()
+        assert out["tracestate"] == "vendor=abc,other=1"
+        assert out["traceparent"].split("-")[1] == token.hex
+        (req,) = requests_of(tracer)
+        assert out["actiontrace"].startswith(f"trigger={req.id};")
+
+
+class TestDeclaredReactions:
+    """A reaction declared on the request action runs, in new and continued flows."""
+
+    @pytest.fixture
+    def reacting(self) -> Iterator[list[actiontrace.ActionRecord]]:
+        seen: list[actiontrace.ActionRecord] = []
+
+        @actiontrace.synchronization("OnRequest", when="svc::HTTP::request")
+        def on_request(record: actiontrace.ActionRecord) -> None:
+            seen.append(record)
+            inner(5)
+
+        yield seen
+        actiontrace.remove_reaction(on_request)
+
+    async def test_reaction_to_a_new_flow_request(
+        self, tracer: actiontrace.ActionTracer, reacting: list[actiontrace.ActionRecord]
+    ) -> None:
+        """The reaction sees the finished request and its action gets the edge from it."""
+        await get(make_app(), "/teapot")
+        (req,) = requests_of(tracer)
+        assert [(r.id, r.outputs, r.status) for r in reacting] == [(req.id, {"status": 418}, "ok")]
+        trace = tracer.get_trace(req.flow_token)
+        assert trace.root_action_id == req.id
+        (reacted,) = [r for r in trace.actions.values() if r.inputs == {"x": 5}]
+        assert [(e.from_action, e.synchronization) for e in trace.provenance_edges
+                if e.to_action == reacted.id] == [(req.id, "OnRequest")]
+
+    async def test_reaction_to_a_continued_request(
+        self, tracer: actiontrace.ActionTracer, reacting: list[actiontrace.ActionRecord]
+    ) -> None:
+        """In the caller's flow: the edge from the caller, then the reaction's from the request."""
+        with flow("client::Main::run") as token:
+            headers = inject({})
+        await get(make_app(), "/hello", headers=headers)
+        (req,) = requests_of(tracer)
+        assert [r.id for r in reacting] == [req.id] and req.flow_token == token
+        trace = tracer.get_trace(token)
+        syncs = sorted((e.synchronization, e.from_action == req.id) for e in trace.provenance_edges)
+        assert syncs == [("OnRequest", True), ("remote", False)]
+
+    async def test_recording_disabled(self, reacting: list[actiontrace.ActionRecord]) -> None:
+        """configure(enabled=False): the app answers, nothing is recorded or reacted to."""
+        tracer = actiontrace.configure(enabled=False)
+        try:
+            res = await get(make_app(), "/hello")
+            assert res.json() == {"v": 2}
+            assert reacting == [] and requests_of(tracer) == []
+        finally:
+            actiontrace.configure()
 
 
 class TestPassThrough:

@@ -115,6 +115,88 @@ class TestFlask:
         assert [r.parent_id for r in inners] == [req.id] * 3
 
 
+class _Reaction:
+    """A reaction declared on the request action, until ``stop()``."""
+
+    def __init__(self) -> None:
+        self.seen: list[actiontrace.ActionRecord] = []
+
+        @actiontrace.synchronization("OnRequest", when="http::Server::request")
+        def on_request(record: actiontrace.ActionRecord) -> None:
+            self.seen.append(record)
+
+        self._func = on_request
+
+    def stop(self) -> None:
+        actiontrace.remove_reaction(self._func)
+
+
+def _serve(app: Any, environ: dict[str, Any]) -> bytes:
+    """Call a WSGI app as a server would: iterate the body, then close it."""
+    body = app(environ, lambda *a: None)
+    try:
+        return b"".join(body)
+    finally:
+        body.close()
+
+
+class TestRequestPaths:
+    """Requests with and without a declared reaction, new and continued, record alike."""
+
+    @pytest.fixture
+    def reacting(self) -> Iterator[_Reaction]:
+        reaction = _Reaction()
+        yield reaction
+        reaction.stop()
+
+    @staticmethod
+    def app(environ: Any, start_response: Any) -> Any:
+        start_response("201 Created", [])
+        inner(1)
+        return [inject({}).get("tracestate", "-").encode()]
+
+    def shape(self, tracer: actiontrace.ActionTracer, environ: dict[str, Any]) -> Any:
+        out = _serve(ActionTraceMiddleware(self.app), environ)
+        (req,) = tracer.find_actions(concept_uri="http::Server")
+        trace = tracer.get_trace(req.flow_token)
+        children = [r.parent_id == req.id for r in trace.actions.values() if r.action == "inner"]
+        edges = sorted((e.synchronization, e.to_action == req.id) for e in trace.provenance_edges)
+        return (out, req.inputs, req.outputs, req.status, req.parent_id, children, edges,
+                trace.root_action_id == req.id)
+
+    def test_new_flow_with_and_without_reaction(
+        self, tracer: actiontrace.ActionTracer, reacting: _Reaction
+    ) -> None:
+        """The reaction runs once; the request is the root of its flow either way."""
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/r"}
+        with_reaction = self.shape(tracer, environ)
+        assert [r.outputs for r in reacting.seen] == [{"status": 201}]
+        expected = (b"-", {"method": "GET", "path": "/r"}, {"status": 201}, "ok", None,
+                    [True], [], True)
+        assert with_reaction == expected
+        reacting.stop()
+        tracer = actiontrace.configure()
+        assert self.shape(tracer, environ) == expected
+
+    def test_continued_flow_with_and_without_reaction(
+        self, tracer: actiontrace.ActionTracer, reacting: _Reaction
+    ) -> None:
+        """The edge from the caller and the tracestate passed on, either way."""
+        with flow("client::Main::run"):
+            headers = inject({})
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/r",
+                   "HTTP_TRACEPARENT": headers["traceparent"],
+                   "HTTP_ACTIONTRACE": headers["actiontrace"], "HTTP_TRACESTATE": "v=1"}
+        with_reaction = self.shape(tracer, environ)
+        assert len(reacting.seen) == 1
+        expected = (b"v=1", {"method": "GET", "path": "/r"}, {"status": 201}, "ok", None,
+                    [True], [("remote", True)], False)
+        assert with_reaction == expected
+        reacting.stop()
+        tracer = actiontrace.configure()
+        assert self.shape(tracer, environ) == expected
+
+
 class TestRawWsgi:
     def test_app_that_raises(self, tracer: actiontrace.ActionTracer) -> None:
         """An app that raises: the request is an error and the exception propagates."""

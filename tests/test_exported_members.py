@@ -77,3 +77,22 @@ def test_service_integrations() -> None:
     for name in ("httpx", "requests"):
         assert importlib.import_module(f"actiontrace.contrib.{name}").__all__ == [
             "instrument", "uninstrument"]
+
+
+def test_sql_storage_retention_methods() -> None:
+    """SqlAlchemyTraceStorage.partition and prune_flows keep the parameters docs/reference.md
+    gives them."""
+    import inspect
+
+    def params(fn: object) -> list[tuple[str, object, object]]:
+        sig = inspect.signature(fn)  # type: ignore[arg-type]
+        return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
+
+    kw, pos = inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD
+    empty = inspect.Parameter.empty
+    storage = actiontrace.SqlAlchemyTraceStorage
+    assert params(storage.partition) == [
+        ("self", pos, empty), ("period", pos, 86400), ("ahead", kw, 2)]
+    assert params(storage.prune_flows) == [
+        ("self", pos, empty), ("before_us", pos, empty), ("dry_run", kw, False),
+        ("batch_size", kw, 500), ("max_batches", kw, None), ("exact", kw, True)]

@@ -492,46 +492,60 @@ class TestRetention:
     def test_prune_while_another_process_writes(self, sql_url: str) -> None:
         """Pruning everything older than now, again and again, while another process
         writes requests: every flow is either whole or gone, nothing is orphaned."""
-        from actiontrace.recording._ids import now_us
 
         rounds = 15
         store = SqlAlchemyTraceStorage(sql_url)
         store.find_actions(ActionFilter(limit=1))  # the schema, before the writer starts
-        with subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(WRITE_REQUESTS), sql_url, str(rounds)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ) as child:
-            try:
-                assert child.stdout is not None and child.stdout.readline().strip() == "flushed"
-                pruned = passes = 0
-                while child.poll() is None or passes == 0:
-                    pruned += store.prune_flows(now_us(), batch_size=50).flows
-                    passes += 1
-                _, err = child.communicate(timeout=120)
-                assert child.returncode == 0, err
-            finally:
-                if child.poll() is None:
-                    child.kill()
         try:
+            pruned, _ = prune_while_child_writes(store, WRITE_REQUESTS, sql_url, str(rounds))
             assert pruned >= 100  # at least the first round, flushed before we started
-            with store.engine.connect() as conn:
-                def one(sql: str) -> Any:
-                    return conn.exec_driver_sql(sql).scalar()
-
-                for table in ("actions", "edges", "log_events"):
-                    assert one(f"SELECT count(*) FROM actiontrace_{table} t WHERE NOT EXISTS "
-                               "(SELECT 1 FROM actiontrace_flows f "
-                               "WHERE f.flow_token = t.flow_token)") == 0, table
-                per_flow = conn.exec_driver_sql(
-                    "SELECT f.flow_token, "
-                    "(SELECT count(*) FROM actiontrace_actions a WHERE a.flow_token = f.flow_token), "
-                    "(SELECT count(*) FROM actiontrace_edges e WHERE e.flow_token = f.flow_token), "
-                    "(SELECT count(*) FROM actiontrace_log_events g "
-                    "WHERE g.flow_token = f.flow_token) FROM actiontrace_flows f").all()
-            assert {tuple(r[1:]) for r in per_flow} <= {(4, 3, 2)}
-            assert len(per_flow) + pruned == rounds * 100
+            shapes = flow_shapes(store)
+            assert set(shapes) <= {(4, 3, 2)}
+            assert len(shapes) + pruned == rounds * 100
         finally:
             store.close()
+
+
+def prune_while_child_writes(store: SqlAlchemyTraceStorage, code: str, *args: str,
+                             lag_us: int = 0) -> tuple[int, str]:
+    """Run ``code`` in another process and prune ``store`` to ``lag_us`` before now,
+    again and again, from its first "flushed" line to its exit; return the flows pruned
+    and its output."""
+    from actiontrace.recording._ids import now_us
+
+    with subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "flushed"
+            pruned = passes = 0
+            while child.poll() is None or passes == 0:
+                pruned += store.prune_flows(now_us() - lag_us, batch_size=50).flows
+                passes += 1
+            out, err = child.communicate(timeout=120)
+            assert child.returncode == 0, err
+        finally:
+            if child.poll() is None:
+                child.kill()
+    return pruned, out
+
+
+def flow_shapes(store: SqlAlchemyTraceStorage) -> list[tuple[int, int, int]]:
+    """(actions, edges, log events) of each stored flow, after checking that no action,
+    edge or log event is left without its flow."""
+    with store.engine.connect() as conn:
+        for table in ("actions", "edges", "log_events"):
+            assert conn.exec_driver_sql(
+                f"SELECT count(*) FROM actiontrace_{table} t WHERE NOT EXISTS "
+                "(SELECT 1 FROM actiontrace_flows f WHERE f.flow_token = t.flow_token)"
+            ).scalar() == 0, table
+        return [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT "
+            "(SELECT count(*) FROM actiontrace_actions a WHERE a.flow_token = f.flow_token), "
+            "(SELECT count(*) FROM actiontrace_edges e WHERE e.flow_token = f.flow_token), "
+            "(SELECT count(*) FROM actiontrace_log_events g "
+            "WHERE g.flow_token = f.flow_token) FROM actiontrace_flows f").all()]
 
 
 class TestEdgeDurations:

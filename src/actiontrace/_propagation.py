@@ -43,6 +43,7 @@ REJECTED = "rejected_trace_headers"  # the stats() counter
 # higher version is read by its version-00 fields and must continue with "-" (or end)
 # after the flags (W3C Trace Context §3.2.4).
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACEPARENT_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _KEY = re.compile(r"[a-z0-9][_0-9a-z\-*/@]{0,255}")
 _VALUE = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -179,6 +180,11 @@ def _traceparent(values: list[str]) -> tuple[int, int] | None:
     if len(values) != 1 or len(values[0]) > MAX_VALUE:
         return None
     value = values[0]
+    if len(value) == 55 and _TRACEPARENT_00.fullmatch(value) is not None:
+        # Version 00 as every tracer writes it: one match and two slices (callgrind,
+        # per header: 12,950 -> 11,100 instructions, against the general path below).
+        trace_id, parent_id = int(value[3:35], 16), int(value[36:52], 16)
+        return (trace_id, parent_id) if trace_id and parent_id else None
     if len(value) != 55 or value[0] in _OWS or value[-1] in _OWS:
         value = value.strip(_OWS)
     m = _TRACEPARENT.match(value)
@@ -236,16 +242,19 @@ def _actiontrace(values: list[str], parent_id: int) -> tuple[int | None, str | N
     """(trigger, synchronization) from the actiontrace header, or (None, None)."""
     if len(values) != 1 or len(values[0]) > MAX_VALUE:
         return None, None
-    fast = _OURS.fullmatch(values[0])  # what inject writes: one regex, not the loop below
+    value = values[0]
+    raw_sync: str | None
+    fast = _OURS.fullmatch(value)  # what inject writes: one regex, not the loop below
     if fast is not None:
-        raw_trigger, raw_sync = fast.groups()
+        # "trigger=" + 36 characters + ";sync=": slices, not a tuple of groups.
+        raw_trigger, raw_sync = value[8:44], value[50:]
     else:
         fields: dict[str, str] = {}
-        for item in values[0].strip(_OWS).split(";"):
-            key, eq, value = item.strip(_OWS).partition("=")
+        for item in value.strip(_OWS).split(";"):
+            key, eq, field = item.strip(_OWS).partition("=")
             if not eq or key in fields:
                 return None, None
-            fields[key] = value
+            fields[key] = field
         raw_trigger, raw_sync = fields.get("trigger", ""), fields.get("sync")
         if _UUID.fullmatch(raw_trigger) is None:
             return None, None
@@ -256,10 +265,13 @@ def _actiontrace(values: list[str], parent_id: int) -> tuple[int | None, str | N
         return None, None
     if raw_sync is None:
         return trigger, None
-    try:
-        sync = unquote(raw_sync, errors="strict")
-    except UnicodeDecodeError:
-        return None, None
+    if "%" not in raw_sync:  # unquote would return it as it is, after a call
+        sync = raw_sync
+    else:
+        try:
+            sync = unquote(raw_sync, errors="strict")
+        except UnicodeDecodeError:
+            return None, None
     if not sync or not sync.isprintable():  # control characters never reach storage
         return None, None
     return trigger, sync
@@ -347,6 +359,19 @@ def extract(carrier: Any) -> RemoteContext | None:
 # -- continue_flow_from ----------------------------------------------------------------
 
 
+def pass_tracestate(token: int, state: str) -> contextvars.Token[Any]:
+    """Pass ``state`` on with flow ``token`` in this context (``inject`` adds it)."""
+    return _tracestate.set((token, state))
+
+
+def end_tracestate(reset: contextvars.Token[Any]) -> None:
+    """Stop passing on what ``pass_tracestate`` set."""
+    try:
+        _tracestate.reset(reset)
+    except ValueError:  # exited in another context
+        _tracestate.set(None)
+
+
 class join:
     """``continue_flow`` of what a carrier named, with its ``tracestate`` passed on."""
 
@@ -355,21 +380,22 @@ class join:
     def __init__(self, remote: Remote) -> None:
         token, trigger, sync, self._state = remote
         self._token = token
-        self._inner = continue_flow(token, trigger, sync or "remote")
+        self._inner = continue_flow.of_ints(token, trigger, sync or "remote")
         self._reset: contextvars.Token[Any] | None = None
 
     def __enter__(self) -> uuid.UUID:
-        joined: uuid.UUID = self._inner.__enter__()
+        self.enter()
+        return as_uuid(self._token)
+
+    def enter(self) -> None:
+        """``__enter__`` without building the flow token's ``uuid.UUID`` (the middleware's)."""
+        self._inner.enter()
         if self._state is not None:
-            self._reset = _tracestate.set((self._token, self._state))
-        return joined
+            self._reset = pass_tracestate(self._token, self._state)
 
     def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
         if self._reset is not None:
-            try:
-                _tracestate.reset(self._reset)
-            except ValueError:  # exited in another context
-                _tracestate.set(None)
+            end_tracestate(self._reset)
             self._reset = None
         self._inner.__exit__(et, exc, tb)
 

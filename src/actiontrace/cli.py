@@ -452,5 +452,34 @@ def prune(obj: Context, age: float, dry_run: bool) -> None:
     click.echo(f"{verb} {done.flows:,} flows ({done.actions:,} actions)")
 
 
+# -- partition (docs/retention.md) ------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--period", default="1d", type=AgeParam(), show_default=True,
+              help="Time each partition covers (1h, 1d, 1w).")
+@click.option("--ahead", default=2, type=click.IntRange(min=0), show_default=True,
+              help="Partitions to make beyond the current period.")
+@pass_ctx
+@friendly_errors
+def partition(obj: Context, period: float, ahead: int) -> None:
+    """Partition a PostgreSQL store by time, so prune drops whole partitions."""
+    import datetime as dt
+
+    from actiontrace.storage import _partitions
+    from actiontrace.storage._sql import SqlAlchemyTraceStorage
+
+    obj.storage()._ensure()  # refused, like prune, on a database without our tables
+    storage = SqlAlchemyTraceStorage(obj.url)
+    try:
+        made = storage.partition(period, ahead=ahead)
+        with storage.engine.connect() as conn:
+            top = _partitions.layout(conn).top_ms
+    finally:
+        storage.close()
+    until = dt.datetime.fromtimestamp(top / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    click.echo(f"made {made:,} partitions of {period:,.0f} s each; they reach {until}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -38,5 +38,6 @@ class RequestRecorder:
         self.app = app
         self.concept = concept
         self.query_string = bool(query_string)
-        params = ("method", "path", "query") if query_string else ("method", "path")
-        self._action = pending_action(concept, "request", params)
+        self._params: tuple[str, ...] = (
+            ("method", "path", "query") if query_string else ("method", "path"))
+        self._action = pending_action(concept, "request", self._params)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from actiontrace._propagation import extract_asgi, join
+from actiontrace._propagation import extract_asgi
 from actiontrace.contrib._http import RequestRecorder, query_inputs
-from actiontrace.contrib._pending import Pending
+from actiontrace.contrib._pending import RequestAction, start_request
 
 __all__ = ["ActionTraceMiddleware"]
 
@@ -38,20 +38,13 @@ class ActionTraceMiddleware(RequestRecorder):
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
-        remote = extract_asgi(scope.get("headers") or ())
-        if remote is None:
-            await self._record(scope, receive, send)
-            return
-        with join(remote):
-            await self._record(scope, receive, send)
-
-    async def _record(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         inputs = [scope.get("method", "GET"), scope.get("path", "")]
         if self.query_string:
             raw = scope.get("query_string") or b""
             inputs.append(query_inputs(raw.decode("latin-1")))
-        pending = Pending.start(self._action, *inputs)
-        if pending is None:
+        request = start_request(self._action, self._params,
+                                extract_asgi(scope.get("headers") or ()), *inputs)
+        if request is None:
             await self.app(scope, receive, send)
             return
         status: list[int] = []
@@ -64,6 +57,10 @@ class ActionTraceMiddleware(RequestRecorder):
         try:
             await self.app(scope, receive, send_status)
         except BaseException as exc:
-            pending.fail(exc)
+            request.fail(exc)
             raise
-        await pending.finish_async({"status": status[0] if status else None})
+        outputs = {"status": status[0] if status else None}
+        if request.__class__ is RequestAction:  # nothing to await: spare a coroutine
+            request.finish(outputs)
+        else:
+            await request.finish_async(outputs)

@@ -20,7 +20,7 @@ from typing import Any
 from actiontrace._state import settings
 from actiontrace.recording import _ids
 from actiontrace.recording._capture import capture_value
-from actiontrace.recording._context import current_frame, current_ids
+from actiontrace.recording._context import current_ids, frame_var
 from actiontrace.recording._layout import ID, OWNER, PART, SPEC
 
 __all__ = ["add_flow_context", "attach_to_action"]
@@ -61,20 +61,25 @@ def attach_to_action(
     The level is the event's ``level`` key if a processor before this one set it
     (``structlog.processors.add_log_level``), else the logger method's name.
     """
-    frame = current_frame()
-    if frame is None:
-        return event_dict
+    # Runs for every log event in a flow (two per seed-shaped request): the frame and
+    # the ids are read inline, not through current_frame() and now_us()/new_id()
+    # (callgrind, per event with capture_flat: 23,600 -> 20,800 instructions).
+    frame: Any = frame_var.get()
+    if frame.__class__ is tuple:
+        frame, _ = frame
+        if frame is None:
+            return event_dict
     part = frame[PART]
     owner = frame[OWNER] or frame
     action_id = None if owner[ID] is None else part.full_id(owner)
-    spec = owner[SPEC]
-    redactor = getattr(spec, "redactor", None) or settings.redactor
+    redactor = getattr(owner[SPEC], "redactor", None) or settings.redactor
     level = event_dict.get("level") or method_name or "info"
     event = event_dict.get("event")
     fields = {k: v for k, v in event_dict.items() if k not in _NOT_FIELDS}
-    now = _ids.now_us()
+    now = (_ids.perf_ns() + _ids.EPOCH_OFFSET_NS) // 1000
+    log_id = ((now // 1000) << 80) | _ids.FIXED_BITS | (next(_ids.counter) & _ids.COUNTER_MASK)
     part.log_events.append((
-        _ids.new_id(now), action_id, now, str(level).lower(),
-        "" if event is None else str(event), capture_value(fields, redactor),
+        log_id, action_id, now, str(level).lower(), "" if event is None else str(event),
+        capture_value(fields, redactor),
     ))
     return event_dict

@@ -22,9 +22,9 @@ import contextvars
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from actiontrace._propagation import Remote, extract_remote, join
+from actiontrace._propagation import extract_remote
 from actiontrace.contrib._http import RequestRecorder, query_inputs
-from actiontrace.contrib._pending import Pending
+from actiontrace.contrib._pending import Request, start_request
 
 __all__ = ["ActionTraceMiddleware"]
 
@@ -51,13 +51,12 @@ class ActionTraceMiddleware(RequestRecorder):
 
     def _call(self, context: contextvars.Context, environ: dict[str, Any],
               start_response: Any) -> Iterable[bytes]:
-        remote = extract_remote(_carrier(environ))
-        joined = None if remote is None else _enter(remote)
         inputs = [environ.get("REQUEST_METHOD", "GET"),
                   environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")]
         if self.query_string:
             inputs.append(query_inputs(environ.get("QUERY_STRING", "")))
-        pending = Pending.start(self._action, *inputs)
+        pending = start_request(self._action, self._params,
+                                extract_remote(_carrier(environ)), *inputs)
         status: list[int] = []
 
         def start(status_line: str, headers: Any, exc_info: Any = None) -> Any:
@@ -73,39 +72,28 @@ class ActionTraceMiddleware(RequestRecorder):
         try:
             body = self.app(environ, start)
         except BaseException as exc:
-            _end(pending, joined, status, exc)
+            _end(pending, status, exc)
             raise
-        return _Body(body, context, pending, joined, status)
+        return _Body(body, context, pending, status)
 
 
-def _enter(remote: Remote) -> join:
-    joined = join(remote)
-    joined.__enter__()
-    return joined
-
-
-def _end(pending: Pending | None, joined: join | None, status: list[int],
-         exc: BaseException | None) -> None:
-    try:
-        if pending is not None:
-            if exc is None:
-                pending.finish({"status": status[0] if status else None})
-            else:
-                pending.fail(exc)
-    finally:
-        if joined is not None:
-            joined.__exit__(None if exc is None else type(exc), exc, None)
+def _end(pending: Request | None, status: list[int], exc: BaseException | None) -> None:
+    if pending is not None:
+        if exc is None:
+            pending.finish({"status": status[0] if status else None})
+        else:
+            pending.fail(exc)
 
 
 class _Body:
     """The application's body, iterated and closed in the request's context."""
 
-    __slots__ = ("_body", "_context", "_done", "_it", "_joined", "_pending", "_status")
+    __slots__ = ("_body", "_context", "_done", "_it", "_pending", "_status")
 
     def __init__(self, body: Iterable[bytes], context: contextvars.Context,
-                 pending: Pending | None, joined: join | None, status: list[int]) -> None:
+                 pending: Request | None, status: list[int]) -> None:
         self._body, self._context = body, context
-        self._pending, self._joined, self._status = pending, joined, status
+        self._pending, self._status = pending, status
         self._it: Iterator[bytes] | None = None
         self._done = False
 
@@ -144,4 +132,4 @@ class _Body:
     def _finish(self, exc: BaseException | None) -> None:
         if not self._done:
             self._done = True
-            self._context.run(_end, self._pending, self._joined, self._status, exc)
+            self._context.run(_end, self._pending, self._status, exc)

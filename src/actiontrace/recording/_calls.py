@@ -8,6 +8,7 @@ action starts for itself, ended when the call returns).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
 from actiontrace._state import current_recorder
@@ -20,7 +21,7 @@ from actiontrace.recording._record import FlowPart
 if TYPE_CHECKING:
     from actiontrace.recording._decorators import ActionSpec
 
-__all__ = ["auto_flow", "auto_flow_async", "capture_inputs", "end_auto_flow"]
+__all__ = ["auto_flow", "auto_flow_async", "capture_inputs", "end_auto_flow", "open_auto_flow"]
 
 
 def capture_inputs(spec: ActionSpec, args: Any, kwargs: Any) -> bytes:
@@ -31,11 +32,22 @@ def capture_inputs(spec: ActionSpec, args: Any, kwargs: Any) -> bytes:
         return capture_fallback(args, kwargs, spec.redactor)
 
 
+def open_auto_flow() -> tuple[FlowPart, Token[Any]]:
+    """Open the flow a root action (no flow active) starts for itself, and enter it.
+
+    Returns the part and the context token; ``end_auto_flow`` ends it after
+    ``frame_var.reset(token)``. ``auto_flow`` wraps a call in these; an integration
+    whose request action is the root of its flow (``contrib._pending``) calls them
+    itself, which spares the coroutine level ``auto_flow_async`` adds.
+    """
+    part = current_recorder().open_part(_ids.new_id(), None, _ids.now_us())
+    return part, frame_var.set((base_frame(part), None))
+
+
 def auto_flow(wrapper: Callable[..., Any], func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     """Run a root action (no flow active) in a flow of its own."""
     try:
-        part = current_recorder().open_part(_ids.new_id(), None, _ids.now_us())
-        token = frame_var.set((base_frame(part), None))
+        part, token = open_auto_flow()
     except BaseException:  # noqa: BLE001 - tracing must not stop the call
         return func(*args, **kwargs)
     try:
@@ -49,8 +61,7 @@ async def auto_flow_async(
     wrapper: Callable[..., Any], func: Callable[..., Any], args: Any, kwargs: Any
 ) -> Any:
     try:
-        part = current_recorder().open_part(_ids.new_id(), None, _ids.now_us())
-        token = frame_var.set((base_frame(part), None))
+        part, token = open_auto_flow()
     except BaseException:  # noqa: BLE001 - tracing never raises into the app
         return await func(*args, **kwargs)
     try:

@@ -306,6 +306,9 @@ def concept(uri: str) -> Callable[[type[T]], type[T]]:
 # --- @synchronization ---------------------------------------------------------------------
 
 
+_get, _set = frame_var.get, frame_var.set
+
+
 def _direct_sync_frame(cur: Frame, last: int | None, name: str) -> Frame:
     """The frame of a synchronization called directly inside ``cur`` (docs/reference.md,
     Decorators).
@@ -377,7 +380,7 @@ def synchronization(
                 cur, last = state()
                 if cur is None:
                     return await func(*args, **kwargs)
-                frame_var.set((_direct_sync_frame(cur, last, sync_name), last))
+                _set((_direct_sync_frame(cur, last, sync_name), last))
                 try:
                     return await func(*args, **kwargs)
                 finally:
@@ -387,14 +390,25 @@ def synchronization(
         else:
 
             def run(*args: Any, **kwargs: Any) -> Any:
-                cur, last = state()
-                if cur is None:
-                    return func(*args, **kwargs)
-                frame_var.set((_direct_sync_frame(cur, last, sync_name), last))
+                # state() and leave_frame() inlined: a seed-shaped request runs two of
+                # these (callgrind, per call: 12,100 -> 7,850 instructions).
+                cur: Any = _get()
+                if cur.__class__ is tuple:
+                    cur, last = cur
+                    if cur is None:
+                        return func(*args, **kwargs)
+                else:
+                    last = None
+                _set((_direct_sync_frame(cur, last, sync_name), last))
                 try:
                     return func(*args, **kwargs)
-                finally:
-                    leave_frame(cur)
+                finally:  # back to cur, keeping what completed inside (leave_frame)
+                    done: Any = _get()
+                    if done.__class__ is tuple:
+                        _, last = done
+                        _set((cur, last))
+                    else:
+                        _set((cur, None))
 
             wrapper = run
         functools.update_wrapper(wrapper, func)

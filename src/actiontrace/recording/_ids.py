@@ -63,14 +63,17 @@ def new_id(ts_us: int | None = None) -> int:
 
 
 _new_uuid = object.__new__
-_set = object.__setattr__
 _UUID = uuid.UUID
 _SAFE = uuid.SafeUUID.unknown
+# The slots' own setters: ``object.__setattr__`` looked the slot up in the type on every
+# call (timeit: ~400 -> ~350 ns per UUID).
+_set_int = _UUID.__dict__["int"].__set__
+_set_safe = _UUID.__dict__["is_safe"].__set__
 
 
 def as_uuid(value: int) -> uuid.UUID:
-    """Return ``uuid.UUID(int=value)`` without its validation (~240 ns instead of ~690)."""
+    """Return ``uuid.UUID(int=value)`` without its validation (~350 ns instead of ~690)."""
     u = _new_uuid(_UUID)
-    _set(u, "int", value)
-    _set(u, "is_safe", _SAFE)
+    _set_int(u, value)
+    _set_safe(u, _SAFE)
     return u

@@ -157,7 +157,8 @@ class FlowPart:
         "token",
     )
 
-    def __init__(self, token: int, root_id: int | None, created_at: int, module: str) -> None:
+    def __init__(self, token: int, root_id: int | None, created_at: int, module: str,
+                 recorder: Any = None) -> None:
         self.token = token
         self.root_id = root_id
         self.created_at = created_at  # µs since the epoch
@@ -168,7 +169,7 @@ class FlowPart:
         self.log_events: list[tuple[int, int | None, int, str, str, bytes]] = []
         self.sampled = True  # configure(sample_rate=...)'s decision for this flow
         self._idmap: tuple[int, dict[int, int]] | None = None  # see _id_map
-        self.recorder: Any = None  # the Recorder that closes it (not part of the stored form)
+        self.recorder: Any = recorder  # the Recorder that closes it (not part of the stored form)
         self.nbytes = 0  # what it holds, as the buffer counts it (set when queued)
         # How this process turns perf_counter_ns into epoch time and local ids into UUIDv7.
         self.offset = _ids.EPOCH_OFFSET_NS
@@ -229,12 +230,17 @@ class FlowPart:
     def row_of(self, rec: list[Any], parent: list[Any] | None) -> ActionRow:
         """One record in storage form, ``parent`` being its parent's record (or frame).
 
-        For a declared reaction's record: it costs the same whatever the flow's length.
+        For a declared reaction's record: it costs the same whatever the flow's length
+        (and, run after every matching action, builds no map and no generator).
         """
-        full = {rec[ID]: self.full_id(rec)}
-        if parent is not None and parent[ID] is not None:
-            full[parent[ID]] = self.full_id(parent)
-        return next(self._rows([rec], full))
+        spec, _, parent_id, t0, dur, status, inp, out = rec[:RECORD_SLOTS]
+        inp, out = _stored(inp, out, spec, settings.max_value_bytes)
+        if parent_id is not None and parent is not None and parent[ID] == parent_id:
+            parent_id = self.full_id(parent)
+        return tuple.__new__(ActionRow, (
+            self.full_id(rec), self.token, parent_id, spec.concept_uri, spec.name,
+            (t0 + self.offset) // 1000, None if dur is None else dur // 1000, status, inp, out,
+        ))
 
     def _rows(self, records: list[list[Any]], full: dict[int, int]) -> Iterator[ActionRow]:
         token, off = self.token, self.offset

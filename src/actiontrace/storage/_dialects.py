@@ -14,6 +14,7 @@ text the recorder already encoded, never re-encoded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import re
@@ -25,15 +26,17 @@ from typing import Any, ClassVar
 import msgspec
 import sqlalchemy as sa
 
+from actiontrace._exceptions import StorageUnavailable
 from actiontrace._model import ActionFilter, PerformanceMetrics
 from actiontrace.recording._ids import as_uuid
 from actiontrace.recording._record import Part
-from actiontrace.storage import _sqlite_inputs, _sqltext
+from actiontrace.storage import _partitions, _sqlite_inputs, _sqltext
 from actiontrace.storage._schema import actions
 
 __all__ = ["Dialect", "Postgres", "Sqlite", "for_engine"]
 
 Row = tuple[Any, ...]
+Connect = Callable[[], contextlib.AbstractContextManager[sa.Connection]]
 
 
 def _hexid(value: int) -> str:
@@ -153,6 +156,13 @@ class Dialect:
     def write(self, cur: Any, batch: Batch, index_every: int) -> None:
         """Insert ``batch`` on the driver's cursor (inside the caller's transaction)."""
         raise NotImplementedError
+
+    def before_write(self, connect: Connect, parts: Sequence[Part]) -> None:
+        """Prepare the database for ``parts`` before their transaction (PostgreSQL: the
+        partitions they need); never raises."""
+
+    def forget_layout(self) -> None:
+        """Look at the tables' partitioning again before the next write."""
 
     def json_column(self, col: Any) -> Any:
         """A JSON column as the encoded text ``_capture.decode`` reads."""
@@ -336,21 +346,53 @@ class Postgres(Dialect):
     text = staticmethod(_pg_text)
     json = staticmethod(_pg_json_bytes)
 
+    def __init__(self) -> None:
+        self._tables = _partitions.WriterView()
+
+    def forget_layout(self) -> None:
+        self._tables.layout = None
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether the last look found the tables partitioned (``_partitions``)."""
+        return self._tables.partitioned
+
+    def before_write(self, connect: Connect, parts: Sequence[Part]) -> None:
+        self._tables.before_write(connect, parts)
+
     def action_rows(self, rows: list[Row]) -> list[Row]:
-        return [(a, t, p, _pg_text(c), _pg_text(n), ts, d, st, _pg_json(i), _pg_json(o))
-                for a, t, p, c, n, ts, d, st, i, o in rows]
+        # NUL is rare: one test per name and document, the replacing calls and a copy of
+        # the list only for a row that holds one (4 calls per action cost ~1,000
+        # instructions, docs/performance.md).
+        out = rows
+        for k, (a, t, p, c, n, ts, d, st, i, o) in enumerate(rows):
+            if "\\u0000" in i or "\\u0000" in o or "\x00" in c or "\x00" in n:
+                if out is rows:
+                    out = list(rows)
+                out[k] = (a, t, p, _pg_text(c), _pg_text(n), ts, d, st, _pg_json(i), _pg_json(o))
+        return out
 
     def write(self, cur: Any, batch: Batch, index_every: int) -> None:
-        for table, kind, rows in (("flows", "flow", batch.flows),
-                                  ("actions", "action", batch.actions),
-                                  ("edges", "edge", batch.edges),
-                                  ("log_events", "log", batch.logs)):
-            if len(rows) >= _sqltext.PG_COPY_MIN and table in _sqltext.PG_COPY:
-                _pg_copy_upsert(cur, table, rows)
-            elif rows:
-                cur.executemany(self.sql[kind], rows)
+        import psycopg
+
+        sql = _PG_PARTITIONED if self.partitioned else self.sql
+        try:
+            for table, kind, rows in (("flows", "flow", batch.flows),
+                                      ("actions", "action", batch.actions),
+                                      ("edges", "edge", batch.edges),
+                                      ("log_events", "log", batch.logs)):
+                if len(rows) >= _sqltext.PG_COPY_MIN and table in _sqltext.PG_COPY:
+                    _pg_copy_upsert(cur, table, rows, self.partitioned)
+                elif rows:
+                    cur.executemany(sql[kind], rows)
+        except psycopg.errors.InvalidColumnReference as exc:
+            # "no unique constraint matching the ON CONFLICT specification": the tables
+            # were partitioned (or put back) since the last look. Look again, retry.
+            self.forget_layout()
+            raise StorageUnavailable(
+                "the tables' partitioning changed during the write; retrying") from exc
         if batch.foreign:
-            cur.executemany(self.sql["stale"], [(t,) for t in batch.foreign])
+            cur.executemany(sql["stale"], [(t,) for t in batch.foreign])
 
     def json_column(self, col: Any) -> Any:
         return sa.cast(col, sa.Text)
@@ -396,8 +438,14 @@ class Postgres(Dialect):
                                   float(row[4]))
 
 
-def _pg_copy_upsert(cur: Any, table: str, rows: list[Row]) -> None:
+# The statements naming a conflict target, for partitioned tables (_partitions).
+_PG_PARTITIONED = {k: _partitions.conflict_sql(v) for k, v in _sqltext.POSTGRESQL.items()}
+
+
+def _pg_copy_upsert(cur: Any, table: str, rows: list[Row], partitioned: bool = False) -> None:
     cols, upsert = _sqltext.PG_COPY[table]
+    if partitioned:
+        upsert = _partitions.conflict_sql(upsert)
     if table in _sqltext.PG_DIRECT:
         import psycopg
 

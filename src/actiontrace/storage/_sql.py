@@ -27,6 +27,7 @@ part per flow) costs one indexed scan.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 import uuid
 import weakref
@@ -47,7 +48,7 @@ from actiontrace._model import (
 from actiontrace._state import at_fork
 from actiontrace.recording._capture import decode
 from actiontrace.recording._record import Part
-from actiontrace.storage import _errors, _retention
+from actiontrace.storage import _errors, _partitions, _retention
 from actiontrace.storage._base import Pruned, TraceStorage
 from actiontrace.storage._browse import Browsing
 from actiontrace.storage._dialects import for_engine
@@ -165,6 +166,7 @@ class SqlAlchemyTraceStorage(Browsing, TraceStorage):
         if self.read_only:
             raise StorageError("this storage was opened read_only: it cannot store traces")
         batch = self._dialect.batch(parts)
+        self._dialect.before_write(self._connect, parts)
         with self._connect(begin=True) as conn:
             cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
@@ -181,11 +183,44 @@ class SqlAlchemyTraceStorage(Browsing, TraceStorage):
     # -- retention ---------------------------------------------------------------------------
 
     def prune_flows(self, before_us: int, *, dry_run: bool = False, batch_size: int = 500,
-                    max_batches: int | None = None) -> Pruned:
+                    max_batches: int | None = None, exact: bool = True) -> Pruned:
         """Remove whole flows whose newest action started before ``before_us``, in
-        batches of ``batch_size`` flows, one transaction each (``_retention``)."""
+        batches of ``batch_size`` flows, one transaction each (``_retention``).
+
+        On a partitioned PostgreSQL store (``partition``), each partition whose period
+        ended before the cut is dropped whole (one batch) when none of its flows has a
+        newer action; the other old flows go row-wise. ``exact=False`` (the writer's
+        ``retention``) leaves the flows of partitions whose period is not over at the cut
+        for later, when the partition is dropped: they outlive the cut by up to one
+        period. Elsewhere ``exact`` changes nothing.
+        """
         return _retention.prune_flows(self, before_us, dry_run=dry_run,
-                                      batch_size=batch_size, max_batches=max_batches)
+                                      batch_size=batch_size, max_batches=max_batches,
+                                      exact=exact)
+
+    def partition(self, period: float | dt.timedelta = 86400, *, ahead: int = 2) -> int:
+        """Partition a PostgreSQL store's tables by flow start time (docs/retention.md).
+
+        Every table holding a flow's rows becomes partitioned by ``flow_token`` (a
+        UUIDv7: its first bits are the flow's start), one partition per ``period``
+        (seconds or a ``timedelta``, at least 1 s; a day suits most stores), so ``prune_flows`` drops whole
+        partitions instead of deleting rows. The rows already stored stay where they
+        are, as one partition pruned row-wise until it is old enough to drop. Writers
+        add partitions ahead of time by themselves. On a store already partitioned, this
+        only adds partitions up to ``ahead`` periods from now (the period given applies to
+        those made from now on). Returns how many periods' partitions were made.
+
+        Raises:
+            StorageError: not PostgreSQL, or a bad period.
+            StorageUnavailable: the tables stayed locked by others (retry).
+        """
+        period_s = _partitions.period_seconds(self.dialect, period, ahead)
+        if self.read_only:
+            raise StorageError("this storage was opened read_only: it cannot change the tables")
+        with self._connect() as conn:
+            made = _partitions.partition(conn, period_s, ahead)
+        self._dialect.forget_layout()
+        return made
 
     # -- reading helpers ---------------------------------------------------------------------
 
