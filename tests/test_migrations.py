@@ -245,6 +245,48 @@ class TestFirstUse:
             assert out.strip() == "ok"
         assert _migrate.current(url) == _migrate.head()
 
+    def test_first_use_waits_for_another_process_write_lock(self, tmp_path: Path) -> None:
+        """Another process holds the new file's write lock: first use tries again (not one
+        wait inside, where a fork would wait too) until it is free, then brings the file to
+        head."""
+        import threading
+        import time
+
+        db = tmp_path / "held.db"
+        holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import sqlite3, sys
+            c = sqlite3.connect({str(db)!r}, isolation_level=None)
+            c.execute("PRAGMA journal_mode = WAL")
+            c.execute("BEGIN IMMEDIATE")
+            print("locked", flush=True)
+            sys.stdin.readline()
+            c.execute("COMMIT")
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        store = SqlAlchemyTraceStorage(f"sqlite:///{db}")
+        tries: list[str] = []
+        sa.event.listen(store.engine, "before_cursor_execute",
+                        lambda *a: tries.append(a[2]) if a[2] == "BEGIN IMMEDIATE" else None)
+        errors: list[BaseException] = []
+
+        def first_use() -> None:
+            try:
+                store.find_actions(ActionFilter())
+            except BaseException as exc:
+                errors.append(exc)
+
+        user = threading.Thread(target=first_use)
+        user.start()
+        deadline = time.monotonic() + 60
+        while len(tries) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(tries) >= 3 and user.is_alive() and not errors  # tried again, waiting
+        holder.communicate("commit\n", timeout=30)
+        user.join(60)
+        assert not user.is_alive() and errors == []
+        assert _migrate.current(f"sqlite:///{db}") == _migrate.head()
+        store.close()
+
     def _migrations_with_a_newer_revision(self, tmp_path: Path) -> str:
         """A copy of our migrations plus a revision 9999 (what a newer release would ship)."""
         copy = tmp_path / "migrations"

@@ -19,7 +19,8 @@ import pytest
 
 import actiontrace
 from actiontrace import ActionFilter, InMemoryTraceStorage, action, flow
-from actiontrace.pipeline._journal import HEADER, Journal, decode_parts, default_directory
+from actiontrace.pipeline._journal import HEADER, Journal, default_directory
+from actiontrace.pipeline._replay import Backlog
 from reliability_support import PrivateCluster, count_rows, private_cluster, run_python
 
 pytestmark = pytest.mark.postgres
@@ -132,41 +133,79 @@ class TestJournalFormat:
 
     def test_torn_last_frame_is_skipped(self, tmp_path: Path) -> None:
         """A frame cut short (SIGKILL mid-write) is skipped; the frames before it replay."""
-        store = Flaky()
-        tracer = actiontrace.configure(storage=store, journal=tmp_path / "j", batch_size=10)
-        for i in range(50):
-            with flow("rel::Web::req"):
-                step(i)
-        assert tracer.shutdown(timeout=120) is False  # down at exit: all journaled
-        stats = tracer.stats()
-        assert stats["journaled"] == 100 and stats["dropped"] == 0
-        # Usually one file; two when the writer retried the storage while recording went
-        # on (a slow machine): it closes its file for replay and opens another after.
-        files = Journal(tmp_path / "j").files()
-        assert files
-        path = files[-1]
-        data = path.read_bytes()
-        # Cut the file inside its last frame.
-        offsets, pos = [], 0
-        while pos < len(data):
-            offsets.append(pos)
-            pos += HEADER.size + HEADER.unpack_from(data, pos)[1]
-        last = offsets[-1]
-        last_actions = sum(p.n_actions for p in decode_parts(data[last + HEADER.size:]))
-        path.write_bytes(data[: last + HEADER.size + 7])
+        # The state a process killed in the middle of its last write leaves: one journal
+        # file, unlocked, whose last frame is cut. (Made here rather than by an outage in
+        # this process: that tracer would own the file and might replay it itself, or
+        # spill into two files if it retried the storage meanwhile; either made what was
+        # replayed, and by whom, depend on timing.)
+        parts = recorded_parts(50)
+        jdir = tmp_path / "j"
+        journal = Journal(jdir)
+        for k in range(0, 50, 5):  # ten frames of five flows (ten actions) each
+            path, _ = journal.append(parts[k:k + 5])
+        journal.close_current()
+        cut_last_frame(path)
 
-        store.down = False
-        first = tracer  # configure() shuts it down again: it may replay its own file then
-        tracer = actiontrace.configure(storage=store, journal=tmp_path / "j")
-        with flow("rel::Web::later"):
+        store = InMemoryTraceStorage()
+        tracer = actiontrace.configure(storage=store, journal=jdir)
+        with flow("rel::Web::later"):  # starts the writer, which finds the file
             pass
         assert tracer.flush(60)
         deadline = time.monotonic() + 60
-        while Journal(tmp_path / "j").files() and time.monotonic() < deadline:
+        while Journal(jdir).files() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert tracer.stats()["torn_frames"] + first.stats()["torn_frames"] == 1
-        assert len(store.find_actions(ActionFilter(action="step"))) == 50 - last_actions // 2
-        assert Journal(tmp_path / "j").files() == []
+        assert Journal(jdir).files() == []
+        # A file goes only once its end is counted (Backlog.stored): no wait for the count.
+        s = tracer.stats()
+        assert s["torn_frames"] == 1 and s["replayed"] == 90 and s["dropped"] == 0
+        steps = store.find_actions(ActionFilter(action="step"))
+        assert sorted(r.inputs["i"] for r in steps) == list(range(45))
+
+    def test_file_goes_only_after_its_end_is_counted(self, tmp_path: Path) -> None:
+        """A replayed file is deleted, and the flushes waiting for it released, only after
+        the writer counted its torn tail: whoever sees it gone sees ``torn_frames`` too."""
+        drained: list[bool] = []
+        backlog = Backlog(Journal(tmp_path / "j"), lambda: drained.append(True))
+        parts = recorded_parts(4)
+        backlog.spill(parts[:2], encoded=lambda: None)
+        backlog.spill(parts[2:], encoded=lambda: None)
+        path = backlog.journal.current
+        assert path is not None and backlog.own_pending == 8
+        cut_last_frame(path)
+        first = backlog.take()
+        assert first is not None and first.parts is not None and len(first.parts) == 2
+        backlog.stored()
+        end = backlog.take()
+        assert end is not None and end.parts is None and end.torn_bytes > 0
+        # Not yet counted by the writer: the file and the flushes' wait are still there.
+        assert path.exists() and drained == [] and backlog.own_pending == 8
+        assert backlog.take() == end  # the same end again until it is counted
+        backlog.stored()
+        assert not path.exists() and drained == [True] and backlog.own_pending == 0
+        assert backlog.take() is None
+
+
+def recorded_parts(n: int) -> list[Any]:
+    """``n`` ended flow parts of ``step(i)`` (two actions each), recorded for real."""
+    tracer = actiontrace.configure(storage=InMemoryTraceStorage(), journal=False)
+    for i in range(n):
+        with flow("rel::Web::req"):
+            step(i)
+    assert tracer.flush(10)
+    parts = [p for ps in tracer._writer.recent.values() for p in ps]
+    assert len(parts) == n
+    return parts
+
+
+def cut_last_frame(path: Path) -> None:
+    """Cut ``path`` seven bytes into its last frame's payload, as a killed write leaves it."""
+    data = path.read_bytes()
+    offsets, pos = [], 0
+    while pos < len(data):
+        offsets.append(pos)
+        pos += HEADER.size + HEADER.unpack_from(data, pos)[1]
+    assert pos == len(data) and offsets
+    path.write_bytes(data[: offsets[-1] + HEADER.size + 7])
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

@@ -269,7 +269,8 @@ class TestInjection:
 
 label_text = st.text(
     st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=40,
-) | st.sampled_from(['"]', "|x|", "a\nb", "#quot;", "<br/>", "`", "--> b", "end", "%%"])
+) | st.sampled_from(['"]', "|x|", "a\nb", "#quot;", "<br/>", "`", "--> b", "end", "%%",
+                                      "a\x85b", "a\u2028b", "a\u2029b", "a\r\nb"])
 
 
 def mermaid_trace(label: str) -> ActionTrace:
@@ -287,7 +288,9 @@ class TestMermaid:
     def test_arbitrary_labels_stay_inside_their_quotes(self, label: str) -> None:
         """Whatever a label holds, every node and edge line keeps Mermaid's structure."""
         trace = mermaid_trace(label)
-        lines = trace.to_mermaid().rstrip("\n").split("\n")  # Mermaid's line breaks only
+        text = trace.to_mermaid()
+        lines = text.splitlines()  # every line break a reader may split on: \x85, \u2028...
+        assert lines == text.rstrip("\n").split("\n")
         assert lines[0] == "flowchart TD"
         node_ids = {f"a{aid.hex}" for aid in trace.actions}
         for line in lines[1:]:

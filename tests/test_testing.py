@@ -176,9 +176,74 @@ class TestAssertNotCaused:
         """Unrelated actions pass, and so does a via that did not produce the effect."""
         request(1)
         on_stop()  # outside a flow: its own flow, no edge
+        with flow("tst::Web::handle_request"):
+            player.play_passage(2)
+            on_stop()  # OnStop produces a stop here, after a play and no login
         assert_not_caused(tracer, "Auth::login", "Player::stop")
-        assert_not_caused(tracer, "Auth::login", "Player::play_passage", via="OnOther")
-        assert_not_caused(tracer, "Auth::login", "Player::never_recorded")
+        assert_not_caused(tracer, "Auth::login", "Player::play_passage", via="OnStop")
+
+    def test_effect_never_recorded_fails(self, tracer: actiontrace.ActionTracer) -> None:
+        """An effect that never happened fails as in assert_caused (a typo must not pass)."""
+        request(1)
+        with pytest.raises(AssertionError) as info:
+            assert_not_caused(tracer, "Auth::login", "Player::play_pasage")
+        assert str(info.value) == (
+            "assert_not_caused: no recorded action matches the effect 'Player::play_pasage'; "
+            "did you mean 'Player::play_passage'?\n"
+            "(if it may not have happened at all, pass missing_ok=True)\n"
+            "recorded actions (3 distinct, 3 in all):\n"
+            "  tst::Web::handle_request  x1\n"
+            "  tst::Auth::login  x1\n"
+            "  tst::Player::play_passage  x1"
+        )
+
+    def test_cause_never_recorded_fails(self, tracer: actiontrace.ActionTracer) -> None:
+        """A cause that never happened fails too, in the form the pattern was written in."""
+        request(1)
+        with pytest.raises(AssertionError) as info:
+            assert_not_caused(tracer, "tst::Auth::logn", "Player::play_passage")
+        assert str(info.value).splitlines()[:2] == [
+            "assert_not_caused: no recorded action matches the cause 'tst::Auth::logn'; "
+            "did you mean 'tst::Auth::login'?",
+            "(if it may not have happened at all, pass missing_ok=True)",
+        ]
+
+    def test_nothing_recorded_fails(self, tracer: actiontrace.ActionTracer) -> None:
+        """With no actions at all, the message says so."""
+        with pytest.raises(AssertionError, match="no actions were recorded"):
+            assert_not_caused(tracer, "Auth::login", "Player::play_passage")
+
+    def test_via_that_never_fired_fails(self, tracer: actiontrace.ActionTracer) -> None:
+        """A via that produced nothing recorded fails, naming the ones that did."""
+        request(1)
+        with flow("tst::Web::handle_request"):
+            player.play_passage(2)
+            on_stop()
+        with pytest.raises(AssertionError) as info:
+            assert_not_caused(tracer, "Auth::login", "Player::play_passage", via="OnAuthSucess")
+        assert str(info.value) == (
+            "assert_not_caused: no recorded action was produced by the synchronization "
+            "'OnAuthSucess'; did you mean 'OnAuthSuccess'?\n"
+            "(if it may not have happened at all, pass missing_ok=True)\n"
+            "synchronizations that produced actions: 'OnAuthSuccess', 'OnStop'"
+        )
+        plain = actiontrace.configure()
+        with flow("tst::Web::handle_request"):
+            auth.login("bob")
+            player.stop()  # called, not produced by a synchronization
+        with pytest.raises(AssertionError, match="no synchronization produced any"):
+            assert_not_caused(plain, "Auth::login", "Player::stop", via="OnStop")
+
+    def test_missing_ok_allows_what_never_happened(self, tracer: actiontrace.ActionTracer) -> None:
+        """missing_ok=True: an effect, cause or via absent from the record passes."""
+        assert_not_caused(tracer, "Auth::login", "Player::play_passage", missing_ok=True)
+        request(1)
+        assert_not_caused(tracer, "Auth::login", "Player::never_recorded", missing_ok=True)
+        assert_not_caused(tracer, "Auth::never", "Player::play_passage", missing_ok=True)
+        assert_not_caused(tracer, "Auth::login", "Player::play_passage", via="OnNever",
+                          missing_ok=True)
+        with pytest.raises(AssertionError, match="caused 'Player::play_passage'"):
+            assert_not_caused(tracer, "Auth::login", "Player::play_passage", missing_ok=True)
 
     def test_fails_with_the_chain(self, tracer: actiontrace.ActionTracer) -> None:
         """A cause on the chain fails, naming the synchronization and showing the chain."""

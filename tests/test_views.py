@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import uuid
 
@@ -12,7 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import actiontrace
-from actiontrace import ActionRecord, ActionTrace, ProvenanceEdge, action, flow, synchronization
+from actiontrace import (
+    ActionRecord,
+    ActionTrace,
+    LogEvent,
+    ProvenanceEdge,
+    action,
+    flow,
+    synchronization,
+)
 
 
 @pytest.fixture
@@ -57,6 +66,19 @@ def make_trace(label: str) -> ActionTrace:
     return ActionTrace(token, a, recs, [ProvenanceEdge(a, b, label, 2)], 1, label)
 
 
+# Every character at which str.splitlines ends a line, and C1 controls (U+0085 is both).
+LINE_ENDS = ["\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+RAW_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_statement_per_line(text: str) -> list[str]:
+    """``text``'s lines; fails unless only its newlines end lines, whoever splits them."""
+    assert RAW_CONTROLS.search(text) is None, repr(text)
+    lines = text.splitlines()
+    assert lines == text.rstrip("\n").split("\n")
+    return lines
+
+
 class TestAscii:
     def test_tree_shape(self, trace: ActionTrace) -> None:
         """Each action as [Concept::action] under its cause, edges labelled, values below."""
@@ -74,6 +96,33 @@ class TestAscii:
         play_line = next(i for i, line in enumerate(lines) if "[Player::play]" in line)
         indent = lambda s: len(s) - len(s.lstrip(" │├└"))
         assert play_line > validate_line and indent(lines[play_line]) > indent(lines[validate_line])
+
+    @pytest.mark.parametrize("sep", [*LINE_ENDS, "\x9b", "\x7f"])
+    def test_values_stay_on_their_line(self, sep: str) -> None:
+        """A line separator or control in a value is a JSON escape: one detail, one line."""
+        token, a = uuid.uuid4(), uuid.uuid4()
+        rec = ActionRecord(a, "app::C", "act", {"k": f"x{sep}y"}, [f"x{sep}y"], 1, token,
+                           None, "ok", 1)
+        text = ActionTrace(token, a, {a: rec}, [], 1, "").to_ascii()
+        lines = one_statement_per_line(text)
+        assert len(lines) == 3  # the action, its inputs, its outputs
+        escaped = msgspec.json.encode(f"x{sep}y").decode()
+        escaped = re.sub(r"[\x7f-\x9f\u2028\u2029]", lambda m: f"\\u{ord(m.group()):04x}", escaped)
+        assert lines[1].endswith(f'Input: {{"k":{escaped}}}')
+        assert msgspec.json.decode(lines[1].split("Input: ", 1)[1]) == {"k": f"x{sep}y"}
+
+    @pytest.mark.parametrize("sep", [*LINE_ENDS, "\n", "\x9b"])
+    def test_names_stay_on_their_line(self, sep: str) -> None:
+        """A line separator or control in a name, a synchronization or a log event is
+        U+FFFD in the tree: each action and log event keeps its one line."""
+        label = f"x{sep}y"
+        trace = make_trace(label)
+        trace.logs = [LogEvent(uuid.uuid4(), trace.flow_token, trace.root_action_id, 1, "info",
+                               label, {})]
+        lines = one_statement_per_line(trace.to_ascii())
+        assert sum("[x\ufffdy::x\ufffdy]" in line for line in lines) == 2
+        assert sum("──(x\ufffdy)──>" in line for line in lines) == 1
+        assert sum(line.endswith("Log: [info] x\ufffdy") for line in lines) == 1
 
     def test_every_action_appears_once(self, trace: ActionTrace) -> None:
         """No action is lost or repeated in the tree."""
@@ -113,11 +162,12 @@ class TestDot:
         "label",
         ['quote " and \\ backslash', "new\nline\r\n", "}; digraph x { a -> b", "<html>&amp;",
          "\\N \\G \\l \\", "nul\x00ctrl\x01\x1b[31m", "emoji 🎵 ünïcödé", "lone \ud800 surrogate",
-         "'single' `tick`", ""],
+         "'single' `tick`", "", "nel\x85 ls\u2028 ps\u2029 c1\x9b"],
     )
     def test_hostile_labels(self, label: str) -> None:
         """Labels that could break DOT syntax are escaped: dot still parses one graph."""
         trace = make_trace(label)
+        one_statement_per_line(trace.to_dot())
         out = subprocess.run(["dot", "-Tsvg"], input=trace.to_dot().encode("utf-8", "replace"),
                              capture_output=True)
         assert out.returncode == 0, out.stderr.decode(errors="replace")
@@ -152,9 +202,33 @@ class TestMermaidAndJson:
                 assert body.startswith('"') and body.rstrip().endswith('"]')
                 assert '"' not in body[1:-2]
 
+    @pytest.mark.parametrize("sep", [*LINE_ENDS, "\x9b", "\x00", "\x7f"])
+    def test_mermaid_escapes_line_separators_and_controls(self, sep: str) -> None:
+        """No line separator or control reaches the output raw: a line break in a name or
+        sync shows as <br/>, any other control as U+FFFD, and each statement keeps its line."""
+        token, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        label = f"x{sep}y"
+        recs = {
+            a: ActionRecord(a, "app::C", label, {"k": label}, None, 1, token, None, "ok", 1),
+            b: ActionRecord(b, "app::D", "b", [label], None, 2, token, a, "ok", 1),
+        }
+        trace = ActionTrace(token, a, recs, [ProvenanceEdge(a, b, label, 2)], 1, "")
+        lines = one_statement_per_line(trace.to_mermaid())
+        assert lines[0] == "flowchart TD" and len(lines) == 4  # two nodes, one edge
+        shown = "x<br/>y" if sep in ("\r", "\r\n", "\x85", "\u2028", "\u2029") else "x\ufffdy"
+        assert lines[1].startswith(f'    a{a.hex}["C::{shown}<br/>')
+        assert lines[3] == f'    a{a.hex} -->|"{shown}"| a{b.hex}'
+
     def test_json_round_trip(self, trace: ActionTrace) -> None:
         """to_json decodes back to an equal ActionTrace."""
         assert msgspec.json.decode(trace.to_json(), type=ActionTrace) == trace
+
+    def test_json_escapes_line_separators(self) -> None:
+        """U+0085, U+2028, U+2029 and DEL are JSON escapes: one line, the same trace back."""
+        trace = make_trace("a\x85b\u2028c\u2029d\x7fe\x9bf")
+        text = trace.to_json()
+        assert len(one_statement_per_line(text)) == 1
+        assert msgspec.json.decode(text, type=ActionTrace) == trace
 
 
 @action(concept="shop::Payment")

@@ -113,6 +113,10 @@ FORK_STEPS = (
     "ids",  # _ids: a new epoch offset, new random bits, a new counter
     "wrappers",  # _decorators: the generated wrappers' runtime (the counter's __next__)
     "context",  # _context: what the parent was recording is not the child's
+    # storage._migrate: a fork waits for a schema being created on first use; after the
+    # writer's wait for its write in flight (before hooks run in reverse), so the two
+    # locks are always taken in one order
+    "schema",
     "writer",  # _writer: no writer thread, an empty buffer
     "storage",  # storage: engines drop the parent's connections
 )

@@ -28,7 +28,15 @@ __all__ = [
 ]
 
 DETAIL_WIDTH = 120
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+# What no text view writes raw: C0 and C1 controls (tab and newline aside: each view
+# handles newline), DEL, lone surrogates, and the Unicode line and paragraph separators,
+# at which str.splitlines, JavaScript and editors end a line (U+0085, U+2028 and U+2029
+# went through, and a Mermaid or DOT statement came out cut in two).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# A line break in a label, in any convention: a diagram shows each as one line break.
+_LINE_BREAK = re.compile(r"\r\n|[\r\x85\u2028\u2029]")
+# What JSON leaves raw but _CONTROL names: written as JSON escapes in values.
+_JSON_RAW = re.compile(r"[\x7f-\x9f\u2028\u2029]")
 
 
 def short_name(rec: ActionRecord) -> str:
@@ -37,17 +45,29 @@ def short_name(rec: ActionRecord) -> str:
     return f"{concept}::{rec.action}"
 
 
+def _one_line(text: str) -> str:
+    """``text`` for one line of a text view: a line break (any convention) or a control
+    character as U+FFFD."""
+    return _CONTROL.sub("\ufffd", _LINE_BREAK.sub("\n", text)).replace("\n", "\ufffd")
+
+
+def _json_escape(text: str) -> str:
+    """JSON text with what ``_JSON_RAW`` names as ``\\uXXXX`` escapes: the same JSON."""
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _compact(value: Any, width: int = DETAIL_WIDTH) -> str:
     try:
         text = msgspec.json.encode(value).decode()
     except Exception:  # noqa: BLE001 - a hand-built trace may hold what storage never would
         text = capture_value(value, Redactor(())).decode()
+    text = _json_escape(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def log_line(event: LogEvent, width: int = DETAIL_WIDTH) -> str:
     """``[level] event key=value ...`` with JSON values, cut to ``width`` characters."""
-    text = f"[{event.level}] {_CONTROL.sub(chr(0xFFFD), event.event)}"
+    text = f"[{event.level}] {_one_line(event.event)}"
     if isinstance(event.fields, dict):
         pairs = " ".join(f"{k}={_compact(v, width)}" for k, v in event.fields.items())
         text = f"{text} {pairs}" if pairs else text
@@ -187,8 +207,9 @@ def to_ascii(trace: ActionTrace) -> str:
             last = i == len(kids) - 1
             rec = trace.actions[kid]
             sync = cause[kid][1]
-            arrow = f"──({sync})──> " if sync else "──> "
-            lines.append(f"{prefix}{'└' if last else '├'}{arrow}[{short_name(rec)}]{status(rec)}")
+            arrow = f"──({_one_line(sync)})──> " if sync else "──> "
+            lines.append(f"{prefix}{'└' if last else '├'}{arrow}[{_one_line(short_name(rec))}]"
+                         f"{status(rec)}")
             inner = prefix + ("    " if last else "│   ")
             details(rec, inner + " " * (len(arrow) - 1))
             walk(kid, inner, seen)
@@ -197,7 +218,7 @@ def to_ascii(trace: ActionTrace) -> str:
     for n, root in enumerate(roots):
         rec = trace.actions[root]
         seen.add(root)
-        head = f"[{short_name(rec)}]{status(rec)}"
+        head = f"[{_one_line(short_name(rec))}]{status(rec)}"
         lines.append(head + (f" flow_token={trace.flow_token}" if n == 0 else ""))
         details(rec, "│   " if children.get(root) else "    ")
         walk(root, "", seen)
@@ -209,7 +230,7 @@ def to_ascii(trace: ActionTrace) -> str:
 
 
 def _dot_str(text: str) -> str:
-    text = _CONTROL.sub("\ufffd", text)
+    text = _CONTROL.sub("\ufffd", _LINE_BREAK.sub("\n", text))
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
@@ -252,7 +273,7 @@ _MERMAID_RE = re.compile("|".join(re.escape(k) for k in _MERMAID_ESCAPES))
 
 
 def _mermaid_str(text: str) -> str:
-    text = _CONTROL.sub("\ufffd", text)
+    text = _CONTROL.sub("\ufffd", _LINE_BREAK.sub("\n", text))
     return '"' + _MERMAID_RE.sub(lambda m: _MERMAID_ESCAPES[m.group()], text) + '"'
 
 
@@ -279,4 +300,4 @@ def to_mermaid(trace: ActionTrace) -> str:
 
 def to_json(trace: ActionTrace) -> str:
     """The trace as JSON (UUIDs as strings, the actions keyed by id)."""
-    return msgspec.json.encode(trace).decode()
+    return _json_escape(msgspec.json.encode(trace).decode())

@@ -185,19 +185,62 @@ def assert_caused(source: Queryable, cause: str, effect: str, via: str | None = 
     raise AssertionError(head + "\n" + _evidence(source, checked, effect))
 
 
-def assert_not_caused(source: Queryable, cause: str, effect: str, via: str | None = None) -> None:
+def _sync_missing(source: Queryable, caller: str, via: str) -> AssertionError | None:
+    """The failure when no recorded action was produced by ``via``, else None."""
+    recorded = source.find_actions(ActionFilter())
+    names: dict[str, None] = {}
+    for token in dict.fromkeys(r.flow_token for r in recorded):
+        try:
+            edges = source.get_trace(token).provenance_edges
+        except TraceNotFound:
+            continue
+        for e in edges:
+            if e.synchronization == via:
+                return None
+            names.setdefault(e.synchronization)
+    if not names:
+        return AssertionError(
+            f"{caller}: no recorded action was produced by the synchronization {via!r}: no "
+            "synchronization produced any recorded action"
+        )
+    near = difflib.get_close_matches(via, list(names), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+    shown = ", ".join(repr(n) for n in list(names)[:SHOWN_ACTIONS])
+    more = f" and {len(names) - SHOWN_ACTIONS} more" if len(names) > SHOWN_ACTIONS else ""
+    return AssertionError(
+        f"{caller}: no recorded action was produced by the synchronization {via!r}{hint}\n"
+        f"synchronizations that produced actions: {shown}{more}"
+    )
+
+
+MISSING_OK = "(if it may not have happened at all, pass missing_ok=True)"
+
+
+def assert_not_caused(source: Queryable, cause: str, effect: str, via: str | None = None, *,
+                      missing_ok: bool = False) -> None:
     """Assert that no action matching ``effect`` has one matching ``cause`` on its causal chain.
 
-    With ``via``, only effects that synchronization produced count. It passes when no
-    action matches ``effect`` at all, so pair it with a positive assertion when the
-    effect must have happened (a misspelt pattern passes too).
+    With ``via``, only effects that synchronization produced count.
+
+    Like ``assert_caused``, it fails when no recorded action matches ``effect`` or
+    ``cause`` (or, with ``via``, when that synchronization produced no recorded action):
+    an assertion about something that never happened proves nothing, and a misspelt
+    pattern would pass. ``missing_ok=True`` says the test means it anyway (whatever
+    happened, none of it was caused that way).
 
     Raises:
-        AssertionError: showing the causal chain that links them.
+        AssertionError: showing the causal chain that links them; or, when a pattern (or
+            ``via``) matches nothing recorded, what was recorded and the nearest names.
     """
     __tracebackhide__ = True
     concept, name = _split(cause, "cause")
-    for rec in reversed(_find(source, effect, "effect")):
+    effects = _find(source, effect, "effect")
+    if not missing_ok:
+        if not effects:
+            raise _with_hint(_nothing_matches(source, "assert_not_caused", "effect", effect))
+        if not _find(source, cause, "cause"):
+            raise _with_hint(_nothing_matches(source, "assert_not_caused", "cause", cause))
+    for rec in reversed(effects):
         chain = source.get_causal_chain(rec.id)
         if not any(_matches(concept, name, r) for r in chain[:-1]):
             continue
@@ -209,6 +252,16 @@ def assert_not_caused(source: Queryable, cause: str, effect: str, via: str | Non
             f"assert_not_caused: {cause!r} caused {effect!r}{how}\n"
             + _evidence(source, [(rec, chain)], effect)
         )
+    if via is not None and not missing_ok:
+        missing = _sync_missing(source, "assert_not_caused", via)
+        if missing is not None:
+            raise _with_hint(missing)
+
+
+def _with_hint(exc: AssertionError) -> AssertionError:
+    """``exc`` with how to allow it as its second line (assert_not_caused)."""
+    head, sep, rest = str(exc).partition("\n")
+    return AssertionError(f"{head}\n{MISSING_OK}{sep}{rest}")
 
 
 def flow_shape(trace: ActionTrace) -> str:

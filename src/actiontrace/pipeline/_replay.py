@@ -87,7 +87,8 @@ class Backlog:
     def take(self) -> Taken | None:
         """The next frame to store, a file's end, or None (nothing can be replayed now).
 
-        After storing a frame's parts, call ``stored``; the next ``take`` gives the next.
+        After storing a frame's parts, or counting a file's end, call ``stored``; the
+        next ``take`` gives what comes next (the same again until then).
         """
         if self._cursor is None:
             self._cursor = self._next_cursor()
@@ -95,17 +96,24 @@ class Backlog:
                 return None
         cursor = self._cursor
         parts = cursor.next_frame()
-        if parts is not None:
-            return Taken(cursor.path, parts, 0)
+        return Taken(cursor.path, parts, 0 if parts is not None else cursor.torn_bytes)
+
+    def stored(self) -> None:
+        """What ``take`` gave is stored (a frame) or counted (a file's end): move past it.
+
+        A file is deleted, and the flushes waiting for it are released, only here: after
+        the writer counted its torn tail. Whoever sees the file gone (another thread
+        polling the directory, a flush that returned) sees the count too; deleting it in
+        ``take`` let a reader see it gone with ``torn_frames`` still 0.
+        """
+        cursor = self._cursor
+        assert cursor is not None
+        if cursor.pending is not None:
+            cursor.stored()
+            return
         cursor.finish()  # the end of the file (or a torn tail): it is deleted
         self._cursor = None
         self._file_done(cursor.path)
-        return Taken(cursor.path, None, cursor.torn_bytes)
-
-    def stored(self) -> None:
-        """The parts ``take`` gave are stored: move past their frame."""
-        assert self._cursor is not None
-        self._cursor.stored()
 
     def release(self) -> None:
         """Let go of the file being replayed (stop, fork): another may replay it."""

@@ -464,6 +464,7 @@ class Writer:
                 self.counters["torn_frames"] += 1
                 log.warning("actiontrace: skipped a torn frame (%d bytes) at the end of %s",
                             taken.torn_bytes, taken.path)
+            self._backlog.stored()  # counted: now the file goes (see Backlog.stored)
             return True
         try:
             with self._io:

@@ -9,13 +9,17 @@ force-include); in an editable install they are the checkout's top-level
 from __future__ import annotations
 
 import functools
+import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from actiontrace._exceptions import SchemaAhead, SchemaBehind, StorageError
-from actiontrace.storage._engine import make_engine
+from actiontrace._state import at_fork
+from actiontrace.storage._engine import SQLITE_BUSY_TIMEOUT_MS, make_engine
 from actiontrace.storage._schema import VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -40,6 +44,39 @@ UPGRADE_HINT = "run `actiontrace db upgrade`"
 HEAD = "0006"
 # Any constant: serializes concurrent first-use upgrades of one PostgreSQL database.
 _PG_LOCK_KEY = 0x61637472  # "actr"
+
+# -- fork during first use ----------------------------------------------------------------
+# Held while this process checks or creates its schema on first use (any thread: the
+# writer's first write, or a query). A fork waits for it: a child forked in the middle
+# inherited a half-imported Alembic (its writes then failed with "cannot import name ...
+# from partially initialized module", and were dropped), or SQLite's in-process lock
+# table with the parent's write lock in it (every write of the child to that file was
+# refused as "database is locked"). It is never held while waiting for another process's
+# lock (``_lock_for_upgrade``), so a fork waits for an import and a few DDL statements.
+_guard = threading.Lock()
+FORK_WAIT = 30.0  # seconds a fork waits for that before going ahead (a one-time cost)
+_held_for_fork = False
+
+
+def _before_fork() -> None:
+    global _held_for_fork
+    _held_for_fork = _guard.acquire(timeout=FORK_WAIT)
+
+
+def _after_fork_in_parent() -> None:
+    global _held_for_fork
+    if _held_for_fork:
+        _held_for_fork = False
+        _guard.release()
+
+
+def _after_fork_in_child() -> None:
+    global _guard, _held_for_fork
+    _guard, _held_for_fork = threading.Lock(), False  # whoever held it is not here
+
+
+at_fork("schema", before=_before_fork, after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child)
 
 
 def migrations_dir() -> Path:
@@ -166,7 +203,7 @@ def check_schema(engine: sa.Engine, location: str | None = None) -> None:
             ``actiontrace db upgrade``).
         SchemaAhead: a revision this version does not know.
     """
-    with engine.connect() as conn:
+    with _guard, engine.connect() as conn:  # (a fork waits: the check may import Alembic)
         if _check(conn, location) == "empty":
             raise SchemaBehind(
                 f"{describe(engine)} has no actiontrace tables: {UPGRADE_HINT} to create "
@@ -195,7 +232,12 @@ def ensure_schema(engine: sa.Engine, location: str | None = None) -> None:
     head.
     ``location`` is another migrations directory (for tests).
     """
-    with engine.connect() as conn:
+    # _guard is held over all of it but the waits (connecting, another process's lock),
+    # up to the connection's close: a fork may not land inside a SQLite call either.
+    conn = engine.connect()
+    _guard.acquire()
+    held = True
+    try:
         try:
             if _check(conn, location) is None:
                 return  # the common case: one cheap look, no lock
@@ -204,11 +246,10 @@ def ensure_schema(engine: sa.Engine, location: str | None = None) -> None:
             # process may have committed the schema between them. Decide under the lock.
             pass
         conn.rollback()
-        if engine.dialect.name == "sqlite":
-            # Take the write lock first (waits up to busy_timeout for another process).
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        elif engine.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+        _guard.release()
+        held = False
+        _lock_for_upgrade(conn)  # holds _guard again from here
+        held = True
         if _check(conn, location) is None:  # someone else created it meanwhile
             conn.commit()
             return
@@ -216,3 +257,53 @@ def ensure_schema(engine: sa.Engine, location: str | None = None) -> None:
 
         command.upgrade(_config(conn, location), "head")
         conn.commit()
+    finally:
+        if not held:
+            _guard.acquire()
+        try:
+            conn.close()
+        finally:
+            _guard.release()
+
+
+def _lock_for_upgrade(conn: sa.Connection) -> None:
+    """Take the upgrade lock (SQLite's write lock, a PostgreSQL advisory lock) and
+    ``_guard`` with it; wait for another process's lock without holding ``_guard``.
+
+    Each try takes the lock without waiting (busy_timeout 0, ``pg_try_advisory_xact_lock``)
+    inside ``_guard``; between tries a fork may go ahead. SQLite gives up after its busy
+    timeout, as one waiting ``BEGIN IMMEDIATE`` did; PostgreSQL waits as long as it must.
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        _guard.acquire()
+        try:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA busy_timeout = 0")
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    return
+                except sa.exc.OperationalError as exc:
+                    orig = exc.orig
+                    code = getattr(orig, "sqlite_errorcode", None)
+                    locked = isinstance(orig, sqlite3.OperationalError) and code is not None \
+                        and code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+                    if not locked or time.monotonic() >= deadline:
+                        raise
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            elif conn.dialect.name == "postgresql":
+                if conn.exec_driver_sql(
+                        f"SELECT pg_try_advisory_xact_lock({_PG_LOCK_KEY})").scalar():
+                    return
+            else:
+                return
+            conn.rollback()
+        except BaseException:
+            _guard.release()
+            raise
+        _guard.release()
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
