@@ -323,7 +323,6 @@ class TestConcurrency:
         assert steps_per_writer(tmp_path / "t.db") == {"parent": 100, "child": 100}
 
 
-
 def steps_per_writer(db: Path) -> dict[str, int]:
     """How many ``step`` rows each writer (the ``who`` input) stored in ``db``."""
     with sqlite3.connect(db) as c:

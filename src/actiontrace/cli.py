@@ -108,7 +108,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-
 # -- reading ------------------------------------------------------------------------------------
 
 

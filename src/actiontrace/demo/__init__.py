@@ -33,7 +33,6 @@ from actiontrace.recording._decorators import action, concept, synchronization
 __all__ = ["DEFAULT_URL", "DEMO_REQUESTS", "DemoResult", "MusicPlayer", "run"]
 
 
-
 def _quiet(logger: Any, method_name: str, event_dict: Any) -> Any:
     raise structlog.DropEvent  # stored with the trace by attach_to_action, printed nowhere
 

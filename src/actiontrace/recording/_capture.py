@@ -63,9 +63,6 @@ NULL = b"null"
 EMPTY = b"{}"  # the inputs of a root given none: nothing to redact or cut
 
 
-
-
-
 # --- the slow path: make any value JSON-safe --------------------------------------------
 
 

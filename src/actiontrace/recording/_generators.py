@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["Iteration", "async_generator_wrapper", "generator_wrapper"]
 
 
-
 class Iteration:
     """The record of one generator action and the frame it was called in."""
 
