@@ -23,7 +23,7 @@ import uuid
 
 from actiontrace._state import at_fork
 
-__all__ = ["as_uuid", "new_id", "now_us"]
+__all__ = ["as_uuid", "flow_ids", "new_id", "now_us", "stamped_id"]
 
 perf_ns = time.perf_counter_ns
 COUNTER_MASK = (1 << 40) - 1
@@ -60,6 +60,24 @@ def new_id(ts_us: int | None = None) -> int:
     if ts_us is None:
         ts_us = now_us()
     return ((ts_us // 1000) << 80) | FIXED_BITS | (next(counter) & COUNTER_MASK)
+
+
+def stamped_id() -> tuple[int, int]:
+    """Return ``(now_us(), new_id(that time))`` in one call (a log event's time and id)."""
+    ts = (perf_ns() + EPOCH_OFFSET_NS) // 1000
+    return ts, ((ts // 1000) << 80) | FIXED_BITS | (next(counter) & COUNTER_MASK)
+
+
+def flow_ids(t0: int) -> tuple[int, int, int]:
+    """Return ``(ts_us, root id, flow token)`` for a flow whose root starts at ``t0``.
+
+    ``t0`` is a ``perf_ns()`` reading. Every flow pays this, so both ids are built in one
+    call (instead of ``now_us()`` and two ``new_id()`` calls); the root's id is taken
+    first, so it sorts before the token, as two ``new_id()`` calls would.
+    """
+    ts = (t0 + EPOCH_OFFSET_NS) // 1000
+    high = ((ts // 1000) << 80) | FIXED_BITS
+    return ts, high | (next(counter) & COUNTER_MASK), high | (next(counter) & COUNTER_MASK)
 
 
 _new_uuid = object.__new__
