@@ -312,7 +312,8 @@ class flow:
         part = self._part = rec[PART]
         self._prev = frame_var.get()
         self._reset = frame_var.set(rec)  # a bare frame: (rec, nothing completed yet)
-        return as_uuid(part.token)
+        token = part.token_uuid = as_uuid(part.token)  # kept: a reaction's record has it
+        return token
 
     def __exit__(self, et: object, exc: BaseException | None, tb: object) -> None:
         part = self._part
