@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 __all__ = ["COLUMNS", "EDGE_DURATIONS_MISSING", "PERF_FROM_EDGES", "PG_COPY", "PG_COPY_MIN",
-           "PG_DIRECT", "PG_PERF", "POSTGRESQL", "PRODUCED", "SQLITE", "SQLITE_PERF", "SQLITE_ROW",
+           "PG_PERF", "POSTGRESQL", "PRODUCED", "SQLITE", "SQLITE_PERF", "SQLITE_ROW",
            "SQLITE_ROWS", "SQLITE_STATEMENT"]
 
 COLUMNS = ("id", "flow_token", "parent_id", "concept_uri", "action", "timestamp",
@@ -66,12 +66,6 @@ PG_COPY = {
 }
 
 
-# Tables whose rows, new, can be COPYed straight in: a batch seen before (a retry after
-# a lost commit acknowledgement), an action stored running (update merges) or a flow's
-# second part (in this batch or stored) conflicts, and then the savepoint is rolled back
-# and the batch upserted through the temporary table. Straight in, each row is written once instead of twice, and no sort runs for
-# DISTINCT ON: the writer's wait on the server went down by ~30% (docs/performance.md).
-PG_DIRECT = ("flows", "actions", "edges", "log_events")
 
 
 def _marks(n: int) -> str:
