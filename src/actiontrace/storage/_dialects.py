@@ -340,6 +340,11 @@ def _pg_text(s: str) -> str:
     return s.replace("\x00", "\ufffd") if "\x00" in s else s
 
 
+class LayoutChanged(StorageUnavailable):
+    """The tables were partitioned (or put back) since the writer last looked: the batch
+    can be written again at once, after a new look (``write_parts`` does, once)."""
+
+
 class Postgres(Dialect):
     name = "postgresql"
     sql = _sqltext.POSTGRESQL
@@ -405,7 +410,7 @@ class Postgres(Dialect):
             # "no unique constraint matching the ON CONFLICT specification": the tables
             # were partitioned (or put back) since the last look. Look again, retry.
             self.forget_layout()
-            raise StorageUnavailable(
+            raise LayoutChanged(
                 "the tables' partitioning changed during the write; retrying") from exc
         if batch.foreign:
             cur.executemany(sql["stale"], [(t,) for t in batch.foreign])
