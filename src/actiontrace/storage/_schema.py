@@ -177,6 +177,11 @@ edges = sa.Table(
              postgresql_include=["duration_us"]),
     sa.Index("ix_actiontrace_edges_durations", "synchronization", "duration_us",
              info={"dialect": "sqlite"}).ddl_if(dialect="sqlite"),
+    # PostgreSQL: whether some edge of a synchronization lacks its duration, one probe
+    # (partial: nothing for the edges that carry one).
+    sa.Index("ix_actiontrace_edges_no_duration", "synchronization",
+             postgresql_where=sa.text("duration_us IS NULL"),
+             info={"dialect": "postgresql"}).ddl_if(dialect="postgresql"),
     sa.Index("ix_actiontrace_edges_flow", "flow_token"),
 )
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 __all__ = ["COLUMNS", "EDGE_DURATIONS_MISSING", "PERF_FROM_EDGES", "PG_COPY", "PG_COPY_MIN",
            "PG_PERF", "POSTGRESQL", "PRODUCED", "SQLITE", "SQLITE_PERF", "SQLITE_ROW",
-           "SQLITE_ROWS", "SQLITE_STATEMENT"]
+           "SQLITE_ROWS", "SQLITE_STATEMENT", "SYNC_NAMES"]
 
 COLUMNS = ("id", "flow_token", "parent_id", "concept_uri", "action", "timestamp",
          "duration_us", "status", "inputs", "outputs")
@@ -179,6 +179,15 @@ PERF_FROM_EDGES = (
     "SELECT e.duration_us AS v FROM actiontrace_edges e WHERE e.synchronization = :sync"
 )
 PRODUCED = _PRODUCED
+# The distinct synchronization names, one index probe each (a "loose index scan": neither
+# SQLite nor PostgreSQL 15 skips through an index for DISTINCT; at 1M seed-shaped actions
+# on PostgreSQL, SELECT DISTINCT read all 750,000 index entries: 82 ms -> 0.4 ms).
+SYNC_NAMES = (
+    "WITH RECURSIVE s(name) AS (SELECT min(synchronization) FROM actiontrace_edges "
+    "UNION ALL SELECT (SELECT min(e.synchronization) FROM actiontrace_edges e "
+    "WHERE e.synchronization > s.name) FROM s WHERE s.name IS NOT NULL) "
+    "SELECT name FROM s WHERE name IS NOT NULL"
+)
 SQLITE_PERF = "SELECT {tail} FROM ({produced})"
 PG_PERF = (
     "SELECT count(*), avg(v), "
