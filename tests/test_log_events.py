@@ -369,8 +369,13 @@ class TestBrowsing:
         @action(concept="links::B")
         def react() -> None: ...
 
-        syncs = {name: actiontrace.synchronization(name)(lambda: react())
-                 for name in ("Zeta", "Alpha", "Mid", "Alpha2")}
+        def named(name: str) -> Any:
+            @actiontrace.synchronization(name)
+            def sync() -> None:
+                react()
+            return sync
+
+        syncs = {name: named(name) for name in ("Zeta", "Alpha", "Mid", "Alpha2")}
         for k in range(3):
             with flow("links::Web::request"):
                 for name in list(syncs)[: k + 2]:  # Zeta, Alpha always; Mid twice; Alpha2 once
