@@ -193,6 +193,16 @@ class TestEdgeDurations:
         assert self._durations(db_url)[("b", "S")] == 700
 
 
+def _documented(page: str, start: str) -> list[str]:
+    """The SQL statements of ``page``'s ```sql block that begins with ``start``."""
+    text = (REPO / "docs" / page).read_text()
+    block = next(b.split("```", 1)[0] for b in text.split("```sql\n")[1:] if start in b)
+    return [stmt.strip() for stmt in block.split(";") if stmt.strip()]
+
+
+_DOCUMENTED_0007 = _documented("storage.md", "ix_actiontrace_edges_sync_durations")
+
+
 def _edge_indexes(url: str) -> dict[str, str]:
     """Index name -> definition (columns, and INCLUDE on PostgreSQL) of the edges table."""
     engine = sa.create_engine(url)
@@ -234,7 +244,8 @@ class TestEdgeIndexes:
         _migrate.upgrade(db_url)
         pg = db_url.startswith("postgresql")
         assert _edge_indexes(db_url) == ({
-            "ix_actiontrace_edges_sync": "(synchronization, created_at) INCLUDE (duration_us)",
+            "ix_actiontrace_edges_sync_durations":
+                "(synchronization, created_at) INCLUDE (duration_us)",
             "ix_actiontrace_edges_no_duration": "(synchronization) WHERE (duration_us IS NULL)",
         } if pg else two)
         answers = self._answers(db_url)
@@ -247,9 +258,26 @@ class TestEdgeIndexes:
         assert _edge_indexes(db_url) == two
         _migrate.upgrade(db_url)
         assert self._answers(db_url) == answers
-        assert _edge_indexes(db_url).keys() == {"ix_actiontrace_edges_sync",
-                                                "ix_actiontrace_edges_no_duration" if pg
-                                                else "ix_actiontrace_edges_durations"}
+        assert _edge_indexes(db_url).keys() == ({"ix_actiontrace_edges_sync_durations",
+                                                 "ix_actiontrace_edges_no_duration"} if pg
+                                                else two.keys())
+
+    def test_indexes_built_beforehand_are_kept(self, pg_url: str) -> None:
+        """On PostgreSQL the new indexes may be built beforehand (CONCURRENTLY, as
+        docs/storage.md shows); the upgrade keeps them and drops the old two."""
+        TestEdgeDurations._fill_0005(pg_url)
+        _migrate.upgrade(pg_url, "0006")
+        engine = sa.create_engine(pg_url)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for sql in _DOCUMENTED_0007:
+                conn.exec_driver_sql(sql)
+        engine.dispose()
+        _migrate.upgrade(pg_url)
+        assert set(_edge_indexes(pg_url)) == {"ix_actiontrace_edges_sync_durations",
+                                              "ix_actiontrace_edges_no_duration"}
+        store = SqlAlchemyTraceStorage(pg_url)
+        assert store.sync_performance("S").count == 2
+        store.close()
 
     def test_first_use_creates_the_migrated_indexes(self, db_url: str) -> None:
         """A new store's edge indexes are the ones the migrations make (the models'

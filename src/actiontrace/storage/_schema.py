@@ -170,15 +170,18 @@ edges = sa.Table(
     sa.Column("duration_us", sa.BigInteger(), nullable=True),
     # (to_action, created_at): "the earliest incoming edge" is one index probe.
     sa.Index("ix_actiontrace_edges_to", "to_action", "created_at"),
-    # On PostgreSQL the durations ride along in it (INCLUDE), and sync_performance reads
-    # them from it alone; SQLite's percentiles read them in order, from their own index
-    # (migration 0007: one index fewer per edge on PostgreSQL).
+    # SQLite: by synchronization, newest first, and its durations in order (percentiles).
     sa.Index("ix_actiontrace_edges_sync", "synchronization", "created_at",
-             postgresql_include=["duration_us"]),
+             info={"dialect": "sqlite"}).ddl_if(dialect="sqlite"),
     sa.Index("ix_actiontrace_edges_durations", "synchronization", "duration_us",
              info={"dialect": "sqlite"}).ddl_if(dialect="sqlite"),
-    # PostgreSQL: whether some edge of a synchronization lacks its duration, one probe
-    # (partial: nothing for the edges that carry one).
+    # PostgreSQL: one index for both, the durations included (its percentile_cont sorts
+    # them anyway; migration 0007: one index fewer per edge), and whether some edge of a
+    # synchronization lacks its duration in one probe (partial: nothing for the edges
+    # that carry one).
+    sa.Index("ix_actiontrace_edges_sync_durations", "synchronization", "created_at",
+             postgresql_include=["duration_us"],
+             info={"dialect": "postgresql"}).ddl_if(dialect="postgresql"),
     sa.Index("ix_actiontrace_edges_no_duration", "synchronization",
              postgresql_where=sa.text("duration_us IS NULL"),
              info={"dialect": "postgresql"}).ddl_if(dialect="postgresql"),
