@@ -51,7 +51,7 @@ from actiontrace.recording._record import Part
 from actiontrace.storage import _errors, _partitions, _retention
 from actiontrace.storage._base import Pruned, TraceStorage
 from actiontrace.storage._browse import Browsing
-from actiontrace.storage._dialects import for_engine
+from actiontrace.storage._dialects import LayoutChanged, for_engine
 from actiontrace.storage._engine import DEFAULT_URL, make_engine, mask_url
 from actiontrace.storage._migrate import check_schema, ensure_schema
 from actiontrace.storage._schema import actions, concept_is, edges, flows, log_events
@@ -166,13 +166,19 @@ class SqlAlchemyTraceStorage(Browsing, TraceStorage):
         if self.read_only:
             raise StorageError("this storage was opened read_only: it cannot store traces")
         batch = self._dialect.batch(parts)
-        self._dialect.before_write(self._connect, parts)
-        with self._connect(begin=True) as conn:
-            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        for retry in (False, True):
+            self._dialect.before_write(self._connect, parts)
             try:
-                self._dialect.write(cur, batch, self.input_index_every)
-            finally:
-                cur.close()
+                with self._connect(begin=True) as conn:
+                    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                    try:
+                        self._dialect.write(cur, batch, self.input_index_every)
+                    finally:
+                        cur.close()
+                return
+            except LayoutChanged:
+                if retry:  # partitioned again meanwhile: the caller's retries take it
+                    raise
 
     # SQLite: actions are added to actiontrace_input_values in bulk, once this many have
     # arrived since the last time: a B-tree keyed by value takes a page write per distinct
