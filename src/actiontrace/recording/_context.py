@@ -203,7 +203,7 @@ class Recorder:
         """Hand an ended part to the buffer (or drop it, unsampled and without errors)."""
         self._active.pop(part, None)
         # Only reactions, while the flow runs, read it; queued, it would be one more object
-        # per flow for the garbage collector to visit (~14 per seed-shaped flow).
+        # per flow for the garbage collector to visit (8 per seed-shaped flow without it).
         part.token_uuid = None
         # An unsampled flow was recorded all the same, so that one that holds an error
         # can still be kept (with sampled=False); the others are dropped here.
