@@ -49,8 +49,9 @@ demo: $(PKG)
 
 # One table of every benchmark (docs/performance.md, docs/img/scaling.png); a few minutes.
 # `benchmarks/run_all.py --quick --no-write` is the < 1 minute smoke run.
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+# The PostgreSQL rows use ACTIONTRACE_TEST_PG_URL's server, else a throwaway one.
+bench: provision $(STAMP)
+	scripts/with-pg $(BIN)/python benchmarks/run_all.py
 
 # Fault matrix row 8 and row 3 at full size (docs/reliability.md): a 10-minute soak with
 # PostgreSQL restarted every 2 minutes, then 1,000,000 actions against a dead database.
@@ -61,8 +62,8 @@ soak: $(STAMP)
 		tests/test_reliability_journal.py -k test_many_actions_against_a_dead_database
 
 # The same with the store grown to 10 million actions (takes much longer).
-bench-full: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py --store-sizes 10000,1000000,10000000
+bench-full: provision $(STAMP)
+	scripts/with-pg $(BIN)/python benchmarks/run_all.py --store-sizes 10000,1000000,10000000
 
 clean:
 	rm -rf $(VENV) build dist site .pytest_cache .hypothesis src/*.egg-info

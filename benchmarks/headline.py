@@ -8,6 +8,8 @@ Issue 16's table, measured in one run (``make bench`` prints it first):
 * the same requests with actiontrace disabled and each of the four actions wrapped in an
   OpenTelemetry SDK span (inputs and result as attributes) with a null exporter, which
   stores nothing: the total cost per action of each, above the app alone, as a ratio;
+* the same requests from 1, 2 and 4 processes into one PostgreSQL server (COPY), when
+  ``ACTIONTRACE_TEST_PG_URL`` names one (``make bench`` starts a throwaway server);
 * 20,000 actions in one flow into the in-memory store and into SQLite, incl. flush;
 * the queries of issue 16 and ``actiontrace stats`` on a seed-shaped store of 1,000,000
   actions (250,000 requests recorded through the tracer), built once and kept in
@@ -297,9 +299,20 @@ def store_rows(size: int, repeat: int) -> list[Row]:
     return rows
 
 
+def pg_rows(requests: int, repeat: int) -> list[Row]:
+    """Seed-shaped requests from 1, 2 and 4 processes into one PostgreSQL server
+    (``pg_writers.py``; skipped rows without ``ACTIONTRACE_TEST_PG_URL``)."""
+    import pg_writers
+
+    return pg_writers.measure(requests, [1, 2, 4], repeat, group=GROUP)
+
+
 def measure(requests: int, repeat: int, one_flow: int = 20_000,
-            store_size: int = STORE_SIZE, store_repeat: int = 20) -> list[Row]:
+            store_size: int = STORE_SIZE, store_repeat: int = 20,
+            pg_requests: int = 10_000, pg_repeat: int = 3) -> list[Row]:
     rows = request_rows(requests, repeat)
+    if pg_requests:
+        rows += pg_rows(pg_requests, pg_repeat)
     rows += one_flow_rows(one_flow, max(3, repeat - 2))
     if store_size:
         rows += store_rows(store_size, store_repeat)
@@ -315,12 +328,14 @@ if __name__ == "__main__":
     ap.add_argument("--requests", type=int, default=5_000)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--store-size", type=int, default=STORE_SIZE, help="0: no store rows")
-    ap.add_argument("--sections", default="requests,flow,store")
+    ap.add_argument("--sections", default="requests,pg,flow,store")
     args = ap.parse_args()
     want = args.sections.split(",")
     out: list[Row] = []
     if "requests" in want:
         out += request_rows(args.requests, args.repeat)
+    if "pg" in want:
+        out += pg_rows(2 * args.requests, 3)
     if "flow" in want:
         out += one_flow_rows(20_000, max(3, args.repeat - 2))
     if "store" in want and args.store_size:

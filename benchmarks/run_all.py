@@ -150,9 +150,9 @@ def memory_rows(plan: Plan) -> list[Row]:
 def command_line(argv: list[str]) -> str:
     python = ".venv/bin/python benchmarks/run_all.py"
     if not argv:
-        return f"make bench   # = {python}"
+        return f"make bench   # = scripts/with-pg {python}"
     if argv == ["--store-sizes", FULL_STORE]:
-        return f"make bench-full   # = {python} --store-sizes {FULL_STORE}"
+        return f"make bench-full   # = scripts/with-pg {python} --store-sizes {FULL_STORE}"
     return f"{python} {shlex.join(argv)}"
 
 
@@ -195,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += headline.measure(plan.headline_requests, plan.repeat,
                                      one_flow=20_000 if not args.quick else 2_000,
                                      store_size=plan.headline_store,
-                                     store_repeat=20 if not args.quick else 3)
+                                     store_repeat=20 if not args.quick else 3,
+                                     pg_requests=10_000 if not args.quick else 200,
+                                     pg_repeat=3 if not args.quick else 1)
     if "overhead" in sections:
         with timed("overhead", timings):
             rows += overhead.measure(plan.overhead)

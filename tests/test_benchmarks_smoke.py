@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXPECTED_ROWS = [
     ("headline", "seed-shaped flows, durable in SQLite, end to end"),
     ("headline", "total cost per action, actiontrace (SQLite) / OpenTelemetry"),
+    ("headline", "PostgreSQL, 2 writer processes into one server, seed-shaped flows"),
     ("headline", "actions in one flow, in memory, incl. flush"),
     ("headline", "sync_performance(RecordPlaybackForCooldown) at 4,000"),
     ("headline", "actiontrace stats at 4,000"),

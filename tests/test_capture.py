@@ -299,9 +299,56 @@ class TestFlatMappings:
         names = [f"n{i}" for i in range(_KNOWN_MAX + 10)] + ["MyToken", "x-token"]
         first = [redactor.is_secret(n) for n in names]
         assert [redactor.is_secret(n) for n in names] == first
+        assert [redactor.answers[n] for n in names] == first  # kept or not, the same answer
         assert first[-2:] == [True, True] and not any(first[:-2])
         assert redactor.is_secret(1) is False and redactor.is_secret(None) is False
-        assert len(redactor._known) == _KNOWN_MAX
+        assert len(redactor.answers) == _KNOWN_MAX
+
+    def test_str_subclass_names_are_decided_not_kept(self) -> None:
+        """A str subclass name is answered like its text, and kept nowhere."""
+        from actiontrace.recording._redact import Redactor
+
+        class Name(str):
+            pass
+
+        redactor = Redactor(["token"])
+        assert redactor.is_secret(Name("Api-Token")) is True
+        assert redactor.is_secret(Name("user")) is False
+        assert len(redactor.answers) == 0
+
+
+_FIELD_KEYS = st.one_of(_KEYS, st.sampled_from(["event", "level", "timestamp"]), st.integers())
+_FIELD_VALUES = st.one_of(_SCALARS, hostile_text, st.text(min_size=60, max_size=80),
+                          st.lists(_SCALARS, max_size=2), st.dictionaries(_KEYS, _SCALARS, max_size=2))
+
+
+class TestFields:
+    """capture_fields (a log event's fields in one pass) stores what capture_value does."""
+
+    @given(st.dictionaries(_FIELD_KEYS, _FIELD_VALUES, max_size=20))
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    def test_same_bytes_as_capture_value(self, event: dict[Any, Any]) -> None:
+        """Skipped keys left out, the rest in order: byte for byte capture_value's."""
+        from actiontrace._state import settings as capture_settings
+        from actiontrace.recording._capture import capture_fields, capture_value
+
+        redactor = capture_settings.redactor
+        skip = frozenset({"event", "level", "timestamp"})
+        expected = capture_value({k: v for k, v in event.items() if k not in skip}, redactor)
+        assert capture_fields(event, skip, redactor) == expected
+
+    def test_secret_and_unencodable_fields(self) -> None:
+        """Secret keys redacted; a lone surrogate or a long value takes the general path."""
+        from actiontrace._state import settings as capture_settings
+        from actiontrace.recording._capture import capture_fields
+
+        redactor = capture_settings.redactor
+        skip = frozenset({"event"})
+        assert capture_fields({"event": "e", "token": "t", "n": 1}, skip, redactor) == \
+            b'{"token":"[REDACTED]","n":1}'
+        assert capture_fields({"s": "\ud800"}, skip, redactor) == b'{"s":"\\\\ud800"}'
+        long = capture_fields({"s": "x" * (capture_settings.max_value_bytes + 10)}, skip, redactor)
+        assert b"truncated" in long
 
 
 # Text made of the default names' pieces, both cases, `-` and `_`: where matches happen.

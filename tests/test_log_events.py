@@ -357,6 +357,38 @@ class TestBrowsing:
         assert storage.synchronization_links(newest=4) == [
             ("links::A::start", "Go", "links::B::react", 4)]
 
+    def test_synchronization_links_newest_of_each(self, storage: Any) -> None:
+        """``newest`` counts the newest edges of every synchronization (each name found
+        once, whatever their number and order); an empty store has no links."""
+        assert storage.synchronization_links(newest=2) == []
+        tracer = actiontrace.configure(storage=storage, module="links")
+
+        @action(concept="links::A")
+        def start() -> None: ...
+
+        @action(concept="links::B")
+        def react() -> None: ...
+
+        def named(name: str) -> Any:
+            @actiontrace.synchronization(name)
+            def sync() -> None:
+                react()
+            return sync
+
+        syncs = {name: named(name) for name in ("Zeta", "Alpha", "Mid", "Alpha2")}
+        for k in range(3):
+            with flow("links::Web::request"):
+                for name in list(syncs)[: k + 2]:  # Zeta, Alpha always; Mid twice; Alpha2 once
+                    start()  # the trigger of the synchronization that follows
+                    syncs[name]()
+        assert tracer.flush(10)
+        assert storage.synchronization_links(newest=2) == [
+            ("links::A::start", "Alpha", "links::B::react", 2),
+            ("links::A::start", "Mid", "links::B::react", 2),
+            ("links::A::start", "Zeta", "links::B::react", 2),
+            ("links::A::start", "Alpha2", "links::B::react", 1),
+        ]
+
     def test_resolve_prefix(self, storage: Any) -> None:
         """Unique, ambiguous and unknown prefixes; dashes and case do not matter."""
         a, b = part(1_000, 2), part(1_000, 1)

@@ -193,6 +193,105 @@ class TestEdgeDurations:
         assert self._durations(db_url)[("b", "S")] == 700
 
 
+def _documented(page: str, start: str) -> list[str]:
+    """The SQL statements of ``page``'s ```sql block that begins with ``start``."""
+    text = (REPO / "docs" / page).read_text()
+    block = next(b.split("```", 1)[0] for b in text.split("```sql\n")[1:] if start in b)
+    return [stmt.strip() for stmt in block.split(";") if stmt.strip()]
+
+
+_DOCUMENTED_0007 = _documented("storage.md", "ix_actiontrace_edges_sync_durations")
+
+
+def _edge_indexes(url: str) -> dict[str, str]:
+    """Index name -> definition (columns, and INCLUDE on PostgreSQL) of the edges table."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            rows = conn.exec_driver_sql(
+                "SELECT indexname, indexdef FROM pg_indexes "
+                "WHERE tablename = 'actiontrace_edges' AND schemaname = current_schema()").all()
+            out = {r[0]: r[1].split(" USING btree ", 1)[1] for r in rows}
+        else:
+            out = {i["name"]: "(" + ", ".join(i["column_names"]) + ")"
+                   for i in sa.inspect(conn).get_indexes("actiontrace_edges")}
+    engine.dispose()
+    return {k: v for k, v in out.items() if "_sync" in k or "_duration" in k}
+
+
+class TestEdgeIndexes:
+    """Revision 0007: PostgreSQL's two edge indexes by synchronization become one."""
+
+    @staticmethod
+    def _answers(url: str) -> tuple[Any, ...]:
+        store = SqlAlchemyTraceStorage(url)
+        try:
+            return (store.sync_performance("S"), store.sync_performance("Twice"),
+                    store.synchronization_links(), store.synchronization_links(1),
+                    store.top_synchronizations(5))
+        finally:
+            store.close()
+
+    def test_indexes_converted_down_and_up(self, db_url: str) -> None:
+        """Up: on PostgreSQL one (synchronization, created_at) INCLUDE (duration_us)
+        index and a partial one of the edges without a duration, on SQLite both as before, and the synchronization queries answer from the
+        stored data; down restores the two indexes, up again converts them."""
+        TestEdgeDurations._fill_0005(db_url)
+        _migrate.upgrade(db_url, "0006")
+        two = {"ix_actiontrace_edges_sync": "(synchronization, created_at)",
+               "ix_actiontrace_edges_durations": "(synchronization, duration_us)"}
+        assert _edge_indexes(db_url) == two
+        _migrate.upgrade(db_url)
+        pg = db_url.startswith("postgresql")
+        assert _edge_indexes(db_url) == ({
+            "ix_actiontrace_edges_sync_durations":
+                "(synchronization, created_at) INCLUDE (duration_us)",
+            "ix_actiontrace_edges_no_duration": "(synchronization) WHERE (duration_us IS NULL)",
+        } if pg else two)
+        answers = self._answers(db_url)
+        s, twice, links, newest, top = answers
+        assert (s.count, s.mean, s.median) == (2, 500.0, 500.0)  # a and b; d still runs
+        assert (twice.count, twice.mean) == (1, 50.0)
+        assert top == [("S", 3), ("Twice", 2)]
+        assert ("mig::C::root", "S", "mig::C::a", 1) in links and len(newest) == 2
+        _migrate.downgrade(db_url, "0006")
+        assert _edge_indexes(db_url) == two
+        _migrate.upgrade(db_url)
+        assert self._answers(db_url) == answers
+        assert _edge_indexes(db_url).keys() == ({"ix_actiontrace_edges_sync_durations",
+                                                 "ix_actiontrace_edges_no_duration"} if pg
+                                                else two.keys())
+
+    def test_indexes_built_beforehand_are_kept(self, pg_url: str) -> None:
+        """On PostgreSQL the new indexes may be built beforehand (CONCURRENTLY, as
+        docs/storage.md shows); the upgrade keeps them and drops the old two."""
+        TestEdgeDurations._fill_0005(pg_url)
+        _migrate.upgrade(pg_url, "0006")
+        engine = sa.create_engine(pg_url)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for sql in _DOCUMENTED_0007:
+                conn.exec_driver_sql(sql)
+        engine.dispose()
+        _migrate.upgrade(pg_url)
+        assert set(_edge_indexes(pg_url)) == {"ix_actiontrace_edges_sync_durations",
+                                              "ix_actiontrace_edges_no_duration"}
+        store = SqlAlchemyTraceStorage(pg_url)
+        assert store.sync_performance("S").count == 2
+        store.close()
+
+    def test_first_use_creates_the_migrated_indexes(self, db_url: str) -> None:
+        """A new store's edge indexes are the ones the migrations make (the models'
+        comparison does not look at INCLUDE columns)."""
+        store = SqlAlchemyTraceStorage(db_url)
+        store.find_actions(ActionFilter(limit=1))
+        store.close()
+        fresh = _edge_indexes(db_url)
+        _migrate.downgrade(db_url, "0006")
+        _migrate.upgrade(db_url)
+        assert _edge_indexes(db_url) == fresh
+        assert len(fresh) == 2
+
+
 def _include_object_for(dialect: str) -> Any:
     # The same filter migrations/env.py uses: objects of the other dialect are left out.
     return lambda obj, name, type_, reflected, compare_to: reflected or for_dialect(obj, dialect)

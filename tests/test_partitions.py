@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import actiontrace
 from actiontrace import (
@@ -157,24 +158,78 @@ class TestConvert:
             s.close()
 
 
+class TestMigrationsOnPartitionedTables:
+    def test_down_and_up_keep_every_partition_indexed(self, store: SqlAlchemyTraceStorage,
+                                                        pg_url: str) -> None:
+        """Revision 0007 down and up on a partitioned store: the edge index is rebuilt on
+        every partition (the old table, the default, the periods), the flows read back
+        the same, and writes and the synchronization queries work after."""
+        from actiontrace.storage import _migrate
+
+        now = now_us()
+        flows = [make_flow(now - (3 - i) * HOUR_US) for i in range(3)]
+        for t in flows[:1]:
+            store.save_trace(t)
+        partition_since(store, 4)
+        store.close()
+        store = SqlAlchemyTraceStorage(pg_url)  # one that sees the partitions
+        for t in flows[1:]:
+            store.save_trace(t)
+        before = {t.flow_token: store.get_trace(t.flow_token) for t in flows}
+        perf = store.sync_performance("app::Db.query->put")
+        store.close()
+
+        def edge_indexes() -> list[tuple[str, str]]:
+            """(table, definition) of each edge table's indexes by synchronization."""
+            engine = sa.create_engine(pg_url)
+            try:
+                with engine.connect() as conn:
+                    return sorted((r[0], r[1]) for r in conn.exec_driver_sql(
+                        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                        "JOIN pg_class c ON c.oid = i.indrelid "
+                        "WHERE starts_with(c.relname, 'actiontrace_edges') "
+                        "AND c.relnamespace = current_schema()::regnamespace "
+                        "AND position('(synchronization, ' in pg_get_indexdef(i.indexrelid)) > 0"))
+            finally:
+                engine.dispose()
+
+        _migrate.downgrade(pg_url, "0006")
+        down = edge_indexes()
+        edge_tables = {t for t, _ in down}
+        assert len(edge_tables) >= 4  # the parent, _before, _default, the periods
+        assert len(down) == 2 * len(edge_tables)  # (.., created_at), (.., duration_us)
+        _migrate.upgrade(pg_url)
+        up = edge_indexes()
+        assert {t for t, _ in up} == edge_tables and len(up) == len(edge_tables)
+        assert all("(synchronization, created_at) INCLUDE (duration_us)" in d for _, d in up)
+        again = SqlAlchemyTraceStorage(pg_url)
+        try:
+            assert {t: again.get_trace(t) for t in before} == before
+            assert again.sync_performance("app::Db.query->put") == perf
+            extra = make_flow(now_us())
+            again.save_trace(extra)
+            assert again.get_trace(extra.flow_token) == extra
+            assert again.sync_performance("app::Db.query->put").count == perf.count + 1
+        finally:
+            again.close()
+
+
 class TestPartitionedUnderARunningWriter:
     def test_a_writer_that_has_not_looked_again_retries(self, pg_url: str,
                                                         store: SqlAlchemyTraceStorage) -> None:
-        """A writer that last looked before another process partitioned the store gets a
-        transient error on its first upsert (so the tracer retries), then writes."""
-        from actiontrace import StorageUnavailable
-
+        """A writer that last looked before another process partitioned the store finds
+        its upsert's conflict target gone, looks again and writes, in the same call."""
         flow = make_flow(now_us())
         store.save_trace(flow)  # this writer has seen the store unpartitioned
+        assert not store._dialect.partitioned
         other = SqlAlchemyTraceStorage(pg_url)
         other.partition(3600)
         other.close()
-        with pytest.raises(StorageUnavailable, match="partitioning changed"):
-            store.save_trace(flow)  # conflicts: the upsert's target is the old key
-        assert store.is_transient(StorageUnavailable("x"))
-        store.save_trace(flow)
+        store.save_trace(flow)  # conflicts: the upsert's target was the old key
+        assert store._dialect.partitioned
         assert store.get_trace(flow.flow_token).actions == flow.actions
         assert counts(store)["actiontrace_actions"] == 3
+
 
 
 class TestWritersAddPartitions:

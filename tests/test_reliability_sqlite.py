@@ -323,6 +323,75 @@ class TestConcurrency:
         assert steps_per_writer(tmp_path / "t.db") == {"parent": 100, "child": 100}
 
 
+    def test_fork_while_another_thread_queries(self, tmp_path: Path) -> None:
+        """fork while another thread is inside a query: the fork waits until the query
+        is out of SQLite (a child forked inside one was seen to hang); parent and child
+        then query and store as usual."""
+        url = f"sqlite:///{tmp_path}/t.db"
+        proc = run_python(f"""
+            import json, os, sys, threading, time
+            import sqlalchemy as sa
+            import actiontrace
+            from actiontrace import ActionFilter, action, flow
+
+            t = actiontrace.configure(url={url!r}, journal={str(tmp_path / "j")!r})
+
+            @action(concept="fork::Job")
+            def step(who, i):
+                return i
+
+            t.storage.find_actions(ActionFilter(limit=1))  # the schema, before the hold
+            inside, release = threading.Event(), threading.Event()
+            held = {{"armed": True}}
+
+            @sa.event.listens_for(t.storage.engine, "before_cursor_execute")
+            def hold(conn, cursor, statement, params, context, many):
+                if held["armed"] and threading.current_thread().name == "query":
+                    held["armed"] = False
+                    inside.set()
+                    release.wait(30)  # the query stays inside its statement
+
+            released = []
+
+            def let_go():
+                time.sleep(0.5)  # os.fork is waiting by now (or, unguarded, long done)
+                released.append(time.monotonic())
+                release.set()
+
+            query = threading.Thread(target=t.storage.find_actions,
+                                     args=(ActionFilter(limit=5),), name="query")
+            query.start()
+            assert inside.wait(30)
+            threading.Thread(target=let_go).start()
+            pid = os.fork()
+            forked = time.monotonic()
+            who = "child" if pid == 0 else "parent"
+            for i in range(100):
+                with flow("fork::Web::req"):
+                    step(who, i)
+            ok = t.flush(60)
+            found = len(t.storage.find_actions(ActionFilter(concept_uri="fork::Job")))
+            s = t.stats()
+            line = json.dumps({{"who": who, "ok": ok, "written": s["written"],
+                               "waited": bool(released) and forked >= released[0],
+                               "found": found >= 100}})
+            os.write(1, (line + "\\n").encode())  # one write: the two processes share stdout
+            if pid:
+                query.join()
+                _, status = os.waitpid(pid, 0)
+                sys.exit(os.waitstatus_to_exitcode(status))
+            os._exit(0)
+        """, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        import json
+
+        out = {d["who"]: d for d in map(json.loads, proc.stdout.splitlines())}
+        assert out["parent"] == {"who": "parent", "ok": True, "written": 200, "waited": True,
+                                 "found": True}
+        assert out["child"]["ok"] and out["child"]["written"] == 200 and out["child"]["found"]
+        assert steps_per_writer(tmp_path / "t.db") == {"parent": 100, "child": 100}
+
+
 def steps_per_writer(db: Path) -> dict[str, int]:
     """How many ``step`` rows each writer (the ``who`` input) stored in ``db``."""
     with sqlite3.connect(db) as c:

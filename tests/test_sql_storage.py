@@ -227,6 +227,40 @@ class TestBulkPath:
         assert len(tracer.find_actions(ActionFilter(concept_uri="bulk::Echo"))) == 200
         tracer.shutdown()
 
+    @pytest.mark.parametrize("n", [1, 7, 8, 9, 63, 1025, 2500])
+    def test_chunked_inserts_store_every_row_once(self, tmp_path: Path, n: int) -> None:
+        """SQLite's multi-row chunks (a full size, then the powers of two of the rest)
+        store each of ``n`` actions and edges once, also under the 999-variable limit of
+        SQLite before 3.32."""
+        import actiontrace
+        from actiontrace import SqlAlchemyTraceStorage, action, flow, synchronization
+
+        for limit in (None, 999):
+            storage = SqlAlchemyTraceStorage(f"sqlite:///{tmp_path}/chunks-{limit}.db")
+            if limit is not None:
+                storage._dialect._max_vars = limit  # a 10-column row: chunks of 64 at most
+            tracer = actiontrace.ActionTracer(storage, flush_interval=3600)
+            actiontrace._state.install(tracer)
+
+            @action(concept="bulk::Chunk")
+            def one(i: int) -> int:
+                return i
+
+            @synchronization("Next")
+            def next_one(i: int) -> None:
+                one(i)
+
+            with flow("bulk::Web::req") as token:
+                for i in range(n):
+                    next_one(i)  # n + 1 actions with the root, n edges
+            assert tracer.flush(30)
+            stored = storage.get_trace(token)
+            assert sorted(r.inputs["i"] for r in stored.actions.values() if r.action == "one") \
+                == list(range(n))
+            assert len(stored.provenance_edges) == n
+            tracer.shutdown()
+            storage.close()
+
     def test_parts_of_one_flow_in_one_large_batch_merge(self, storage: Any) -> None:
         """100 flows, each recorded as two parts, written in a single batch."""
         import actiontrace
@@ -659,8 +693,10 @@ class TestWriterRows:
     def test_same_rows_as_the_general_path(self, parts: list[Any], limit: int) -> None:
         """The writer's batch (sql_rows_of, the common-part shortcuts) holds exactly the
         rows the general path makes: redaction, size limits, depth, edge durations."""
+        from actiontrace._state import settings as capture_settings
         from actiontrace.storage._dialects import Postgres, Sqlite
 
+        before = capture_settings.max_value_bytes  # configure() alone keeps the limit
         actiontrace.configure(max_value_bytes=limit)
         try:
             for dialect in (Sqlite(), Postgres()):
@@ -668,4 +704,4 @@ class TestWriterRows:
                 for table in ("flows", "actions", "edges", "foreign", "logs"):
                     assert getattr(got, table) == getattr(want, table), table
         finally:
-            actiontrace.configure()
+            actiontrace.configure(max_value_bytes=before)

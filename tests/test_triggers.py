@@ -6,9 +6,12 @@ import asyncio
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import actiontrace
 from actiontrace import ActionRecord, ReactionLimitError, action, concept, flow, synchronization
+from actiontrace._state import MAX_VALUE_BYTES
 
 
 @pytest.fixture
@@ -540,6 +543,84 @@ class TestDeclaredReactions:
             synchronization("X", when=print)(lambda r: None)
         with pytest.raises(ValueError):
             synchronization("X", when="no-separator")(lambda r: None)
+
+
+_KEYS = st.sampled_from(["n", "token", "X-Api-Key", "user", "password_hint"]) | st.text(max_size=6)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False)
+    | st.text(max_size=90),  # some longer than the 64-byte limit the tests set
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_KEYS, children, max_size=4),
+    max_leaves=10,
+)
+
+
+@concept("t::Rec")
+class Recorded:
+    @action
+    def source(self, value: object, extra: object = None) -> object:
+        return value
+
+    @action
+    def caller(self, value: object, extra: object) -> object:
+        return self.source(value, extra)
+
+
+class TestReactionRecords:
+    """The record a reaction receives (built in one step on the app's thread) is the one
+    stored, whatever the values: redacted, cut to size, same ids and types."""
+
+    @given(value=_VALUES, extra=_VALUES)
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    def test_equals_the_stored_record(self, value: object, extra: object) -> None:
+        """Called in a flow, in an action, in continue_flow and in a flow of its own."""
+        tracer = actiontrace.configure(max_value_bytes=64)
+        seen: list[ActionRecord] = []
+
+        @synchronization("Seen", when=Recorded.source)
+        def saw(record: ActionRecord) -> None:
+            seen.append(record)
+
+        rec = Recorded()
+        try:
+            with flow("t::Web::req") as token:
+                rec.source(value, extra)
+                rec.caller(value, extra)
+            with actiontrace.continue_flow(token, trigger=None):
+                rec.source(value, extra)
+            rec.source(value, extra)  # no flow: the action is the root of its own
+            assert tracer.flush(5)
+            assert len(seen) == 4
+            for record in seen:
+                stored = tracer.get_trace(record.flow_token).actions[record.id]
+                assert record == stored
+                for u in (record.id, record.flow_token, record.parent_id):
+                    assert u is None or (type(u) is uuid.UUID and u == uuid.UUID(str(u)))
+            trace = tracer.get_trace(token)
+            caller = next(r for r in trace.actions.values() if r.action == "caller")
+            assert [r.parent_id for r in seen] == [trace.root_action_id, caller.id, None, None]
+        finally:
+            actiontrace.remove_reaction(saw)
+            actiontrace.configure(max_value_bytes=MAX_VALUE_BYTES)  # it outlives the tracer
+
+    def test_secret_keys_in_outputs_are_redacted(self) -> None:
+        """A dict result with a secret key reaches the reaction redacted, as it is stored."""
+        actiontrace.configure()
+        seen: list[ActionRecord] = []
+
+        @synchronization("Seen", when=Recorded.source)
+        def saw(record: ActionRecord) -> None:
+            seen.append(record)
+
+        try:
+            with flow("t::Web::req"):
+                Recorded().source({"user": "ann", "api_key": "k"}, {"token": "t", "n": 1})
+        finally:
+            actiontrace.remove_reaction(saw)
+        (record,) = seen
+        assert record.outputs == {"user": "ann", "api_key": "[REDACTED]"}
+        assert record.inputs == {"value": {"user": "ann", "api_key": "[REDACTED]"},
+                                 "extra": {"token": "[REDACTED]", "n": 1}}
 
 
 class TestContinueFlow:

@@ -117,6 +117,9 @@ FORK_STEPS = (
     # writer's wait for its write in flight (before hooks run in reverse), so the two
     # locks are always taken in one order
     "schema",
+    # storage._sql: a fork waits for the SQLite calls other threads are in (queries);
+    # after the writer's wait, before the schema's: the order the threads take them in
+    "sqlite",
     "writer",  # _writer: no writer thread, an empty buffer
     "storage",  # storage: engines drop the parent's connections
 )

@@ -19,7 +19,7 @@ from typing import Any
 
 from actiontrace._state import settings
 from actiontrace.recording import _ids
-from actiontrace.recording._capture import capture_value
+from actiontrace.recording._capture import capture_fields
 from actiontrace.recording._context import current_ids, frame_var
 from actiontrace.recording._layout import ID, OWNER, PART, SPEC
 
@@ -65,7 +65,8 @@ def attach_to_action(
     # read inline, not through current_frame(), and the event's time and id come from
     # one _ids.stamped_id() call, not now_us() plus new_id() (callgrind, per event with
     # capture_flat: 23,600 -> 20,800 instructions with the id built inline here; the
-    # call that keeps UUIDv7's layout in _ids alone costs ~700 of them back).
+    # call that keeps UUIDv7's layout in _ids alone costs ~700 of them back). The fields
+    # are copied and encoded in one pass (capture_fields: 20,400 -> 16,900 per event).
     frame: Any = frame_var.get()
     if frame.__class__ is tuple:
         frame, _ = frame
@@ -77,10 +78,10 @@ def attach_to_action(
     redactor = getattr(owner[SPEC], "redactor", None) or settings.redactor
     level = event_dict.get("level") or method_name or "info"
     event = event_dict.get("event")
-    fields = {k: v for k, v in event_dict.items() if k not in _NOT_FIELDS}
+    fields = capture_fields(event_dict, _NOT_FIELDS, redactor)
     now, log_id = _ids.stamped_id()
     part.log_events.append((
         log_id, action_id, now, str(level).lower(), "" if event is None else str(event),
-        capture_value(fields, redactor),
+        fields,
     ))
     return event_dict

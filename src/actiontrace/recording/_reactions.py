@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from actiontrace._exceptions import ReactionLimitError
@@ -20,7 +20,7 @@ from actiontrace.recording import _ids
 from actiontrace.recording._capture import capture_error, capture_value
 from actiontrace.recording._context import frame_var, state
 from actiontrace.recording._layout import ID, PARENT, Frame, Record, new_record, sync_frame
-from actiontrace.recording._record import FlowPart, Named, record_from_row
+from actiontrace.recording._record import FlowPart, Named
 
 if TYPE_CHECKING:
     from actiontrace.recording._decorators import ActionSpec
@@ -82,31 +82,32 @@ def restore_reactions(snapshot: dict[str, list[Reaction]]) -> None:
         REACTIONS.setdefault(key, []).extend(r for r in reactions if r not in REACTIONS[key])
 
 
-def _record_of(rec: Record, part: FlowPart, owner: Frame) -> ActionRecord:
-    """The public (redacted) record of a raw record, for reactions.
-
-    ``owner`` is the frame the action was called in: its parent.
-    """
-    return record_from_row(part.row_of(rec, owner))
-
-
-def _reactions_to_run(
-    spec: ActionSpec, record: ActionRecord, depth: int, part: FlowPart, rec: Record
-) -> Iterator[Reaction]:
+def _admitted(
+    spec: ActionSpec, reaction: Reaction, record: ActionRecord, depth: int, part: FlowPart,
+    rec: Record,
+) -> bool:
+    """Whether ``reaction`` runs (its ``where`` holds); past the depth limit or near the
+    stack's end, the cascade is cut instead (``ReactionLimitError``)."""
+    if reaction.where is not None and not reaction.where(record):
+        return False
     limit = part.recorder.max_reaction_depth
-    for reaction in list(spec.reactions):
-        if reaction.where is not None and not reaction.where(record):
-            continue
-        if depth >= limit or _stack_nearly_full():
-            why = (f"max_reaction_depth={limit}" if depth >= limit else
-                   f"the interpreter's stack (sys.getrecursionlimit()={sys.getrecursionlimit()})")
-            error = ReactionLimitError(
-                f"declared reactions nested deeper than {why} "
-                f"(at {reaction.name!r} reacting to {spec.key!r}, depth {depth})"
-            )
-            _record_cut(part, rec, reaction.name, error)
-            raise error
-        yield reaction
+    if depth >= limit or _stack_nearly_full():
+        raise _cut_cascade(spec, reaction, depth, limit, part, rec)
+    return True
+
+
+def _cut_cascade(
+    spec: ActionSpec, reaction: Reaction, depth: int, limit: int, part: FlowPart, rec: Record
+) -> ReactionLimitError:
+    """The error that stops a cascade at ``reaction``, its cut recorded (``_record_cut``)."""
+    why = (f"max_reaction_depth={limit}" if depth >= limit else
+           f"the interpreter's stack (sys.getrecursionlimit()={sys.getrecursionlimit()})")
+    error = ReactionLimitError(
+        f"declared reactions nested deeper than {why} "
+        f"(at {reaction.name!r} reacting to {spec.key!r}, depth {depth})"
+    )
+    _record_cut(part, rec, reaction.name, error)
+    return error
 
 
 _STACK_MARGIN = 150  # frames kept free for recording the cut and unwinding
@@ -165,13 +166,31 @@ def leave_frame(cur: Frame | None) -> None:
 
 def react(spec: ActionSpec, rec: Record, part: FlowPart, owner: Frame, depth: int) -> None:
     """Run the declared reactions to a sync action that just succeeded."""
-    record = _record_of(rec, part, owner)
-    for reaction in _reactions_to_run(spec, record, depth, part, rec):
-        back = _enter_reaction(part, owner, reaction.name, rec, depth)
+    # What _admitted, _enter_reaction and leave_frame do (react_async calls them), inline:
+    # three calls fewer (callgrind, per reaction run: ~2,100 instructions fewer with a
+    # generator in _admitted's place; a seed-shaped request runs one).
+    record = part.record_of(rec, owner)  # owner: the frame it was called in
+    limit = part.recorder.max_reaction_depth
+    for reaction in list(spec.reactions):
+        if reaction.where is not None and not reaction.where(record):
+            continue
+        if depth >= limit or _stack_nearly_full():
+            raise _cut_cascade(spec, reaction, depth, limit, part, rec)
+        cur: Any = frame_var.get()
+        if cur.__class__ is tuple:
+            cur, last = cur
+        else:
+            last = None
+        frame_var.set((sync_frame(part, owner, reaction.name, rec[ID], depth + 1), last))
         try:
             result = reaction.func(record)
-        finally:
-            leave_frame(back)
+        finally:  # back to cur, keeping what completed inside
+            done: Any = frame_var.get()
+            if done.__class__ is tuple:
+                _, last = done
+                frame_var.set((cur, last))
+            else:
+                frame_var.set((cur, None))
         # Most reactions return None: inspect.isawaitable(None) cost ~3,800 instructions.
         if result is not None and inspect.isawaitable(result):
             if inspect.iscoroutine(result):
@@ -186,8 +205,10 @@ async def react_async(
     spec: ActionSpec, rec: Record, part: FlowPart, owner: Frame, depth: int
 ) -> None:
     """Run the declared reactions to an async action; they may be sync or async."""
-    record = _record_of(rec, part, owner)
-    for reaction in _reactions_to_run(spec, record, depth, part, rec):
+    record = part.record_of(rec, owner)  # owner: the frame it was called in
+    for reaction in list(spec.reactions):
+        if not _admitted(spec, reaction, record, depth, part, rec):
+            continue
         back = _enter_reaction(part, owner, reaction.name, rec, depth)
         try:
             result = reaction.func(record)

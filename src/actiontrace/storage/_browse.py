@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from actiontrace._model import FlowSummary, Status
+from actiontrace.storage import _sqltext
 from actiontrace.storage._base import IdKind, prefix_bounds
 from actiontrace.storage._schema import actions, concept_is, edges, flows
 
@@ -188,7 +189,7 @@ class Browsing:
                 for r in rows:
                     counts[(_key(r[0], r[1]), r[2], _key(r[3], r[4]))] += r[5]
             else:
-                names = conn.execute(sa.select(e.synchronization).distinct()).scalars().all()
+                names = conn.execute(sa.text(_sqltext.SYNC_NAMES)).scalars().all()
                 recent = ends(
                     sa.select(e.from_action, e.to_action, e.synchronization)
                     .where(e.synchronization == sa.bindparam("name"))

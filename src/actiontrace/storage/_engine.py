@@ -9,9 +9,11 @@ their engines here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sqlite3
+import threading
 import time
 import urllib.parse
 from typing import Any
@@ -21,8 +23,12 @@ from sqlalchemy import exc as sa_exc
 
 from actiontrace._exceptions import ConfigurationError
 from actiontrace._options import DEFAULT_URL
+from actiontrace._state import at_fork
 
-__all__ = ["DEFAULT_URL", "SQLITE_BUSY_TIMEOUT_MS", "make_engine", "mask_url", "switch_to_wal"]
+__all__ = ["DEFAULT_URL", "SQLITE_BUSY_TIMEOUT_MS", "SqliteCalls", "make_engine", "mask_url",
+           "sqlite_calls", "switch_to_wal"]
+
+log = logging.getLogger("actiontrace")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -179,3 +185,65 @@ def make_engine(url: str | sa.URL, read_only: bool = False) -> sa.Engine:
         if private_file:
             sa.event.listen(engine, "do_connect", _owner_only(private_file))
     return engine
+
+
+class SqliteCalls:
+    """The SQLite calls this process's threads are in, which a fork waits for.
+
+    SQLite's own locks are not fork-safe: a child forked while another thread was inside
+    SQLite (a query, the viewer's page) was seen to hang in its first connection to the
+    file. So a fork closes the gate (new calls wait), waits up to ``FORK_WAIT`` for the
+    calls in flight to end, and opens it again after; the child starts with none. Calls
+    do not wait for each other, only for a fork; the forking thread's own calls do not
+    count. PostgreSQL storages never enter.
+    """
+
+    FORK_WAIT = 5.0  # seconds, as the writer's wait for its write in flight
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._in: dict[int, int] = {}  # thread ident -> calls it is in
+        self._forking = False
+
+    def enter(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._in[me] = self._in.get(me, 0) + 1
+
+    def leave(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            n = self._in.pop(me) - 1
+            if n:
+                self._in[me] = n
+            else:
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        me = threading.get_ident()
+        deadline = time.monotonic() + self.FORK_WAIT
+        with self._cond:
+            self._forking = True
+            while any(t != me for t in self._in):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning("actiontrace: forking while another thread is inside "
+                                "SQLite (waited %.0f s): the child may hang", self.FORK_WAIT)
+                    return
+                self._cond.wait(left)
+
+    def after_fork_in_parent(self) -> None:
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
+
+    def after_fork_in_child(self) -> None:
+        self.__init__()  # type: ignore[misc]  # the other threads are not here
+
+
+sqlite_calls = SqliteCalls()
+at_fork("sqlite", before=sqlite_calls.before_fork,
+        after_in_parent=sqlite_calls.after_fork_in_parent,
+        after_in_child=sqlite_calls.after_fork_in_child)

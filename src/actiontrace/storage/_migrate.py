@@ -41,7 +41,7 @@ UPGRADE_HINT = "run `actiontrace db upgrade`"
 # The newest revision in migrations/versions (tests/test_migrations.py checks it against
 # Alembic's own answer). A database already there is recognised without importing
 # Alembic, which cost every command-line call ~0.45 s.
-HEAD = "0006"
+HEAD = "0007"
 # Any constant: serializes concurrent first-use upgrades of one PostgreSQL database.
 _PG_LOCK_KEY = 0x61637472  # "actr"
 

@@ -8,7 +8,8 @@ first three tables; 0002 added ``actiontrace_log_events``; 0003 ``flows.sampled`
 index of input values (a GIN index on PostgreSQL, ``actiontrace_input_values`` on SQLite);
 0005 the index of flows by creation time and of failed actions by flow; 0006
 ``edges.duration_us`` (sync_performance from an index) and dropped the log events' index
-by action (no query used it).
+by action (no query used it); 0007 merged PostgreSQL's two indexes of edges by
+synchronization into one.
 
 Objects that exist on one dialect only say so in ``info["dialect"]`` (and ``ddl_if``);
 ``migrations/env.py``'s ``include_object`` leaves them out of the other's comparisons.
@@ -169,8 +170,21 @@ edges = sa.Table(
     sa.Column("duration_us", sa.BigInteger(), nullable=True),
     # (to_action, created_at): "the earliest incoming edge" is one index probe.
     sa.Index("ix_actiontrace_edges_to", "to_action", "created_at"),
-    sa.Index("ix_actiontrace_edges_sync", "synchronization", "created_at"),
-    sa.Index("ix_actiontrace_edges_durations", "synchronization", "duration_us"),
+    # SQLite: by synchronization, newest first, and its durations in order (percentiles).
+    sa.Index("ix_actiontrace_edges_sync", "synchronization", "created_at",
+             info={"dialect": "sqlite"}).ddl_if(dialect="sqlite"),
+    sa.Index("ix_actiontrace_edges_durations", "synchronization", "duration_us",
+             info={"dialect": "sqlite"}).ddl_if(dialect="sqlite"),
+    # PostgreSQL: one index for both, the durations included (its percentile_cont sorts
+    # them anyway; migration 0007: one index fewer per edge), and whether some edge of a
+    # synchronization lacks its duration in one probe (partial: nothing for the edges
+    # that carry one).
+    sa.Index("ix_actiontrace_edges_sync_durations", "synchronization", "created_at",
+             postgresql_include=["duration_us"],
+             info={"dialect": "postgresql"}).ddl_if(dialect="postgresql"),
+    sa.Index("ix_actiontrace_edges_no_duration", "synchronization",
+             postgresql_where=sa.text("duration_us IS NULL"),
+             info={"dialect": "postgresql"}).ddl_if(dialect="postgresql"),
     sa.Index("ix_actiontrace_edges_flow", "flow_token"),
 )
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import threading
 import uuid
 import weakref
@@ -51,14 +52,16 @@ from actiontrace.recording._record import Part
 from actiontrace.storage import _errors, _partitions, _retention
 from actiontrace.storage._base import Pruned, TraceStorage
 from actiontrace.storage._browse import Browsing
-from actiontrace.storage._dialects import for_engine
-from actiontrace.storage._engine import DEFAULT_URL, make_engine, mask_url
+from actiontrace.storage._dialects import LayoutChanged, for_engine
+from actiontrace.storage._engine import DEFAULT_URL, make_engine, mask_url, sqlite_calls
 from actiontrace.storage._migrate import check_schema, ensure_schema
 from actiontrace.storage._schema import actions, concept_is, edges, flows, log_events
 from actiontrace.storage._sqlite_inputs import unindexed
 from actiontrace.storage._sqltext import COLUMNS
 
 __all__ = ["SqlAlchemyTraceStorage", "make_engine", "mask_url"]
+
+log = logging.getLogger("actiontrace")
 
 MAX_CHAIN = 10_000  # causal chains longer than this are cut (a guard, not a real limit)
 
@@ -72,6 +75,7 @@ def _after_fork_in_child() -> None:
 
 
 at_fork("storage", after_in_child=_after_fork_in_child)
+
 
 
 class SqlAlchemyTraceStorage(Browsing, TraceStorage):
@@ -108,6 +112,8 @@ class SqlAlchemyTraceStorage(Browsing, TraceStorage):
                 f"unsupported database dialect {self.engine.dialect.name!r}")
         self._dialect = for_engine(self.engine)
         self.dialect = self._dialect.name
+        # A fork waits for this storage's calls into SQLite (_SqliteCalls).
+        self._sqlite_calls = sqlite_calls if self.dialect == "sqlite" else None
         self._ready = False
         self._ready_lock = threading.Lock()
         _STORAGES.add(self)
@@ -154,10 +160,17 @@ class SqlAlchemyTraceStorage(Browsing, TraceStorage):
     @contextlib.contextmanager
     def _connect(self, begin: bool = False) -> Iterator[sa.Connection]:
         """A connection to a database at head, driver errors mapped (``_errors``)."""
-        with _errors.map_driver_errors():
-            self._ensure()
-            with self.engine.begin() if begin else self.engine.connect() as conn:
-                yield conn
+        gate = self._sqlite_calls
+        if gate is not None:
+            gate.enter()
+        try:
+            with _errors.map_driver_errors():
+                self._ensure()
+                with self.engine.begin() if begin else self.engine.connect() as conn:
+                    yield conn
+        finally:
+            if gate is not None:
+                gate.leave()
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -166,13 +179,19 @@ class SqlAlchemyTraceStorage(Browsing, TraceStorage):
         if self.read_only:
             raise StorageError("this storage was opened read_only: it cannot store traces")
         batch = self._dialect.batch(parts)
-        self._dialect.before_write(self._connect, parts)
-        with self._connect(begin=True) as conn:
-            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        for retry in (False, True):
+            self._dialect.before_write(self._connect, parts)
             try:
-                self._dialect.write(cur, batch, self.input_index_every)
-            finally:
-                cur.close()
+                with self._connect(begin=True) as conn:
+                    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                    try:
+                        self._dialect.write(cur, batch, self.input_index_every)
+                    finally:
+                        cur.close()
+                return
+            except LayoutChanged:
+                if retry:  # partitioned again meanwhile: the caller's retries take it
+                    raise
 
     # SQLite: actions are added to actiontrace_input_values in bulk, once this many have
     # arrived since the last time: a B-tree keyed by value takes a page write per distinct

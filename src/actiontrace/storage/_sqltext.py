@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 __all__ = ["COLUMNS", "EDGE_DURATIONS_MISSING", "PERF_FROM_EDGES", "PG_COPY", "PG_COPY_MIN",
-           "PG_DIRECT", "PG_PERF", "POSTGRESQL", "PRODUCED", "SQLITE", "SQLITE_PERF", "SQLITE_ROW",
-           "SQLITE_ROWS", "SQLITE_STATEMENT"]
+           "PG_PERF", "POSTGRESQL", "PRODUCED", "SQLITE", "SQLITE_PERF", "SQLITE_ROW",
+           "SQLITE_ROWS", "SQLITE_STATEMENT", "SYNC_NAMES"]
 
 COLUMNS = ("id", "flow_token", "parent_id", "concept_uri", "action", "timestamp",
          "duration_us", "status", "inputs", "outputs")
@@ -66,25 +66,23 @@ PG_COPY = {
 }
 
 
-# Tables whose rows, new, can be COPYed straight in: a batch seen before (a retry after
-# a lost commit acknowledgement), an action stored running (update merges) or a flow's
-# second part (in this batch or stored) conflicts, and then the savepoint is rolled back
-# and the batch upserted through the temporary table. Straight in, each row is written once instead of twice, and no sort runs for
-# DISTINCT ON: the writer's wait on the server went down by ~30% (docs/performance.md).
-PG_DIRECT = ("flows", "actions", "edges", "log_events")
 
 
 def _marks(n: int) -> str:
     return "(" + ", ".join("?" * n) + ")"
 
 
-# SQLite: rows go in multi-row INSERTs of up to SQLITE_ROWS rows. Python's sqlite3 lets
-# go of the GIL around each statement step; with executemany that is once per row, and
-# each time the writer must win the GIL back from the application thread (which holds it
-# for up to sys.getswitchinterval()), so the writer crawled while the application was
-# busy. One step per 200 rows does the same SQL work with 200 times fewer hand-overs, and
-# SQLite parses and plans the statement once per chunk (docs/performance.md).
-SQLITE_ROWS = 200
+# SQLite: rows go in multi-row INSERTs of up to SQLITE_ROWS rows (a power of two: the
+# rest of a batch goes in chunks of the powers of two below it, _dialects._sqlite_insert).
+# Python's sqlite3 lets go of the GIL around each statement step; with executemany that
+# is once per row, and each time the writer must win the GIL back from the application
+# thread (which holds it for up to sys.getswitchinterval()), so the writer crawled while
+# the application was busy. One step per chunk does the same SQL work with that many
+# times fewer hand-overs, and SQLite parses and plans each chunk's statement once. 1,024
+# rather than 200: a 5,000-action batch of seed-shaped requests takes 31 steps instead of
+# 75, and the writer stored 11,400 of 80,000 actions while the application recorded
+# them instead of 6,500, for the same rate alone (docs/performance.md).
+SQLITE_ROWS = 1024
 
 
 _ACTION_INSERT = (
@@ -185,6 +183,15 @@ PERF_FROM_EDGES = (
     "SELECT e.duration_us AS v FROM actiontrace_edges e WHERE e.synchronization = :sync"
 )
 PRODUCED = _PRODUCED
+# The distinct synchronization names, one index probe each (a "loose index scan": neither
+# SQLite nor PostgreSQL 15 skips through an index for DISTINCT; at 1M seed-shaped actions
+# on PostgreSQL, SELECT DISTINCT read all 750,000 index entries: 82 ms -> 0.4 ms).
+SYNC_NAMES = (
+    "WITH RECURSIVE s(name) AS (SELECT min(synchronization) FROM actiontrace_edges "
+    "UNION ALL SELECT (SELECT min(e.synchronization) FROM actiontrace_edges e "
+    "WHERE e.synchronization > s.name) FROM s WHERE s.name IS NOT NULL) "
+    "SELECT name FROM s WHERE name IS NOT NULL"
+)
 SQLITE_PERF = "SELECT {tail} FROM ({produced})"
 PG_PERF = (
     "SELECT count(*), avg(v), "
