@@ -47,21 +47,10 @@ SQLITE_CALLS = re.compile(r"\s*([\d,]+) .*:(pysqlite_cursor_execute|pysqlite_cur
 
 def flow_parts(n: int) -> list[Any]:
     """The part of one flow of ``n`` decorated calls, as the writer receives it."""
+    from headline import kept_parts
     from overhead import loop_traced
 
-    import actiontrace
-    from actiontrace.storage import InMemoryTraceStorage
-
-    class Keep(InMemoryTraceStorage):
-        def write_parts(self, parts: Any) -> None:
-            kept.extend(parts)
-
-    kept: list[Any] = []
-    tracer = actiontrace.configure(storage=Keep(), flush_interval=3600)
-    loop_traced(n, n)
-    tracer.flush(120)
-    actiontrace.configure()
-    return kept
+    return kept_parts(lambda: loop_traced(n, n))
 
 
 def run(mode: str, n: int, index_every: int | None, db: str | None = None,

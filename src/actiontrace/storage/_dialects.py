@@ -65,28 +65,12 @@ def _part_depth(rows: list[Row], part_edges: list[tuple[str, str, str, int]],
         got = incoming.get(t)
         if got is None or created < got[0]:
             incoming[t] = (created, f)
-    depth: dict[str, int] = {}
-    best = 0
-    for row in rows:
-        aid = row[0]
-        edge = incoming.get(aid)
-        cause = edge[1] if edge is not None else row[2]
-        if cause is None:
-            d = 1
-        else:
-            above = depth.get(cause)
-            if above is None:
-                return None  # cause outside the part, or recorded later (unusual)
-            d = above + 1
-        depth[aid] = d
-        if d > best:
-            best = d
-    return best
+    return _depth(rows, {t: f for t, (_created, f) in incoming.items()})
 
 
 def _depth(rows: list[Row], causes: dict[str, str]) -> int | None:
-    """``_part_depth`` of a part whose edges are each the only one into their target, all
-    in the part: ``causes`` takes each target to its edge's source."""
+    """The longest causal path of a part's rows, or None (as ``_part_depth``): a row's
+    cause is its entry in ``causes`` (the source of the edge into it), else its parent."""
     if not rows:
         return None
     depth: dict[str, int] = {}
