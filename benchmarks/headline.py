@@ -93,6 +93,11 @@ def run_otel(n: int) -> float:
 
 def recorded_parts(n: int) -> list[Any]:
     """The parts of ``n`` seed-shaped requests, as the writer receives them."""
+    return kept_parts(lambda: serve(n))
+
+
+def kept_parts(work: Callable[[], None]) -> list[Any]:
+    """The parts ``work`` records, as the writer receives them."""
     from actiontrace.storage import InMemoryTraceStorage
 
     class Keep(InMemoryTraceStorage):
@@ -101,7 +106,7 @@ def recorded_parts(n: int) -> list[Any]:
 
     kept: list[Any] = []
     tracer = actiontrace.configure(storage=Keep(), flush_interval=3600)
-    serve(n)
+    work()
     tracer.flush(120)
     actiontrace.configure()
     return kept

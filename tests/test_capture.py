@@ -349,3 +349,33 @@ class TestFields:
         assert capture_fields({"s": "\ud800"}, skip, redactor) == b'{"s":"\\\\ud800"}'
         long = capture_fields({"s": "x" * (capture_settings.max_value_bytes + 10)}, skip, redactor)
         assert b"truncated" in long
+
+
+# Text made of the default names' pieces, both cases, `-` and `_`: where matches happen.
+_PIECES = st.sampled_from(["tok", "en", "TOK", "EN", "api", "-", "_", "key", "KEY", "pass",
+                           "word", "wd", "cookie", "Secret", "x", "é", '"', ":", "{", "\n"])
+_DOCS = st.lists(st.lists(_PIECES, max_size=12).map("".join).map(str.encode), max_size=12)
+_NAMES = st.lists(st.text(alphabet="ab_-\n\x00é", min_size=1, max_size=4), max_size=4)
+
+
+class TestMayContainEach:
+    @settings(max_examples=300, deadline=None)
+    @given(docs=_DOCS)
+    def test_agrees_with_may_contain(self, docs: list[bytes]) -> None:
+        """The batch check names exactly the documents the one-document check flags."""
+        from actiontrace.recording._redact import DEFAULT_REDACT, Redactor
+
+        red = Redactor(DEFAULT_REDACT)
+        assert red.may_contain_each(docs) == [i for i, d in enumerate(docs)
+                                              if red.may_contain(d)]
+
+    @settings(max_examples=300, deadline=None)
+    @given(names=_NAMES, docs=st.lists(st.binary(max_size=10) | st.text(
+        alphabet="aAbB_-\n\x00é", max_size=10).map(str.encode), max_size=8))
+    def test_agrees_for_any_names(self, names: list[str], docs: list[bytes]) -> None:
+        """With names holding `-`, `_`, newlines or NUL (the separator moves), or none."""
+        from actiontrace.recording._redact import Redactor
+
+        red = Redactor(names)
+        assert red.may_contain_each(docs) == [i for i, d in enumerate(docs)
+                                              if red.may_contain(d)]

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import actiontrace
 from actiontrace import ActionFilter, ConfigurationError, SqlAlchemyTraceStorage
@@ -604,3 +606,102 @@ class TestEdgeDurations:
         assert perf.mean == pytest.approx(sum(produced) / 20)
         assert perf.median == pytest.approx((produced[9] + produced[10]) / 2)
         store.close()
+
+
+_VALUES = st.recursive(
+    st.none() | st.integers(-5, 5) | st.sampled_from(["x", "tok", "Token", "a-b", "é" * 40]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["id", "user_id", "token", "X-Api-Key", "password", "note", "é"]),
+        inner, max_size=3),
+    max_leaves=8)
+
+
+@st.composite
+def _parts(draw: st.DrawFn) -> list[Any]:
+    """Flow parts as the recorder leaves them: local and full ids, nested and secret
+    documents, values over the size limit, edges sharing targets or leaving the part."""
+    import msgspec
+
+    from actiontrace.recording import _ids
+    from actiontrace.recording._layout import new_record
+    from actiontrace.recording._record import FlowPart, Named
+
+    parts = []
+    for p in range(draw(st.integers(1, 4))):
+        t0 = 10**12 + p * 10**6
+        root = _ids.new_id()
+        part = FlowPart(_ids.new_id(), root if draw(st.booleans()) else None, 1, "m")
+        ids = [root]
+        spec = Named("t::C", "run")
+        for k in range(draw(st.integers(0, 6))):
+            aid = root if k == 0 else next(_ids.local_counter) & _ids.COUNTER_MASK
+            parent = None if k == 0 else draw(st.sampled_from(ids))
+            inputs = msgspec.json.encode({"v": draw(_VALUES)})
+            outputs = None if draw(st.booleans()) else msgspec.json.encode(draw(_VALUES))
+            status = draw(st.sampled_from(["ok", "error", "running"]))
+            part.records.append(new_record(spec, aid, parent, t0 + k * 999_999,
+                                           None if status == "running" else 5_000, status,
+                                           inputs, outputs))
+            ids.append(aid)
+        ends = st.sampled_from([*ids, _ids.new_id()])  # the last: an action elsewhere
+        part.edge_log = [(draw(ends), draw(ends), draw(st.sampled_from(["S1", "S2"])), t0 + i)
+                         for i in range(draw(st.integers(0, 4)))]
+        full = [part.full_id(r) for r in part.records]  # log events hold full ids
+        part.log_events = [(_ids.new_id(), draw(st.sampled_from([None, *full])), 7, "info",
+                            "e", b"{}") for _ in range(draw(st.integers(0, 2)))]
+        parts.append(part)
+    return parts
+
+
+def _general_batch(dialect: Any, parts: list[Any]) -> Any:
+    """What ``Dialect.batch`` gives, by the general path alone (``rows()``, ``_stored``,
+    ``_part_depth``, ``_shared_targets`` for every part)."""
+    from actiontrace.storage._dialects import Batch, _part_depth, _shared_targets
+
+    def hexid(v: int) -> str:
+        return v.to_bytes(16).hex()
+
+    out = Batch()
+    for part in parts:
+        rows = [(hexid(r.id), hexid(r.flow_token),
+                 None if r.parent_id is None else hexid(r.parent_id), r.concept_uri,
+                 r.action, r.timestamp, r.duration_us, r.status, r.inputs.decode(),
+                 r.outputs.decode()) for r in part.rows()]
+        token = hexid(part.token)
+        edges = [(hexid(f), hexid(t), s, c) for f, t, s, c in part.edges]
+        by_id = {row[0]: row for row in rows}
+        depth = _part_depth(rows, edges, by_id)
+        out.flows.append((token, None if part.root_id is None else hexid(part.root_id),
+                          part.created_at, part.module, depth, 1))
+        out.actions.extend(dialect.action_rows(rows))
+        shared = _shared_targets(edges)
+        for f, t, sync, created in edges:
+            target = by_id.get(t)
+            if target is None:
+                out.foreign.append(t)
+            final = target is not None and target[7] != "running" and (t, sync) not in shared
+            out.edges.append((f, t, sync, token, created, target[6] if final else None))
+        out.logs.extend((hexid(lid), token, None if aid is None else hexid(aid), ts, lv, ev,
+                         f.decode()) for lid, aid, ts, lv, ev, f in part.log_events)
+    return out
+
+
+class TestWriterRows:
+    @given(parts=_parts(), limit=st.sampled_from([64, 1_000_000]))
+    @settings(max_examples=200, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def test_same_rows_as_the_general_path(self, parts: list[Any], limit: int) -> None:
+        """The writer's batch (sql_rows_of, the common-part shortcuts) holds exactly the
+        rows the general path makes: redaction, size limits, depth, edge durations."""
+        from actiontrace._state import settings as capture_settings
+        from actiontrace.storage._dialects import Postgres, Sqlite
+
+        before = capture_settings.max_value_bytes  # configure() alone keeps the limit
+        actiontrace.configure(max_value_bytes=limit)
+        try:
+            for dialect in (Sqlite(), Postgres()):
+                got, want = dialect.batch(parts), _general_batch(dialect, parts)
+                for table in ("flows", "actions", "edges", "foreign", "logs"):
+                    assert getattr(got, table) == getattr(want, table), table
+        finally:
+            actiontrace.configure(max_value_bytes=before)
