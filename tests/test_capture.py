@@ -136,6 +136,28 @@ class TestHostileValues:
         echo({"p": Point(1, "pw"), "s": {3}})
         assert stored(tracer).inputs == {"value": {"p": {"x": 1, "password": "[REDACTED]"}, "s": [3]}}
 
+    @pytest.mark.parametrize("where", ["memory", "sqlite"])
+    def test_nested_keys_secret_once_lowered_as_text(self, where: str, tmp_path: Any) -> None:
+        """A nested key that is a secret name only when lowered as text, not as bytes (a
+        Kelvin sign for the K, a non-ASCII name given to ``redact``), is redacted in
+        storage like its ASCII spelling."""
+        url = f"sqlite:///{tmp_path}/t.db" if where == "sqlite" else None
+        tracer = (actiontrace.configure(url=url) if url
+                  else actiontrace.configure(storage=actiontrace.InMemoryTraceStorage()))
+
+        @action(concept="cap::Echo", redact=["contraseña"])
+        def echo_named(value: Any) -> Any:
+            return value
+
+        try:
+            echo_named({"cfg": {"API_\u212aEY": "s3cret", "CONTRASEÑA": "x", "n": 1}})
+            rec = stored(tracer)
+            want = {"cfg": {"API_\u212aEY": "[REDACTED]", "CONTRASEÑA": "[REDACTED]", "n": 1}}
+            assert rec.inputs == {"value": want} and rec.outputs == want
+        finally:
+            tracer.shutdown()
+            actiontrace.configure()
+
     def test_size_limit_is_configurable(self) -> None:
         """configure(max_value_bytes=...) changes the truncation limit."""
         tracer = actiontrace.configure(max_value_bytes=1024)

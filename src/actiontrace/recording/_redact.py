@@ -72,8 +72,14 @@ class Redactor:
         return _matches(self.names, name)  # a str subclass: decided, not kept
 
     def may_contain(self, data: bytes) -> bool:
-        """Cheap pre-check: could the encoded ``data`` hold a secret mapping key?"""
-        return self._pattern is not None and self._pattern.search(data.lower()) is not None
+        """Cheap pre-check: could the encoded ``data`` hold a secret mapping key?
+
+        Bytes lower ASCII letters only, while ``is_secret`` lowers ``str``: a key such as
+        ``"API_\u212aEY"`` (a Kelvin sign for the K) is ``api_key`` to it. So a document
+        with any non-ASCII byte always gets the full check.
+        """
+        return self._pattern is not None and (
+            not data.isascii() or self._pattern.search(data.lower()) is not None)
 
     def may_contain_each(self, docs: list[bytes]) -> list[int]:
         """The positions in ``docs`` of the documents ``may_contain`` is true of.
@@ -93,6 +99,8 @@ class Redactor:
         text = sep.join(docs).lower().replace(b"-", b"_")
         ends: list[int] | None = None  # where each document ends in ``text``
         hits: set[int] = set()
+        if not text.isascii():  # as may_contain: non-ASCII documents get the full check
+            hits.update(i for i, d in enumerate(docs) if not d.isascii())
         for name in self._name_bytes:
             pos = text.find(name)
             while pos >= 0:

@@ -351,8 +351,7 @@ def _sqlite_insert(cur: Any, kind: str, rows: list[Row], max_vars: int) -> None:
     # fixed texts that stay prepared, where executemany stepped once per row. Each step
     # lets go of the GIL, and while the application runs the writer waits up to the
     # switch interval (5 ms) to win it back: the rests of a 5,000-action batch of
-    # seed-shaped requests were ~300 single-row steps, and the writer stored 1,600 of
-    # 80,000 actions while the application recorded them (docs/performance.md).
+    # seed-shaped requests were ~300 single-row steps (docs/performance.md).
     i = full
     while i < n:
         size = 1 << ((n - i).bit_length() - 1)
