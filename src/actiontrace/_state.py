@@ -117,7 +117,7 @@ FORK_STEPS = (
     # writer's wait for its write in flight (before hooks run in reverse), so the two
     # locks are always taken in one order
     "schema",
-    # storage._sql: a fork waits for the SQLite calls other threads are in (queries);
+    # storage._engine: a fork waits for the SQLite calls other threads are in (queries);
     # after the writer's wait, before the schema's: the order the threads take them in
     "sqlite",
     "writer",  # _writer: no writer thread, an empty buffer

@@ -218,14 +218,20 @@ def capture_flat(value: dict[Any, Any], redactor: Redactor) -> bytes | None:
             if secret is None:
                 secret = []
             secret.append(k)
-    if secret is not None:  # a copy, the secrets' values replaced in place (order kept)
-        value = value.copy()
-        for k in secret:
-            value[k] = REDACTED
+    if secret is not None:
+        value = _redacted(value, secret)
     data = encode(value)
     if len(data) > settings.max_value_bytes:
         return None
     return data
+
+
+def _redacted(value: dict[Any, Any], secret: list[str]) -> dict[Any, Any]:
+    """A copy of ``value`` with the values of its ``secret`` keys replaced (order kept)."""
+    value = value.copy()
+    for k in secret:
+        value[k] = REDACTED
+    return value
 
 
 def capture_fields(event: Mapping[Any, Any], skip: frozenset[str], redactor: Redactor) -> bytes:
@@ -255,11 +261,7 @@ def capture_fields(event: Mapping[Any, Any], skip: frozenset[str], redactor: Red
             else:
                 flat = False
     if flat and len(fields) <= _FLAT_KEYS:
-        value = fields
-        if secret is not None:  # as capture_flat: a copy, the secrets replaced in place
-            value = fields.copy()
-            for k in secret:
-                value[k] = REDACTED
+        value = fields if secret is None else _redacted(fields, secret)
         try:
             data = encode(value)
         except BaseException:  # noqa: BLE001 - e.g. a lone surrogate: the general path copes

@@ -42,7 +42,7 @@ from actiontrace._model import ActionRecord, ActionTrace, LogEvent, ProvenanceEd
 from actiontrace._state import settings
 from actiontrace.recording import _ids
 from actiontrace.recording._capture import NULL, SCALARS, decode, finish
-from actiontrace.recording._ids import _SAFE, _UUID, _new_uuid, _set_int, _set_safe, as_uuid
+from actiontrace.recording._ids import as_uuid
 from actiontrace.recording._layout import (
     DURATION,
     ID,
@@ -251,11 +251,12 @@ class FlowPart:
         whatever the flow's length. Built in one step rather than as a row first: the
         values are decoded once, and a dict of scalars whose keys are not secret (what
         ``_stored`` would redact and re-encode to the same value) is taken as decoded;
-        the flow token's ``uuid.UUID`` is the one ``flow()`` made, and the ids and UUIDs
-        are built inline (callgrind, per record of a seed-shaped play: 36,200
-        instructions through ``row_of`` and ``record_from_row``, 19,800 so).
+        the flow token's ``uuid.UUID`` is the one ``flow()`` made (callgrind, per record
+        of a seed-shaped play: 36,200 instructions through ``row_of`` and
+        ``record_from_row``, 19,800 with the ids built inline, ~1,000 more with them
+        from ``full_id`` and ``as_uuid``).
         """
-        spec, aid, parent_id, t0, dur, status, inp, out = rec[:RECORD_SLOTS]
+        spec, _, parent_id, t0, dur, status, inp, out = rec[:RECORD_SLOTS]
         limit = settings.max_value_bytes
         if 123 in inp[1:] or len(inp) > limit:  # as _stored decides
             inputs = decode(finish(inp, spec.redactor, inputs=True))
@@ -277,26 +278,17 @@ class FlowPart:
                             break
                 if not plain:
                     outputs = decode(finish(out, spec.redactor))
-        # Ids as full_id and as_uuid make them, inline (as sql_rows does).
-        off, fixed, mask = self.offset, self.fixed, _ids.COUNTER_MASK
-        if aid < LOCAL_LIMIT:
-            aid = (((t0 + off) // 1_000_000) << 80) | fixed | (aid & mask)
-        own = _new_uuid(_UUID)
-        _set_int(own, aid)
-        _set_safe(own, _SAFE)
-        if parent_id is not None:
-            if parent_id < LOCAL_LIMIT and parent is not None and parent[ID] == parent_id:
-                parent_id = (((parent[START] + off) // 1_000_000) << 80) | fixed | (parent_id & mask)
-            p = _new_uuid(_UUID)
-            _set_int(p, parent_id)
-            _set_safe(p, _SAFE)
-        else:
+        if parent_id is None:
             p = None
+        else:
+            if parent is not None and parent[ID] == parent_id:
+                parent_id = self.full_id(parent)
+            p = as_uuid(parent_id)
         flow = self.token_uuid
         if flow is None:
             flow = self.token_uuid = as_uuid(self.token)
-        return ActionRecord(own, spec.concept_uri, spec.name, inputs, outputs,
-                            (t0 + off) // 1000, flow, p, status,
+        return ActionRecord(as_uuid(self.full_id(rec)), spec.concept_uri, spec.name, inputs,
+                            outputs, (t0 + self.offset) // 1000, flow, p, status,
                             None if dur is None else dur // 1000)
 
     def _rows(self, records: list[list[Any]], full: dict[int, int]) -> Iterator[ActionRow]:
@@ -366,8 +358,6 @@ class FlowPart:
         copy.sampled = self.sampled
         copy.offset, copy.fixed = self.offset, self.fixed
         return copy
-
-
 
 
 SqlRows = tuple[list[tuple[Any, ...]], dict[int, str]]

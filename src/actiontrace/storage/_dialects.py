@@ -430,20 +430,19 @@ class Postgres(Dialect):
             # acknowledgement), an action stored running or a flow's second part (in this
             # batch or stored) conflicts: then the batch goes through the temporary
             # tables' upserts instead (docs/performance.md).
+            def put(bulk: Callable[[str, list[Row]], None]) -> None:
+                for table, kind, rows in tables:
+                    if len(rows) >= _sqltext.PG_COPY_MIN:
+                        bulk(table, rows)
+                    elif rows:
+                        cur.executemany(sql[kind], rows)
+
             cur.execute("SAVEPOINT actiontrace_copy")
             try:
-                for table, kind, rows in tables:
-                    if len(rows) >= _sqltext.PG_COPY_MIN:
-                        _pg_copy(cur, table, rows)
-                    elif rows:
-                        cur.executemany(sql[kind], rows)
+                put(lambda table, rows: _pg_copy(cur, table, rows))
             except psycopg.errors.UniqueViolation:
                 cur.execute("ROLLBACK TO SAVEPOINT actiontrace_copy")
-                for table, kind, rows in tables:
-                    if len(rows) >= _sqltext.PG_COPY_MIN:
-                        _pg_copy_upsert(cur, table, rows, self.partitioned)
-                    elif rows:
-                        cur.executemany(sql[kind], rows)
+                put(lambda table, rows: _pg_copy_upsert(cur, table, rows, self.partitioned))
         except psycopg.errors.InvalidColumnReference as exc:
             # "no unique constraint matching the ON CONFLICT specification": the tables
             # were partitioned (or put back) since the last look. Look again, retry.

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import threading
 import uuid
 import weakref
@@ -61,8 +60,6 @@ from actiontrace.storage._sqltext import COLUMNS
 
 __all__ = ["SqlAlchemyTraceStorage", "make_engine", "mask_url"]
 
-log = logging.getLogger("actiontrace")
-
 MAX_CHAIN = 10_000  # causal chains longer than this are cut (a guard, not a real limit)
 
 _STORAGES: weakref.WeakSet[SqlAlchemyTraceStorage] = weakref.WeakSet()
@@ -75,7 +72,6 @@ def _after_fork_in_child() -> None:
 
 
 at_fork("storage", after_in_child=_after_fork_in_child)
-
 
 
 class SqlAlchemyTraceStorage(Browsing, TraceStorage):
@@ -112,7 +108,7 @@ class SqlAlchemyTraceStorage(Browsing, TraceStorage):
                 f"unsupported database dialect {self.engine.dialect.name!r}")
         self._dialect = for_engine(self.engine)
         self.dialect = self._dialect.name
-        # A fork waits for this storage's calls into SQLite (_SqliteCalls).
+        # A fork waits for this storage's calls into SQLite (_engine.SqliteCalls).
         self._sqlite_calls = sqlite_calls if self.dialect == "sqlite" else None
         self._ready = False
         self._ready_lock = threading.Lock()

@@ -66,8 +66,6 @@ PG_COPY = {
 }
 
 
-
-
 def _marks(n: int) -> str:
     return "(" + ", ".join("?" * n) + ")"
 
